@@ -1,0 +1,116 @@
+"""SQuAD v2.0 (and v1.1) metric as a local `evaluate` module, usable offline."""
+
+import datasets
+import evaluate
+
+from .compute_score import squad_v1_scores, squad_v2_scores
+
+_CITATION = """\
+@inproceedings{rajpurkar-etal-2016-squad,
+    title = "{SQ}u{AD}: 100,000+ Questions for Machine Comprehension of Text",
+    author = "Rajpurkar, Pranav and Zhang, Jian and Lopyrev, Konstantin and Liang, Percy",
+    booktitle = "Proceedings of the 2016 Conference on Empirical Methods in Natural Language Processing",
+    year = "2016",
+    pages = "2383--2392",
+}
+
+@inproceedings{rajpurkar-etal-2018-know,
+    title = "Know What You Don{'}t Know: Unanswerable Questions for {SQ}u{AD}",
+    author = "Rajpurkar, Pranav and Jia, Robin and Liang, Percy",
+    booktitle = "Proceedings of the 56th Annual Meeting of the Association for Computational Linguistics (Volume 2: Short Papers)",
+    year = "2018",
+    pages = "784--789",
+}
+"""
+
+_DESCRIPTION = """\
+Scores extractive question answering the way the official SQuAD evaluation does.
+
+Predicted and gold answers are normalised (lower case, no punctuation, no
+articles a/an/the, single spaces) and compared by exact match and by token
+F1, keeping the best score over a question's gold answers.
+
+The default configuration is SQuAD v2.0, where some questions have no answer:
+their only gold answer is the empty string, and a prediction whose
+no-answer probability is above `no_answer_threshold` counts as "no answer".
+It also reports the scores at the best no-answer threshold.
+The "squad" configuration is SQuAD v1.1: every question has an answer.
+
+Predictions and references are matched by id. A reference without a
+prediction counts as a wrong answer, and a warning says how many there were.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: list of dicts, one per question:
+        - 'id': question id,
+        - 'prediction_text': the predicted answer ("" for no answer),
+        - 'no_answer_probability': probability that the question has no
+          answer (default configuration only).
+    references: list of dicts, one per question:
+        - 'id': question id,
+        - 'answers': {'text': [gold answers], 'answer_start': [their character
+          offsets]}; empty lists for an unanswerable question.
+    no_answer_threshold: (default configuration only, default 1.0) a
+        prediction whose no-answer probability is above it counts as "no answer".
+Returns:
+    default (SQuAD v2.0) configuration, scores in percent:
+        'exact', 'f1': over all questions,
+        'total': number of questions,
+        'HasAns_exact', 'HasAns_f1', 'HasAns_total': over answerable questions (if any),
+        'NoAns_exact', 'NoAns_f1', 'NoAns_total': over unanswerable questions (if any),
+        'best_exact', 'best_exact_thresh', 'best_f1', 'best_f1_thresh': the scores
+            at the best no-answer threshold, and that threshold.
+    "squad" (SQuAD v1.1) configuration, scores in percent:
+        'exact_match', 'f1'.
+Examples:
+    >>> squad_v2 = evaluate.load("metrics/squad_v2")
+    >>> predictions = [{"id": "q1", "prediction_text": "1976", "no_answer_probability": 0.0}]
+    >>> references = [{"id": "q1", "answers": {"text": ["1976"], "answer_start": [97]}}]
+    >>> squad_v2.compute(predictions=predictions, references=references)["exact"]
+    100.0
+    >>> squad = evaluate.load("metrics/squad_v2", "squad")
+    >>> squad.compute(predictions=[{"id": "q1", "prediction_text": "in 1976"}], references=references)
+    {'exact_match': 0.0, 'f1': 66.66666666666666}
+"""
+
+_ANSWERS = {
+    "text": datasets.List(datasets.Value("string")),
+    "answer_start": datasets.List(datasets.Value("int32")),
+}
+_V1_PREDICTION = {"id": datasets.Value("string"), "prediction_text": datasets.Value("string")}
+# float64 rather than float32 so that best_*_thresh echo the probabilities as given.
+_V2_PREDICTION = {**_V1_PREDICTION, "no_answer_probability": datasets.Value("float64")}
+_PREDICTION_FEATURES = {"default": _V2_PREDICTION, "squad": _V1_PREDICTION}
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class SquadV2(evaluate.Metric):
+    def _info(self):
+        if self.config_name not in _PREDICTION_FEATURES:
+            raise ValueError(
+                f"unknown configuration {self.config_name!r}, expected one of {list(_PREDICTION_FEATURES)}"
+            )
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": _PREDICTION_FEATURES[self.config_name],
+                    "references": {"id": datasets.Value("string"), "answers": _ANSWERS},
+                }
+            ),
+            homepage="https://rajpurkar.github.io/SQuAD-explorer/",
+            reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
+        )
+
+    def _compute(self, predictions, references, no_answer_threshold=1.0):
+        golds = {ref["id"]: ref["answers"]["text"] for ref in references}
+        if self.config_name == "squad":
+            texts = {pred["id"]: pred["prediction_text"] for pred in predictions}
+            return squad_v1_scores(texts, golds)
+        answers = {
+            pred["id"]: (pred["prediction_text"], pred["no_answer_probability"]) for pred in predictions
+        }
+        return squad_v2_scores(answers, golds, no_answer_threshold)

@@ -1,0 +1,290 @@
+"""The train / evaluate / predict sequence shared by run_qa.py and run_qa_crf.py.
+
+A script describes its head (how to load the model, which labels it trains on, how its window outputs become
+answer candidates) and calls `main(head)`; everything else (arguments, data, windows, trainer, metric, output
+files, model card, Hub) is this one sequence.
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import datasets
+import evaluate
+import transformers
+from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+import model_card
+from qa_data import QADataError, load_questions
+from trainer_qa import QuestionAnsweringTrainer
+from utils_qa import (
+    WindowCollator,
+    eval_features,
+    padded_offsets,
+    question_predictions,
+    sigmoid,
+    train_features,
+    write_json_atomically,
+    write_prediction_files,
+)
+
+logger = logging.getLogger(__name__)
+
+METRIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics", "squad_v2")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "Checkpoint to fine-tune: a Hub id or a local folder."})
+    config_name: str | None = field(default=None, metadata={"help": "Config to use instead of the model's."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer to use instead of the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the model on the Hub."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: the one `hf auth login` stored)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
+    emission_relu: bool = field(
+        default=False, metadata={"help": "run_qa_crf.py: ReLU on the CRF emissions, as the original notebook had."}
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset, e.g. rajpurkar/squad_v2."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of the Hub dataset."})
+    train_file: str | None = field(default=None, metadata={"help": "SQuAD JSON (.json/.json.gz) or flat json/jsonl/parquet/csv."})
+    validation_file: str | None = field(default=None, metadata={"help": "Evaluation questions, same formats."})
+    test_file: str | None = field(default=None, metadata={"help": "Questions to predict, same formats."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Recompute the tokenized windows."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    max_seq_length: int = field(default=384, metadata={"help": "Tokens per window (question + context + specials)."})
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every window to max_seq_length (default: pad each batch to its longest)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test questions."})
+    version_2_with_negative: bool = field(default=False, metadata={"help": "SQuAD v2: some questions have no answer."})
+    null_score_diff_threshold: float = field(
+        default=0.0, metadata={"help": "Answer '' when null score - best span score exceeds this (SQuAD v2)."}
+    )
+    doc_stride: int = field(default=128, metadata={"help": "Overlap, in tokens, between consecutive windows."})
+    n_best_size: int = field(default=20, metadata={"help": "Start and end candidates per window; answers kept per question."})
+    max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
+
+    def __post_init__(self):
+        if not (self.dataset_name or self.train_file or self.validation_file or self.test_file):
+            raise ValueError("Give a --dataset_name or at least one of --train_file/--validation_file/--test_file.")
+        if self.doc_stride >= self.max_seq_length // 2:
+            raise ValueError(f"--doc_stride {self.doc_stride} must be less than half of --max_seq_length {self.max_seq_length}.")
+
+
+@dataclass(frozen=True)
+class Head:
+    """What distinguishes one QA model family from another in this sequence.
+
+    load_model: `(model_name_or_path, config_kwargs, model_args) -> PreTrainedModel`.
+    label_scheme: "span" (start/end positions) or "bio" (a tag per token).
+    candidates: `(model_outputs, windows, offsets, data_args) -> utils_qa.WindowCandidates`.
+    ignore_keys: model outputs not gathered during evaluation.
+    """
+
+    name: str
+    load_model: Callable
+    label_scheme: str
+    candidates: Callable
+    ignore_keys: tuple = ()
+
+
+def parse_args(argv):
+    """(ModelArguments, DataTrainingArguments, TrainingArguments) from a JSON config file or the command line."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def setup_logging(training_args):
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    level = training_args.get_process_log_level()
+    logger.setLevel(level)
+    for name in ("qa_data", "utils_qa", "trainer_qa", "model_card"):
+        logging.getLogger(name).setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def checkpoint_to_resume(training_args):
+    """The checkpoint training resumes from: the one asked for, else the last one in output_dir, else None."""
+    if training_args.resume_from_checkpoint or not training_args.do_train:
+        return training_args.resume_from_checkpoint
+    if not os.path.isdir(training_args.output_dir):
+        return None
+    last = get_last_checkpoint(training_args.output_dir)
+    if last:
+        logger.info(f"Resuming from {last}, the last checkpoint in {training_args.output_dir}")
+    return last
+
+
+def first(questions, limit):
+    return questions.select(range(min(limit, len(questions)))) if limit is not None else questions
+
+
+def windows(questions, build, training_args, data_args, description):
+    """Windows of `questions` built by `build(batch, indices)`, tokenized once (main process first, then cached)."""
+    with training_args.main_process_first(desc=description):
+        return questions.map(
+            build, batched=True, with_indices=True, remove_columns=questions.column_names,
+            num_proc=data_args.preprocessing_num_workers, load_from_cache_file=not data_args.overwrite_cache,
+            desc=description,
+        )
+
+
+def references(questions):
+    """Gold answers in the metric's format, or None when no question has one (an unlabelled test set)."""
+    if not any(answers["text"] for answers in questions["answers"]):
+        return None
+    return [{"id": qid, "answers": answers} for qid, answers in zip(questions["id"], questions["answers"])]
+
+
+def logit(p):
+    """The score difference at which sigmoid reaches the probability `p`.
+
+    0 and 1 (abstain on every question, or on none) are clipped to keep the value finite, as JSON needs.
+    """
+    p = min(max(p, 1e-15), 1.0 - 1e-15)
+    return math.log(p / (1.0 - p))
+
+
+def metric_function(data_args):
+    """`(metric_predictions, references) -> dict`: the project's offline SQuAD v1.1/v2.0 metric.
+
+    For SQuAD v2 the best thresholds are also given in score units (null score - best span score), the units
+    of --null_score_diff_threshold.
+    """
+    if not data_args.version_2_with_negative:
+        metric = evaluate.load(METRIC_DIR, "squad")
+        return lambda predictions, refs: metric.compute(predictions=predictions, references=refs)
+    metric = evaluate.load(METRIC_DIR)
+
+    def compute(predictions, refs):
+        scores = metric.compute(
+            predictions=predictions, references=refs,
+            no_answer_threshold=sigmoid(data_args.null_score_diff_threshold),
+        )
+        for name in ("best_exact", "best_f1"):
+            scores[f"{name}_null_score_diff_threshold"] = logit(scores[f"{name}_thresh"])
+        return scores
+
+    return compute
+
+
+def save_metrics(trainer, split, metrics):
+    """`{split}_results.json` and `all_results.json`, written atomically by the main process."""
+    trainer.log_metrics(split, metrics)
+    if not trainer.is_world_process_zero():
+        return
+    os.makedirs(trainer.args.output_dir, exist_ok=True)
+    write_json_atomically(os.path.join(trainer.args.output_dir, f"{split}_results.json"), metrics)
+    all_path = os.path.join(trainer.args.output_dir, "all_results.json")
+    combined = {}
+    if os.path.exists(all_path):
+        with open(all_path, encoding="utf-8") as f:
+            combined = json.load(f)
+    combined.update(metrics)
+    write_json_atomically(all_path, combined)
+
+
+def run(head, model_args, data_args, training_args):
+    """Train, evaluate and predict as the arguments ask; returns {split: metrics}."""
+    setup_logging(training_args)
+    logger.info(f"Training/evaluation parameters {training_args}")
+    resume_from = checkpoint_to_resume(training_args)
+    set_seed(training_args.seed)
+
+    questions = load_questions(data_args, model_args.cache_dir)
+    hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision,
+                  "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: windows need its offset mapping.")
+    model = head.load_model(model_args, hub_kwargs)
+
+    def build_train(batch, indices):
+        return train_features(batch, indices, tokenizer, data_args, head.label_scheme)
+
+    def build_eval(batch, indices):
+        return eval_features(batch, indices, tokenizer, data_args)
+
+    splits = {"train": ("do_train", data_args.max_train_samples), "validation": ("do_eval", data_args.max_eval_samples),
+              "test": ("do_predict", data_args.max_predict_samples)}
+    chosen = {}
+    for split, (flag, limit) in splits.items():
+        if getattr(training_args, flag):
+            if split not in questions:
+                raise QADataError(f"--{flag} needs {split} questions: give --{split}_file or a dataset with that split")
+            chosen[split] = first(questions[split], limit)
+    train_windows = windows(chosen["train"], build_train, training_args, data_args, "Train windows") if "train" in chosen else None
+    eval_windows = {
+        split: windows(chosen[split], build_eval, training_args, data_args, f"{split} windows").sort("length")
+        for split in ("validation", "test") if split in chosen
+    }
+
+    def post_process(examples, features, outputs, prefix):
+        offsets = padded_offsets(features)
+        candidates = head.candidates(outputs, features, offsets, data_args)
+        return question_predictions(examples, features, offsets, candidates, data_args), references(examples)
+
+    trainer = QuestionAnsweringTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_windows,
+        eval_dataset=eval_windows.get("validation"),
+        eval_examples=chosen.get("validation"),
+        processing_class=tokenizer,
+        data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side),
+        post_process_function=post_process,
+        write_function=lambda result, prefix: write_prediction_files(result, training_args.output_dir, prefix),
+        compute_metrics=metric_function(data_args),
+        model_card=lambda: model_card.render(head.name, model_args, data_args, training_args, all_metrics),
+    )
+
+    all_metrics = {}
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        trainer.save_model()
+        metrics = dict(result.metrics, train_questions=len(chosen["train"]), train_windows=len(train_windows))
+        save_metrics(trainer, "train", metrics)
+        trainer.save_state()
+        all_metrics["train"] = metrics
+    if training_args.do_eval:
+        metrics = trainer.evaluate(ignore_keys=list(head.ignore_keys))
+        save_metrics(trainer, "eval", metrics)
+        all_metrics["eval"] = metrics
+    if training_args.do_predict:
+        _, metrics = trainer.predict(eval_windows["test"], chosen["test"], ignore_keys=list(head.ignore_keys))
+        save_metrics(trainer, "predict", metrics)
+        all_metrics["predict"] = metrics
+    if training_args.do_train and trainer.is_world_process_zero():
+        trainer.create_model_card()
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    trainer.end()
+    return all_metrics
+
+
+def main(head, argv=None):
+    """Entry point of a run script; data errors end the run with their message instead of a traceback."""
+    model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(head, model_args, data_args, training_args)
+    except QADataError as err:
+        logger.error(str(err))
+        raise SystemExit(f"error: {err}") from None

@@ -1,0 +1,483 @@
+"""Tests of modeling_crf: CRF math against pytorch-crf and brute force, loading, saving, gradients.
+
+Everything runs on tiny random BERT configs, offline.
+"""
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from transformers import (  # noqa: E402
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    BertConfig,
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertModel,
+)
+
+import modeling_crf  # noqa: E402
+from modeling_crf import CrfForQuestionAnswering, CrfQAConfig  # noqa: E402
+
+O, B, I = 0, 1, 2
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))
+
+
+def tiny_bert_config(**overrides):
+    values = dict(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+def tiny_model(seed=0, **config_kwargs):
+    torch.manual_seed(seed)
+    return CrfForQuestionAnswering(CrfQAConfig(encoder=tiny_bert_config(), **config_kwargs))
+
+
+def randomize_crf(model, scale=1.0, seed=0):
+    """Non-default transitions, large enough for the constraints to matter."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in (model.crf.start_transitions, model.crf.end_transitions, model.crf.transitions):
+            param.copy_(torch.randn(param.shape, generator=generator) * scale)
+
+
+def crf_params(model):
+    return (
+        model.crf.start_transitions.detach().double(),
+        model.crf.end_transitions.detach().double(),
+        model.crf.transitions.detach().double(),
+    )
+
+
+def length_mask(lengths, seq):
+    return torch.arange(seq)[None, :] < torch.tensor(lengths)[:, None]
+
+
+# ---- brute force ---------------------------------------------------------------------------------------------------
+
+
+def path_score(emissions, tags, start, end, trans):
+    """Exact score of one path over the first len(tags) positions (float64)."""
+    score = start[tags[0]] + emissions[0, tags[0]]
+    for t in range(1, len(tags)):
+        score = score + trans[tags[t - 1], tags[t]] + emissions[t, tags[t]]
+    return float(score + end[tags[-1]])
+
+
+def brute_log_z(emissions, length, start, end, trans):
+    scores = [path_score(emissions, tags, start, end, trans) for tags in itertools.product(range(3), repeat=length)]
+    return float(torch.logsumexp(torch.tensor(scores, dtype=torch.float64), 0))
+
+
+def span_tags(length, i, j):
+    tags = [O] * length
+    tags[i] = B
+    for k in range(i + 1, j + 1):
+        tags[k] = I
+    return tags
+
+
+def brute_best_span(emissions, length, context, start, end, trans):
+    """Best (i, j, score) over all single spans lying inside `context`; None if there is none."""
+    best = None
+    for i in range(length):
+        for j in range(i, length):
+            if not all(context[k] for k in range(i, j + 1)):
+                continue
+            score = path_score(emissions, span_tags(length, i, j), start, end, trans)
+            if best is None or score > best[2]:
+                best = (i, j, score)
+    return best
+
+
+def brute_boundary_probs(emissions, length, start, end, trans):
+    """P(y_i = B), P(span ends at i) and P(all O) by enumerating every path."""
+    p_start = [0.0] * length
+    p_end = [0.0] * length
+    log_z = brute_log_z(emissions, length, start, end, trans)
+    for tags in itertools.product(range(3), repeat=length):
+        p = math.exp(path_score(emissions, tags, start, end, trans) - log_z)
+        for i in range(length):
+            if tags[i] == B:
+                p_start[i] += p
+            last = i == length - 1
+            if tags[i] in (B, I) and (last or tags[i + 1] in (O, B)):
+                p_end[i] += p
+    p_null = math.exp(path_score(emissions, [O] * length, start, end, trans) - log_z)
+    return p_start, p_end, p_null
+
+
+# ---- config ----------------------------------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_sub_config():
+    config = CrfQAConfig(encoder=tiny_bert_config(hidden_dropout_prob=0.25).to_dict())
+    assert config.model_type == "crf_qa"
+    assert isinstance(config.encoder, BertConfig)
+    assert config.hidden_size == 32
+    assert config.num_tags == 3 and config.emission_relu is False
+    assert config.classifier_dropout == 0.25  # follows the encoder
+    assert config.id2label == {0: "O", 1: "B", 2: "I"}
+
+    restored = CrfQAConfig.from_dict(config.to_dict())
+    assert isinstance(restored.encoder, BertConfig) and restored.encoder.hidden_size == 32
+    assert restored.classifier_dropout == 0.25
+    assert AutoConfig.for_model("crf_qa").__class__ is CrfQAConfig
+
+
+# ---- CRF likelihood ----------------------------------------------------------------------------------------------
+
+
+def test_log_likelihood_and_loss_match_pytorch_crf():
+    model = tiny_model()
+    randomize_crf(model, seed=1)
+    torch.manual_seed(1)
+    batch, seq = 4, 9
+    mask = length_mask([9, 5, 1, 7], seq)
+    emissions = torch.randn(batch, seq, 3) * 2
+    tags = torch.randint(0, 3, (batch, seq))
+
+    ours = model.log_likelihood(emissions, tags, mask)
+    reference = model.crf(emissions, tags, mask, reduction="none")
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+    # The forward's loss is the negative batch mean of the same quantity on its own emissions.
+    input_ids = torch.randint(1, 100, (batch, seq))
+    model.train()
+    out = model(input_ids, attention_mask=mask.long(), labels=tags)
+    expected = -model.crf(out.emissions, tags, mask, reduction="mean")
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-5)
+    assert out.span_start is None and out.span_score is None  # no decoding while training
+
+
+# ---- constrained decoding -------------------------------------------------------------------------------------------
+
+
+def test_decode_matches_brute_force():
+    model = tiny_model()
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(6):
+        randomize_crf(model, scale=2.0, seed=100 + trial)
+        start, end, trans = crf_params(model)
+        batch, seq = 8, 7
+        lengths = torch.randint(1, seq + 1, (batch,), generator=generator).tolist()
+        lengths[0] = seq
+        mask = length_mask(lengths, seq)
+        emissions = torch.randn(batch, seq, 3, generator=generator) * 2
+        context = (torch.rand(batch, seq, generator=generator) < 0.7) & mask
+        context[1] = False  # no allowed token at all
+        if lengths[2] > 2:
+            context[2] = False
+            context[2, lengths[2] - 1] = True  # a single allowed token, at the very end
+
+        span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask, context)
+        for b in range(batch):
+            length = lengths[b]
+            em = emissions[b].double()
+            log_z = brute_log_z(em, length, start, end, trans)
+            null = path_score(em, [O] * length, start, end, trans) - log_z
+            assert null_score[b].item() == pytest.approx(null, abs=1e-4)
+            best = brute_best_span(em, length, context[b].tolist(), start, end, trans)
+            if best is None:
+                assert span_score[b].item() == float("-inf")
+                assert span_start[b].item() == 0 and span_end[b].item() == 0
+            else:
+                assert (span_start[b].item(), span_end[b].item()) == best[:2], (trial, b)
+                assert span_score[b].item() == pytest.approx(best[2] - log_z, abs=1e-4)
+
+
+def test_decode_default_context_excludes_position_zero():
+    model = tiny_model()
+    emissions = torch.zeros(1, 4, 3)
+    emissions[0, 0, B] = 50.0  # the CRF would love a span at [CLS]
+    span_start, span_end, _, _ = model.decode_spans(emissions)
+    assert span_start.item() >= 1 and span_end.item() >= span_start.item()
+
+
+def test_decode_equals_unconstrained_viterbi_when_no_constraint_binds():
+    model = tiny_model()
+    randomize_crf(model, scale=0.5, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    batch, seq = 6, 12
+    lengths = [12, 10, 8, 12, 5, 9]
+    mask = length_mask(lengths, seq)
+    context = mask.clone()
+    context[:, :3] = False  # "question" tokens
+    emissions = torch.randn(batch, seq, 3, generator=generator) * 0.3
+    gold = []
+    for b, length in enumerate(lengths):
+        i = int(torch.randint(3, length, (1,), generator=generator))
+        j = int(torch.randint(i, length, (1,), generator=generator))
+        tags = span_tags(length, i, j)
+        for t, tag in enumerate(tags):
+            emissions[b, t, tag] += 8.0
+        gold.append((i, j, tags))
+
+    unconstrained = model.crf.decode(emissions, mask)
+    span_start, span_end, span_score, _ = model.decode_spans(emissions, mask, context)
+    start, end, trans = crf_params(model)
+    for b, (i, j, tags) in enumerate(gold):
+        assert unconstrained[b] == tags  # the construction is what makes no constraint bind
+        assert (span_start[b].item(), span_end[b].item()) == (i, j)
+        log_z = float(model.crf(emissions[b : b + 1], torch.tensor([tags + [O] * (seq - len(tags))]), mask[b : b + 1]))
+        path_log_p = log_z  # crf(...) is already the log-likelihood of the path
+        assert span_score[b].item() == pytest.approx(path_log_p, abs=1e-4)
+        assert span_score[b].item() == pytest.approx(
+            path_score(emissions[b].double(), tags, start, end, trans)
+            - brute_log_z(emissions[b].double(), 0, start, end, trans)
+            if False
+            else path_log_p,
+            abs=1e-4,
+        )
+
+
+# ---- marginals ---------------------------------------------------------------------------------------------------
+
+
+def test_tag_marginals_sum_to_one():
+    model = tiny_model()
+    randomize_crf(model, seed=4)
+    torch.manual_seed(4)
+    mask = length_mask([10, 6, 1], 10)
+    log_marginals = model.tag_log_marginals(torch.randn(3, 10, 3) * 3, mask)
+    totals = log_marginals.exp().sum(-1)
+    torch.testing.assert_close(totals[mask], torch.ones(int(mask.sum())), rtol=1e-5, atol=1e-5)
+
+
+def test_boundary_logits_match_brute_force():
+    model = tiny_model()
+    randomize_crf(model, scale=1.5, seed=5)
+    start, end, trans = crf_params(model)
+    torch.manual_seed(5)
+    lengths = [6, 4, 2, 1]
+    seq = 6
+    mask = length_mask(lengths, seq)
+    emissions = torch.randn(len(lengths), seq, 3) * 1.5
+    start_logits, end_logits = model.span_boundary_logits(emissions, mask)
+    assert start_logits.dtype == torch.float32 and start_logits.shape == (len(lengths), seq)
+
+    for b, length in enumerate(lengths):
+        p_start, p_end, p_null = brute_boundary_probs(emissions[b].double(), length, start, end, trans)
+        for i in range(1, length):
+            assert start_logits[b, i].exp().item() == pytest.approx(p_start[i], abs=1e-5)
+            assert end_logits[b, i].exp().item() == pytest.approx(p_end[i], abs=1e-5)
+        # [CLS] holds the null answer in both.
+        assert start_logits[b, 0].exp().item() == pytest.approx(p_null, abs=1e-5)
+        assert end_logits[b, 0].exp().item() == pytest.approx(p_null, abs=1e-5)
+        # Padding: hugely negative, finite, and safe to add.
+        if length < seq:
+            pad = start_logits[b, length:] + end_logits[b, length:]
+            assert torch.isfinite(pad).all() and (pad < -1e30).all()
+
+
+def test_forward_eval_outputs_and_tuple_mode():
+    model = tiny_model()
+    randomize_crf(model, seed=6)
+    model.eval()
+    torch.manual_seed(6)
+    input_ids = torch.randint(1, 100, (3, 8))
+    attention_mask = length_mask([8, 6, 4], 8).long()
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, 3:] = 1
+    context_mask = token_type_ids.bool() & attention_mask.bool()
+    with torch.no_grad():
+        out = model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, context_mask=context_mask)
+    for name in ("span_start", "span_end", "span_score", "null_score"):
+        assert getattr(out, name).shape == (3,)
+    assert out.start_logits.shape == out.end_logits.shape == (3, 8)
+    assert ((out.span_start >= 3) & (out.span_end >= out.span_start)).all()
+    assert (out.span_end < attention_mask.sum(1)).all()
+
+    again = model.decode_spans(out.emissions, attention_mask, context_mask)
+    for ours, theirs in zip(again, (out.span_start, out.span_end, out.span_score, out.null_score)):
+        torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(out.null_score, out.start_logits[:, 0])
+
+    with torch.no_grad():
+        as_tuple = model(input_ids, attention_mask=attention_mask, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], out.start_logits)
+
+
+def test_crf_math_is_float32_under_bf16_autocast():
+    model = tiny_model()
+    model.eval()
+    input_ids = torch.randint(1, 100, (2, 6))
+    labels = torch.zeros(2, 6, dtype=torch.long)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        out = model(input_ids, labels=labels)
+    assert out.start_logits.dtype == out.end_logits.dtype == out.span_score.dtype == torch.float32
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+
+
+# ---- initialisation and loading ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source_class", [BertModel, BertForPreTraining, BertForQuestionAnswering])
+def test_from_plain_encoder_checkpoint(tmp_path, source_class):
+    torch.manual_seed(7)
+    source = source_class(tiny_bert_config())
+    source.save_pretrained(tmp_path / "plain")
+    encoder_reference = source if source_class is BertModel else source.bert
+
+    model = CrfForQuestionAnswering.from_pretrained(tmp_path / "plain", emission_relu=True, classifier_dropout=0.3)
+    assert isinstance(model.config, CrfQAConfig)
+    assert model.config.emission_relu is True and model.config.classifier_dropout == 0.3
+    assert model.dropout.p == 0.3
+    assert not model.training
+
+    reference = encoder_reference.state_dict()
+    loaded = model.encoder.state_dict()
+    assert not any(key.startswith("pooler.") for key in loaded)
+    for key, value in loaded.items():
+        assert torch.equal(value, reference[key]), key
+
+    # The head and the CRF were initialised, not left as whatever memory the meta-device build handed out.
+    for param in (model.crf.start_transitions, model.crf.end_transitions, model.crf.transitions):
+        assert torch.isfinite(param).all()
+        assert param.abs().max() <= 0.1 and param.abs().max() > 0
+    assert torch.isfinite(model.emissions.weight).all() and 0 < model.emissions.weight.std() < 0.1
+    assert torch.equal(model.emissions.bias, torch.zeros(3))
+
+
+def test_from_crf_checkpoint_restores_exactly_and_applies_config_kwargs(tmp_path):
+    model = tiny_model(seed=8)
+    randomize_crf(model, seed=8)
+    model.save_pretrained(tmp_path / "crf")
+
+    restored = CrfForQuestionAnswering.from_pretrained(tmp_path / "crf")
+    original = model.state_dict()
+    assert restored.state_dict().keys() == original.keys()
+    for key, value in restored.state_dict().items():
+        assert torch.equal(value, original[key]), key
+
+    relu = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "crf", emission_relu=True)
+    assert isinstance(relu, CrfForQuestionAnswering) and relu.config.emission_relu is True
+    assert torch.equal(relu.crf.transitions, model.crf.transitions)
+
+    half = CrfForQuestionAnswering.from_pretrained(tmp_path / "crf", dtype=torch.bfloat16)
+    assert half.encoder.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    assert half.crf.transitions.dtype == torch.float32  # kept in float32
+    assert torch.equal(half.crf.transitions, model.crf.transitions)
+
+
+def test_save_and_load_in_fresh_process_with_remote_code(tmp_path):
+    model = tiny_model(seed=9, emission_relu=True)
+    randomize_crf(model, seed=9)
+    model.eval()
+    folder = tmp_path / "saved"
+    model.save_pretrained(folder)
+
+    assert (folder / "model.safetensors").exists()
+    assert (folder / "modeling_crf.py").exists()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "crf_qa"
+    assert config["auto_map"] == {
+        "AutoConfig": "modeling_crf.CrfQAConfig",
+        "AutoModelForQuestionAnswering": "modeling_crf.CrfForQuestionAnswering",
+    }
+    saved = load_file(folder / "model.safetensors")
+    assert {"crf.transitions", "crf.start_transitions", "crf.end_transitions"} <= saved.keys()
+
+    input_ids = torch.randint(1, 100, (2, 7), generator=torch.Generator().manual_seed(9))
+    torch.save(input_ids, tmp_path / "input_ids.pt")
+    script = tmp_path / "load_remote.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            import torch
+            from safetensors.torch import save_file
+            from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+            folder = {str(folder)!r}
+            config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+            assert type(config).__name__ == "CrfQAConfig", type(config)
+            model = AutoModelForQuestionAnswering.from_pretrained(folder, trust_remote_code=True)
+            assert type(model).__name__ == "CrfForQuestionAnswering", type(model)
+            # The class must come from the saved folder, not from the project.
+            assert "modeling_crf" not in sys.modules, "project module leaked into the subprocess"
+            assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+            state = {{key: value.contiguous() for key, value in model.state_dict().items()}}
+            with torch.no_grad():
+                out = model(torch.load({str(tmp_path / "input_ids.pt")!r}))
+            state["__start_logits"] = out.start_logits
+            state["__span_score"] = out.span_score
+            save_file(state, {str(tmp_path / "reloaded.safetensors")!r})
+            """
+        )
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_VERBOSITY="error")
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    reloaded = load_file(tmp_path / "reloaded.safetensors")
+    original = model.state_dict()
+    assert {key for key in reloaded if not key.startswith("__")} == set(original)
+    for key, value in original.items():
+        assert torch.equal(reloaded[key], value), key
+    with torch.no_grad():
+        out = model(input_ids)
+    torch.testing.assert_close(reloaded["__start_logits"], out.start_logits)
+    torch.testing.assert_close(reloaded["__span_score"], out.span_score)
+
+
+# ---- gradients -----------------------------------------------------------------------------------------------------
+
+
+def test_backward_reaches_crf_and_encoder():
+    model = tiny_model(seed=10)
+    model.train()
+    torch.manual_seed(10)
+    input_ids = torch.randint(1, 100, (3, 8))
+    attention_mask = length_mask([8, 7, 5], 8).long()
+    labels = torch.zeros(3, 8, dtype=torch.long)
+    labels[:, 4] = B
+    labels[:, 5] = I
+    out = model(input_ids, attention_mask=attention_mask, labels=labels)
+    out.loss.backward()
+    for name in ("crf.transitions", "crf.start_transitions", "crf.end_transitions", "emissions.weight",
+                 "encoder.embeddings.word_embeddings.weight", "encoder.encoder.layer.0.attention.self.query.weight"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def test_module_is_self_contained():
+    source = Path(modeling_crf.__file__).read_text()
+    imported = set()
+    for line in source.splitlines():
+        words = line.split()
+        if words[:1] == ["import"] or (words[:1] == ["from"] and "import" in words):
+            imported.add(words[1].split(".")[0])
+    assert imported <= {"copy", "dataclasses", "torch", "torchcrf", "transformers"}, imported

@@ -1,0 +1,87 @@
+"""`QuestionAnsweringTrainer`: a `Trainer` whose evaluation runs the model over windows, turns the window outputs
+into answers per question and scores those answers against the questions' gold answers."""
+
+import math
+import os
+import time
+
+from transformers import Trainer
+from transformers.trainer_utils import speed_metrics
+
+
+class QuestionAnsweringTrainer(Trainer):
+    """Trainer for extractive QA.
+
+    Args (beyond `Trainer`'s):
+        eval_examples: the questions behind `eval_dataset` (its windows).
+        post_process_function: `(questions, windows, model_outputs, prefix) -> (QuestionPredictions, references)`;
+            called in every process (best-checkpoint selection needs the metrics everywhere).
+        write_function: `(QuestionPredictions, prefix) -> None`, writing output files; main process only.
+        compute_metrics: `(metric_predictions, references) -> dict` of metric values without prefix.
+        model_card: `() -> str`, the README.md written by `create_model_card` (and so by `push_to_hub`).
+    """
+
+    def __init__(self, *args, eval_examples=None, post_process_function=None, write_function=None, model_card=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_examples = eval_examples
+        self.post_process_function = post_process_function
+        self.write_function = write_function
+        self.model_card = model_card
+
+    def create_model_card(self, **kwargs):
+        """Write the project's model card (dataset, metrics, hyperparameters, license) as README.md."""
+        if self.model_card is None:
+            return super().create_model_card(**kwargs)
+        if self.is_world_process_zero():
+            with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as f:
+                f.write(self.model_card())
+
+    def answer_questions(self, dataset, examples, description, ignore_keys, prefix):
+        """(metrics, QuestionPredictions): the model over `dataset`'s windows, then answers per question."""
+        dataloader = self.get_test_dataloader(dataset) if prefix == "predict" else self.get_eval_dataloader(dataset)
+        start_time = time.time()
+        # compute_metrics is applied to questions below, not to windows inside the loop
+        compute_metrics, self.compute_metrics = self.compute_metrics, None
+        try:
+            output = self.evaluation_loop(
+                dataloader, description=description, prediction_loss_only=False,
+                ignore_keys=ignore_keys, metric_key_prefix=prefix,
+            )
+        finally:
+            self.compute_metrics = compute_metrics
+        if f"{prefix}_model_preparation_time" in output.metrics:
+            start_time += output.metrics[f"{prefix}_model_preparation_time"]
+
+        result, references = self.post_process_function(examples, dataset, output.predictions, prefix)
+        metrics = dict(output.metrics)
+        if self.compute_metrics is not None and references is not None:
+            metrics.update({f"{prefix}_{k}": v for k, v in self.compute_metrics(result.metric_predictions, references).items()})
+        if self.write_function is not None and self.is_world_process_zero():
+            self.write_function(result, prefix)
+        metrics.update(
+            speed_metrics(
+                prefix, start_time, num_samples=output.num_samples,
+                num_steps=math.ceil(output.num_samples / (self.args.eval_batch_size * self.args.world_size)),
+            )
+        )
+        metrics[f"{prefix}_questions"] = len(examples)
+        return metrics, result
+
+    def evaluate(self, eval_dataset=None, eval_examples=None, ignore_keys=None, metric_key_prefix="eval"):
+        """Metrics of the answers to `eval_examples` (default: the trainer's), logged and passed to callbacks."""
+        self._memory_tracker.start()
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        examples = self.eval_examples if eval_examples is None else eval_examples
+        metrics, _ = self.answer_questions(dataset, examples, "Evaluation", ignore_keys, metric_key_prefix)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
+
+    def predict(self, predict_dataset, predict_examples, ignore_keys=None, metric_key_prefix="predict"):
+        """(QuestionPredictions, metrics) for `predict_examples`; metrics only if they carry gold answers."""
+        self._memory_tracker.start()
+        metrics, result = self.answer_questions(predict_dataset, predict_examples, "Prediction", ignore_keys, metric_key_prefix)
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return result, metrics

@@ -1,0 +1,299 @@
+"""The QA steps both heads share: questions -> windows (with labels) -> candidates -> answers per question -> files.
+
+Window features (one row per window of `max_seq_length` tokens over a question and its context):
+- model inputs: `input_ids`, `attention_mask` (and `token_type_ids`), `context_mask` (True on context tokens);
+- training labels: `start_positions`/`end_positions` ("span") or `labels`, BIO tags per token ("bio");
+- for post-processing: `example_index` (row of the question), `offset_mapping` (character span per token,
+  [-1, -1] outside the context), `cls_index` (the [CLS] token, where no-answer is scored) and `length`.
+"""
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from span_decoding import best_per_group, null_scores, span_candidates
+
+logger = logging.getLogger(__name__)
+
+TAG_O, TAG_B, TAG_I = 0, 1, 2
+
+
+def max_question_tokens(tokenizer, max_seq_length, doc_stride):
+    """Longest question (in tokens) that still leaves the context more room than the stride."""
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    return max_seq_length - doc_stride - specials - 1
+
+
+def capped_questions(questions, ids, tokenizer, max_tokens):
+    """Questions cut to `max_tokens` tokens, warning (with a count and examples) for each one cut."""
+    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    capped, cut = [], []
+    for qid, question, offsets in zip(ids, questions, encoded["offset_mapping"]):
+        if len(offsets) > max_tokens:
+            question = question[: offsets[max_tokens - 1][1]]
+            cut.append(qid)
+        capped.append(question)
+    if cut:
+        logger.warning(
+            f"{len(cut)} question(s) are longer than {max_tokens} tokens and were truncated to fit a window "
+            f"(ids: {', '.join(map(str, cut[:5]))}{' ...' if len(cut) > 5 else ''})"
+        )
+    return capped
+
+
+def tokenized_windows(examples, tokenizer, args):
+    """Tokenizer output with one row per window, overflowing windows `doc_stride` tokens apart, with offsets."""
+    pad_on_right = tokenizer.padding_side == "right"
+    questions = [q.lstrip() for q in examples["question"]]
+    questions = capped_questions(
+        questions, examples["id"], tokenizer, max_question_tokens(tokenizer, args.max_seq_length, args.doc_stride)
+    )
+    contexts = examples["context"]
+    return tokenizer(
+        questions if pad_on_right else contexts,
+        contexts if pad_on_right else questions,
+        truncation="only_second" if pad_on_right else "only_first",
+        max_length=args.max_seq_length,
+        stride=args.doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding="max_length" if args.pad_to_max_length else False,
+    )
+
+
+def context_flags(encoded, window, context_sequence):
+    """(length,) bool array: True on the context tokens of one window."""
+    return np.array([s == context_sequence for s in encoded.sequence_ids(window)])
+
+
+def answer_tokens(offsets, context, answers):
+    """(start, end) token indices of the first answer inside this window, or None when it is unanswerable or outside.
+
+    offsets: (length, 2) character offsets; context: (length,) bool context flags.
+    """
+    if not answers["text"]:
+        return None
+    start_char = answers["answer_start"][0]
+    end_char = start_char + len(answers["text"][0])
+    tokens = np.flatnonzero(context)
+    if offsets[tokens[0], 0] > start_char or offsets[tokens[-1], 1] < end_char:
+        return None
+    start = tokens[np.searchsorted(offsets[tokens, 0], start_char, side="right") - 1]
+    end = tokens[np.searchsorted(offsets[tokens, 1], end_char, side="left")]
+    return start, end
+
+
+def window_rows(examples, indices, tokenizer, args):
+    """Per-window columns common to training and evaluation, plus the parsed offsets and context flags."""
+    encoded = tokenized_windows(examples, tokenizer, args)
+    context_sequence = 1 if tokenizer.padding_side == "right" else 0
+    flags = [context_flags(encoded, w, context_sequence) for w in range(len(encoded["input_ids"]))]
+    offsets = [np.array(o, dtype=np.int64).reshape(-1, 2) for o in encoded["offset_mapping"]]
+    cls_id = tokenizer.cls_token_id
+    columns = {name: encoded[name] for name in encoded.keys() if name not in ("offset_mapping", "overflow_to_sample_mapping")}
+    columns["example_index"] = [indices[i] for i in encoded["overflow_to_sample_mapping"]]
+    columns["context_mask"] = [f.tolist() for f in flags]
+    columns["cls_index"] = [ids.index(cls_id) if cls_id in ids else 0 for ids in encoded["input_ids"]]
+    columns["length"] = [int(np.sum(m)) for m in encoded["attention_mask"]]
+    return encoded, columns, offsets, flags
+
+
+def train_features(examples, indices, tokenizer, args, scheme):
+    """Training windows with labels: `scheme` "span" (start/end token, [CLS] when no answer) or "bio" (tags)."""
+    encoded, columns, offsets, flags = window_rows(examples, indices, tokenizer, args)
+    starts, ends, tags = [], [], []
+    for w, example in enumerate(encoded["overflow_to_sample_mapping"]):
+        span = answer_tokens(offsets[w], flags[w], examples["answers"][example])
+        cls_index = columns["cls_index"][w]
+        starts.append(int(span[0]) if span else cls_index)
+        ends.append(int(span[1]) if span else cls_index)
+        window_tags = np.full(len(flags[w]), TAG_O, dtype=np.int64)
+        if span:
+            window_tags[span[0]] = TAG_B
+            window_tags[span[0] + 1 : span[1] + 1] = TAG_I
+        tags.append(window_tags.tolist())
+    if scheme == "span":
+        columns["start_positions"], columns["end_positions"] = starts, ends
+    else:
+        columns["labels"] = tags
+    return columns
+
+
+def eval_features(examples, indices, tokenizer, args):
+    """Evaluation windows carrying what post-processing needs: offsets ([-1, -1] off the context)."""
+    _, columns, offsets, flags = window_rows(examples, indices, tokenizer, args)
+    columns["offset_mapping"] = [np.where(f[:, None], o, -1).tolist() for o, f in zip(offsets, flags)]
+    return columns
+
+
+@dataclass
+class WindowCollator:
+    """Pads every per-token feature of a batch to its longest window (the tokenizer's side and pad id)."""
+
+    pad_token_id: int
+    padding_side: str = "right"
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features):
+        width = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = {}
+        for key in features[0]:
+            values = [f[key] for f in features]
+            if not isinstance(values[0], (list, tuple, np.ndarray)):
+                batch[key] = torch.tensor(values)
+                continue
+            pad = self.pad_token_id if key == "input_ids" else 0
+            dtype = torch.bool if key == "context_mask" else torch.long
+            padded = torch.full((len(values), width), pad, dtype=dtype)
+            for row, value in enumerate(values):
+                value = torch.as_tensor(value, dtype=dtype)
+                if self.padding_side == "right":
+                    padded[row, : len(value)] = value
+                else:
+                    padded[row, width - len(value) :] = value
+            batch[key] = padded
+        return batch
+
+
+def padded_offsets(features):
+    """(windows, longest window, 2) int array of the features' character offsets, -1 off the context and in padding."""
+    column = features.with_format("arrow")[:]["offset_mapping"].combine_chunks()
+    lengths = column.value_lengths().to_numpy(zero_copy_only=False)
+    width = int(lengths.max())
+    pairs = column.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = np.arange(len(pairs)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    offsets = np.full((len(lengths), width, 2), -1, dtype=np.int64)
+    offsets[rows, cols] = pairs
+    return offsets
+
+
+@dataclass
+class WindowCandidates:
+    """Answer candidates of a set of windows: spans with token indices and scores, and each window's null score."""
+
+    window: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    score: np.ndarray
+    window_null: np.ndarray
+
+
+def span_head_candidates(outputs, features, offsets, args):
+    """Candidates of a start/end-logit model. outputs: (start_logits, end_logits), each (windows, length)."""
+    # logits are padded to the longest window, as the offsets are
+    width = offsets.shape[1]
+    start_logits, end_logits = (np.asarray(o, dtype=np.float32)[:, :width] for o in outputs[:2])
+    window, start, end, score = span_candidates(
+        start_logits, end_logits, offsets[..., 0] >= 0, args.n_best_size, args.max_answer_length
+    )
+    cls_index = np.asarray(features["cls_index"])
+    return WindowCandidates(window, start, end, score, null_scores(start_logits, end_logits, cls_index))
+
+
+@dataclass
+class QuestionPredictions:
+    """Everything evaluation and the output files need, per question id (in the questions' order)."""
+
+    predictions: dict
+    nbest: dict
+    null_odds: dict
+    metric_predictions: list
+
+
+def softmax(scores):
+    shifted = np.exp(scores - scores.max())
+    return shifted / shifted.sum()
+
+
+def question_predictions(examples, features, offsets, candidates, args):
+    """Answers per question from the candidates of its windows.
+
+    Each question keeps its `n_best_size` best spans over all its windows; its null score is the lowest window
+    null score; with `version_2_with_negative` the answer is "" when null score - best span score exceeds
+    `null_score_diff_threshold`. The n-best lists hold text, character offsets, score and probability (softmax
+    over the list, the null answer included in v2). Every question gets an entry.
+    """
+    window_question = np.asarray(features["example_index"])
+    question = window_question[candidates.window]
+    keep = best_per_group(question, candidates.score, args.n_best_size)
+    kept_question = question[keep]
+    char_start = offsets[candidates.window[keep], candidates.start[keep], 0]
+    char_end = offsets[candidates.window[keep], candidates.end[keep], 1]
+    kept_score = candidates.score[keep]
+    bounds = np.searchsorted(kept_question, np.arange(len(examples) + 1))
+    question_null = np.full(len(examples), np.inf, dtype=np.float32)
+    np.minimum.at(question_null, window_question, candidates.window_null)
+
+    result = QuestionPredictions({}, {}, {}, [])
+    for q, (qid, context) in enumerate(zip(examples["id"], examples["context"])):
+        span = slice(bounds[q], bounds[q + 1])
+        entries = [
+            {"text": context[s:e], "start": int(s), "end": int(e), "score": float(sc)}
+            for s, e, sc in zip(char_start[span], char_end[span], kept_score[span])
+        ]
+        best = entries[0] if entries else {"text": "", "score": -math.inf}
+        if args.version_2_with_negative:
+            null = float(question_null[q])
+            entries = sorted(entries + [{"text": "", "start": 0, "end": 0, "score": null}], key=lambda x: -x["score"])
+            odds = null - best["score"]
+            result.null_odds[qid] = odds
+            answer = "" if odds > args.null_score_diff_threshold else best["text"]
+        else:
+            answer = best["text"]
+        for entry, probability in zip(entries, softmax(np.array([x["score"] for x in entries]))):
+            entry["probability"] = float(probability)
+        result.nbest[qid] = entries
+        result.predictions[qid] = answer
+        result.metric_predictions.append(metric_prediction(qid, best["text"], result.null_odds.get(qid), args))
+    return result
+
+
+def sigmoid(x):
+    return 0.5 * (1.0 + math.tanh(0.5 * x))
+
+
+def metric_prediction(qid, best_text, null_odds, args):
+    """The metric's input for one question: its best non-null answer and the probability of no answer.
+
+    The metric applies the threshold itself (`no_answer_threshold` = sigmoid of `null_score_diff_threshold`), so it
+    scores the same answers as the predictions file while best_exact/best_f1 search every threshold.
+    """
+    if not args.version_2_with_negative:
+        return {"id": qid, "prediction_text": best_text}
+    return {"id": qid, "prediction_text": best_text, "no_answer_probability": sigmoid(null_odds)}
+
+
+def write_json_atomically(path, payload):
+    """Write JSON to a temporary name and rename, so an interrupted run never leaves a half-written file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_prediction_files(result, output_dir, prefix):
+    """`{prefix}_predictions.json`, `{prefix}_nbest_predictions.json` and, for SQuAD v2, `{prefix}_null_odds.json`."""
+    os.makedirs(output_dir, exist_ok=True)
+    write_json_atomically(os.path.join(output_dir, f"{prefix}_predictions.json"), result.predictions)
+    write_json_atomically(os.path.join(output_dir, f"{prefix}_nbest_predictions.json"), result.nbest)
+    if result.null_odds:
+        write_json_atomically(os.path.join(output_dir, f"{prefix}_null_odds.json"), result.null_odds)
+    logger.info(f"Wrote {prefix} predictions of {len(result.predictions)} questions to {output_dir}")
+
+
+def crf_head_candidates(outputs, features, offsets, args):
+    """Candidates of a CRF model: each window's Viterbi span. outputs: (span_start, span_end, span_score, null_score)."""
+    span_start, span_end, span_score, null_score = (np.asarray(o) for o in outputs[:4])
+    window = np.flatnonzero(np.isfinite(span_score))
+    return WindowCandidates(
+        window, span_start[window], span_end[window], span_score[window].astype(np.float32), null_score.astype(np.float32)
+    )
