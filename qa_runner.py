@@ -35,7 +35,13 @@ from utils_qa import (
 
 logger = logging.getLogger(__name__)
 
-METRIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics", "squad_v2")
+HERE = os.path.dirname(os.path.abspath(__file__))
+METRIC_DIR = os.path.join(HERE, "metrics", "squad_v2")
+# The pipeline's code, saved into every model folder so that pipeline("question-answering") loads it.
+PIPELINE_FILES = tuple(os.path.join(HERE, name) for name in ("qa_pipeline.py", "qa_windows.py", "span_decoding.py"))
+PIPELINE_ENTRY = {
+    "question-answering": {"impl": "qa_pipeline.QuestionAnsweringPipeline", "pt": ["AutoModelForQuestionAnswering"], "type": "text"}
+}
 
 
 @dataclass
@@ -186,6 +192,24 @@ def metric_function(data_args):
     return compute
 
 
+def qa_settings(data_args):
+    """Settings saved in the model's config: the pipeline cuts windows and decodes answers as evaluation did."""
+    names = ("max_seq_length", "doc_stride", "max_answer_length", "n_best_size", "null_score_diff_threshold",
+             "version_2_with_negative")
+    return {name: getattr(data_args, name) for name in names}
+
+
+def save_tuned_threshold(trainer, metrics):
+    """Store the no-answer threshold that maximised F1 at evaluation in the saved config (for the pipeline)."""
+    tuned = metrics.get("eval_best_f1_null_score_diff_threshold")
+    if tuned is None:
+        return
+    trainer.model.config.qa_settings = {**trainer.model.config.qa_settings, "null_score_diff_threshold": tuned}
+    logger.info(f"Saved the F1-best no-answer threshold {tuned:.4f} in the model's config")
+    if trainer.is_world_process_zero():
+        trainer.model.config.save_pretrained(trainer.args.output_dir)
+
+
 def save_metrics(trainer, split, metrics):
     """`{split}_results.json` and `all_results.json`, written atomically by the main process."""
     trainer.log_metrics(split, metrics)
@@ -216,6 +240,8 @@ def run(head, model_args, data_args, training_args):
     if not tokenizer.is_fast:
         raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: windows need its offset mapping.")
     model = head.load_model(model_args, hub_kwargs)
+    model.config.custom_pipelines = PIPELINE_ENTRY
+    model.config.qa_settings = qa_settings(data_args)
 
     def build_train(batch, indices):
         return train_features(batch, indices, tokenizer, data_args, head.label_scheme)
@@ -254,6 +280,7 @@ def run(head, model_args, data_args, training_args):
         write_function=lambda result, prefix: write_prediction_files(result, training_args.output_dir, prefix),
         compute_metrics=metric_function(data_args),
         model_card=lambda: model_card.render(head.name, model_args, data_args, training_args, all_metrics),
+        bundled_files=PIPELINE_FILES,
     )
 
     all_metrics = {}
@@ -267,6 +294,8 @@ def run(head, model_args, data_args, training_args):
     if training_args.do_eval:
         metrics = trainer.evaluate(ignore_keys=list(head.ignore_keys))
         save_metrics(trainer, "eval", metrics)
+        if training_args.do_train:
+            save_tuned_threshold(trainer, metrics)
         all_metrics["eval"] = metrics
     if training_args.do_predict:
         _, metrics = trainer.predict(eval_windows["test"], chosen["test"], ignore_keys=list(head.ignore_keys))

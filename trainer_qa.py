@@ -3,6 +3,7 @@ into answers per question and scores those answers against the questions' gold a
 
 import math
 import os
+import shutil
 import time
 
 from transformers import Trainer
@@ -19,14 +20,24 @@ class QuestionAnsweringTrainer(Trainer):
         write_function: `(QuestionPredictions, prefix) -> None`, writing output files; main process only.
         compute_metrics: `(metric_predictions, references) -> dict` of metric values without prefix.
         model_card: `() -> str`, the README.md written by `create_model_card` (and so by `push_to_hub`).
+        bundled_files: paths of code files copied into every saved model folder (the pipeline's code).
     """
 
-    def __init__(self, *args, eval_examples=None, post_process_function=None, write_function=None, model_card=None, **kwargs):
+    def __init__(self, *args, eval_examples=None, post_process_function=None, write_function=None, model_card=None,
+                 bundled_files=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_examples = eval_examples
         self.post_process_function = post_process_function
         self.write_function = write_function
         self.model_card = model_card
+        self.bundled_files = bundled_files
+
+    def _save(self, output_dir=None, state_dict=None):
+        """Save the model as the Trainer does, with the bundled code beside it (final folder and checkpoints)."""
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        for path in self.bundled_files:
+            shutil.copy(path, os.path.join(output_dir, os.path.basename(path)))
 
     def create_model_card(self, **kwargs):
         """Write the project's model card (dataset, metrics, hyperparameters, license) as README.md."""

@@ -16,71 +16,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from span_decoding import best_per_group, null_scores, span_candidates
+from qa_windows import cls_indices, context_offsets, tokenized_windows
+from span_decoding import WindowCandidates, null_scores, ranked_answers, span_candidates
 
 logger = logging.getLogger(__name__)
 
 TAG_O, TAG_B, TAG_I = 0, 1, 2
 
 
-def max_question_tokens(tokenizer, max_seq_length, doc_stride):
-    """Longest question (in tokens) that still leaves the context more room than the stride."""
-    specials = tokenizer.num_special_tokens_to_add(pair=True)
-    return max_seq_length - doc_stride - specials - 1
-
-
-def capped_questions(questions, ids, tokenizer, max_tokens):
-    """Questions cut to `max_tokens` tokens, warning (with a count and examples) for each one cut."""
-    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-    capped, cut = [], []
-    for qid, question, offsets in zip(ids, questions, encoded["offset_mapping"]):
-        if len(offsets) > max_tokens:
-            question = question[: offsets[max_tokens - 1][1]]
-            cut.append(qid)
-        capped.append(question)
-    if cut:
-        logger.warning(
-            f"{len(cut)} question(s) are longer than {max_tokens} tokens and were truncated to fit a window "
-            f"(ids: {', '.join(map(str, cut[:5]))}{' ...' if len(cut) > 5 else ''})"
-        )
-    return capped
-
-
-def tokenized_windows(examples, tokenizer, args):
-    """Tokenizer output with one row per window, overflowing windows `doc_stride` tokens apart, with offsets."""
-    pad_on_right = tokenizer.padding_side == "right"
-    questions = [q.lstrip() for q in examples["question"]]
-    questions = capped_questions(
-        questions, examples["id"], tokenizer, max_question_tokens(tokenizer, args.max_seq_length, args.doc_stride)
-    )
-    contexts = examples["context"]
-    return tokenizer(
-        questions if pad_on_right else contexts,
-        contexts if pad_on_right else questions,
-        truncation="only_second" if pad_on_right else "only_first",
-        max_length=args.max_seq_length,
-        stride=args.doc_stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        padding="max_length" if args.pad_to_max_length else False,
-    )
-
-
-def context_flags(encoded, window, context_sequence):
-    """(length,) bool array: True on the context tokens of one window."""
-    return np.array([s == context_sequence for s in encoded.sequence_ids(window)])
-
-
-def answer_tokens(offsets, context, answers):
+def answer_tokens(offsets, answers):
     """(start, end) token indices of the first answer inside this window, or None when it is unanswerable or outside.
 
-    offsets: (length, 2) character offsets; context: (length,) bool context flags.
+    offsets: (length, 2) character offsets of the window's tokens, -1 off the context.
     """
     if not answers["text"]:
         return None
     start_char = answers["answer_start"][0]
     end_char = start_char + len(answers["text"][0])
-    tokens = np.flatnonzero(context)
+    tokens = np.flatnonzero(offsets[:, 0] >= 0)
     if offsets[tokens[0], 0] > start_char or offsets[tokens[-1], 1] < end_char:
         return None
     start = tokens[np.searchsorted(offsets[tokens, 0], start_char, side="right") - 1]
@@ -89,30 +42,30 @@ def answer_tokens(offsets, context, answers):
 
 
 def window_rows(examples, indices, tokenizer, args):
-    """Per-window columns common to training and evaluation, plus the parsed offsets and context flags."""
-    encoded = tokenized_windows(examples, tokenizer, args)
-    context_sequence = 1 if tokenizer.padding_side == "right" else 0
-    flags = [context_flags(encoded, w, context_sequence) for w in range(len(encoded["input_ids"]))]
-    offsets = [np.array(o, dtype=np.int64).reshape(-1, 2) for o in encoded["offset_mapping"]]
-    cls_id = tokenizer.cls_token_id
+    """Per-window columns common to training and evaluation, plus each window's context offsets."""
+    encoded = tokenized_windows(
+        examples["question"], examples["context"], examples["id"], tokenizer,
+        args.max_seq_length, args.doc_stride, args.pad_to_max_length,
+    )
+    offsets = context_offsets(encoded, tokenizer)
     columns = {name: encoded[name] for name in encoded.keys() if name not in ("offset_mapping", "overflow_to_sample_mapping")}
     columns["example_index"] = [indices[i] for i in encoded["overflow_to_sample_mapping"]]
-    columns["context_mask"] = [f.tolist() for f in flags]
-    columns["cls_index"] = [ids.index(cls_id) if cls_id in ids else 0 for ids in encoded["input_ids"]]
+    columns["context_mask"] = [(o[:, 0] >= 0).tolist() for o in offsets]
+    columns["cls_index"] = cls_indices(encoded, tokenizer)
     columns["length"] = [int(np.sum(m)) for m in encoded["attention_mask"]]
-    return encoded, columns, offsets, flags
+    return encoded, columns, offsets
 
 
 def train_features(examples, indices, tokenizer, args, scheme):
     """Training windows with labels: `scheme` "span" (start/end token, [CLS] when no answer) or "bio" (tags)."""
-    encoded, columns, offsets, flags = window_rows(examples, indices, tokenizer, args)
+    encoded, columns, offsets = window_rows(examples, indices, tokenizer, args)
     starts, ends, tags = [], [], []
     for w, example in enumerate(encoded["overflow_to_sample_mapping"]):
-        span = answer_tokens(offsets[w], flags[w], examples["answers"][example])
+        span = answer_tokens(offsets[w], examples["answers"][example])
         cls_index = columns["cls_index"][w]
         starts.append(int(span[0]) if span else cls_index)
         ends.append(int(span[1]) if span else cls_index)
-        window_tags = np.full(len(flags[w]), TAG_O, dtype=np.int64)
+        window_tags = np.full(len(offsets[w]), TAG_O, dtype=np.int64)
         if span:
             window_tags[span[0]] = TAG_B
             window_tags[span[0] + 1 : span[1] + 1] = TAG_I
@@ -126,8 +79,8 @@ def train_features(examples, indices, tokenizer, args, scheme):
 
 def eval_features(examples, indices, tokenizer, args):
     """Evaluation windows carrying what post-processing needs: offsets ([-1, -1] off the context)."""
-    _, columns, offsets, flags = window_rows(examples, indices, tokenizer, args)
-    columns["offset_mapping"] = [np.where(f[:, None], o, -1).tolist() for o, f in zip(offsets, flags)]
+    _, columns, offsets = window_rows(examples, indices, tokenizer, args)
+    columns["offset_mapping"] = [o.tolist() for o in offsets]
     return columns
 
 
@@ -175,17 +128,6 @@ def padded_offsets(features):
     return offsets
 
 
-@dataclass
-class WindowCandidates:
-    """Answer candidates of a set of windows: spans with token indices and scores, and each window's null score."""
-
-    window: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    score: np.ndarray
-    window_null: np.ndarray
-
-
 def span_head_candidates(outputs, features, offsets, args):
     """Candidates of a start/end-logit model. outputs: (start_logits, end_logits), each (windows, length)."""
     # logits are padded to the longest window, as the offsets are
@@ -208,51 +150,27 @@ class QuestionPredictions:
     metric_predictions: list
 
 
-def softmax(scores):
-    shifted = np.exp(scores - scores.max())
-    return shifted / shifted.sum()
-
-
 def question_predictions(examples, features, offsets, candidates, args):
-    """Answers per question from the candidates of its windows.
+    """Answers per question from the candidates of its windows (see `span_decoding.ranked_answers`).
 
-    Each question keeps its `n_best_size` best spans over all its windows; its null score is the lowest window
-    null score; with `version_2_with_negative` the answer is "" when null score - best span score exceeds
-    `null_score_diff_threshold`. The n-best lists hold text, character offsets, score and probability (softmax
-    over the list, the null answer included in v2). Every question gets an entry.
+    With `version_2_with_negative` the answer is "" when null score - best span score (the null odds) exceeds
+    `null_score_diff_threshold`. Every question gets an entry.
     """
-    window_question = np.asarray(features["example_index"])
-    question = window_question[candidates.window]
-    keep = best_per_group(question, candidates.score, args.n_best_size)
-    kept_question = question[keep]
-    char_start = offsets[candidates.window[keep], candidates.start[keep], 0]
-    char_end = offsets[candidates.window[keep], candidates.end[keep], 1]
-    kept_score = candidates.score[keep]
-    bounds = np.searchsorted(kept_question, np.arange(len(examples) + 1))
-    question_null = np.full(len(examples), np.inf, dtype=np.float32)
-    np.minimum.at(question_null, window_question, candidates.window_null)
-
+    ranked = ranked_answers(
+        examples["context"], np.asarray(features["example_index"]), offsets, candidates,
+        args.n_best_size, args.version_2_with_negative,
+    )
     result = QuestionPredictions({}, {}, {}, [])
-    for q, (qid, context) in enumerate(zip(examples["id"], examples["context"])):
-        span = slice(bounds[q], bounds[q + 1])
-        entries = [
-            {"text": context[s:e], "start": int(s), "end": int(e), "score": float(sc)}
-            for s, e, sc in zip(char_start[span], char_end[span], kept_score[span])
-        ]
-        best = entries[0] if entries else {"text": "", "score": -math.inf}
+    for qid, (answers, null, best) in zip(examples["id"], ranked):
+        best_text, best_score = (best["text"], best["score"]) if best else ("", -math.inf)
+        answer = best_text
         if args.version_2_with_negative:
-            null = float(question_null[q])
-            entries = sorted(entries + [{"text": "", "start": 0, "end": 0, "score": null}], key=lambda x: -x["score"])
-            odds = null - best["score"]
-            result.null_odds[qid] = odds
-            answer = "" if odds > args.null_score_diff_threshold else best["text"]
-        else:
-            answer = best["text"]
-        for entry, probability in zip(entries, softmax(np.array([x["score"] for x in entries]))):
-            entry["probability"] = float(probability)
-        result.nbest[qid] = entries
+            result.null_odds[qid] = null - best_score
+            if result.null_odds[qid] > args.null_score_diff_threshold:
+                answer = ""
+        result.nbest[qid] = answers
         result.predictions[qid] = answer
-        result.metric_predictions.append(metric_prediction(qid, best["text"], result.null_odds.get(qid), args))
+        result.metric_predictions.append(metric_prediction(qid, best_text, result.null_odds.get(qid), args))
     return result
 
 
