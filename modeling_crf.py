@@ -151,9 +151,6 @@ class CrfQuestionAnsweringOutput(ModelOutput):
             `log P(that path)`; `-inf` (with `span_start = span_end = 0`) when no token may be covered.
         null_score (`torch.FloatTensor` of shape `(batch,)`, *optional*, eval mode only):
             `log P(all tags O)`.
-        emissions (`torch.FloatTensor` of shape `(batch, seq, num_tags)`):
-            The float32 emission scores fed to the CRF (useful to call `decode_spans` again, e.g. with another
-            `context_mask`).
         hidden_states, attentions:
             The encoder's, when requested with `output_hidden_states` / `output_attentions`.
     """
@@ -165,7 +162,6 @@ class CrfQuestionAnsweringOutput(ModelOutput):
     span_end: torch.LongTensor | None = None
     span_score: torch.FloatTensor | None = None
     null_score: torch.FloatTensor | None = None
-    emissions: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -394,13 +390,17 @@ def crf_decode_single_span(emissions, mask, context_mask, start, end, trans):
     score = start4 + emissions4[:, 0]
     backpointers = []
     for t in range(1, seq):
-        best_prev, argbest = (score.unsqueeze(2) + trans4).max(dim=1)  # over the previous state
-        step = best_prev + emissions4[:, t]
+        candidates = score.unsqueeze(2) + trans4  # (batch, previous state, next state)
+        # argmax + gather rather than `max(dim=...)`: the latter is oddly slow on small CPU tensors.
+        argbest = candidates.argmax(dim=1)
+        step = candidates.gather(1, argbest.unsqueeze(1)).squeeze(1) + emissions4[:, t]
         on = mask[:, t, None]
         score = torch.where(on, step, score)
         # Padding points back to the same state, so backtracking walks through it unchanged.
         backpointers.append(torch.where(on, argbest, stay))
-    best_score, state = (score + end4).max(dim=1)
+    final = score + end4
+    state = final.argmax(dim=1)
+    best_score = final.gather(1, state.unsqueeze(1)).squeeze(1)
 
     states = [state]
     for pointers in reversed(backpointers):
@@ -412,8 +412,8 @@ def crf_decode_single_span(emissions, mask, context_mask, start, end, trans):
     covered = ((states == _S_B) | (states == _S_I)) & mask
     found = torch.isfinite(best_score)
     # Exactly one span: its first covered token is the B, its last covered token is the end.
-    span_start = torch.where(covered, positions, seq).min(dim=1).values
-    span_end = torch.where(covered, positions, -1).max(dim=1).values
+    span_start = torch.where(covered, positions, seq).amin(dim=1)
+    span_end = torch.where(covered, positions, -1).amax(dim=1)
     zero = torch.zeros_like(span_start)
     return torch.where(found, span_start, zero), torch.where(found, span_end, zero), best_score
 
@@ -590,6 +590,25 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
             emissions = torch.relu(emissions)
         return emissions.float()
 
+    def emission_scores(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> torch.Tensor:
+        """
+        Run the encoder and the emission layer only (e.g. to time or re-run the CRF steps separately).
+
+        Args:
+            input_ids, attention_mask, token_type_ids, kwargs: as for `forward`.
+
+        Returns:
+            `(batch, seq, 3)` float32 emission scores.
+        """
+        return self._encode(input_ids, attention_mask, token_type_ids, **kwargs)[0]
+
+    def _encode(self, input_ids, attention_mask, token_type_ids, **kwargs):
+        # Only pass segment ids when given: some backbones (DistilBERT, ...) take none.
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        encoded = self.encoder(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        return self.compute_emissions(encoded.last_hidden_state), encoded
+
     @staticmethod
     def _as_mask(attention_mask: torch.Tensor | None, emissions: torch.Tensor) -> torch.Tensor:
         if attention_mask is None:
@@ -721,11 +740,7 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         kwargs.pop("num_items_in_batch", None)  # a Trainer loss kwarg, meaningless to the encoder
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        encoded = self.encoder(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
-
-        emissions = self.compute_emissions(encoded.last_hidden_state)
+        emissions, encoded = self._encode(input_ids, attention_mask, token_type_ids, **kwargs)
         mask = self._as_mask(attention_mask, emissions)
         start, end, trans = self._crf_parameters()
         with torch.autocast(emissions.device.type, enabled=False):
@@ -751,7 +766,6 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
             span_end=span_end,
             span_score=span_score,
             null_score=null_score,
-            emissions=emissions,
             hidden_states=getattr(encoded, "hidden_states", None),
             attentions=getattr(encoded, "attentions", None),
         )

@@ -16,6 +16,7 @@ context) are repaired and counted in one warning per file.
 import gzip
 import json
 import logging
+import operator
 from collections import Counter
 from pathlib import Path
 
@@ -48,16 +49,27 @@ def problems_message(source, problems):
     return f"{source}: {len(problems)} problem(s) in the data:\n{shown}{tail}"
 
 
-def read_json_file(path):
-    """Parsed JSON of a plain or gzip-compressed file, or QADataError saying where it is malformed."""
+def read_text(path):
+    """Whole text of a plain or gzip-compressed UTF-8 file (a leading byte-order mark, as some editors write, dropped)."""
     opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as err:
-        raise QADataError(f"{path}: cannot read the file: {err}") from err
+        with opener(path, "rt", encoding="utf-8-sig") as f:
+            return f.read()
+    except (OSError, EOFError, UnicodeDecodeError) as err:  # gzip raises EOFError on a truncated stream
+        raise QADataError(f"{path}: cannot read the file as (gzipped) UTF-8 text: {err}") from err
+
+
+def json_type(value):
+    """The JSON name of a parsed value's type, for messages about the wrong shape."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def read_json_file(path):
+    """Parsed JSON of a plain or gzip-compressed file, or QADataError saying where it is malformed."""
+    text = read_text(path)
     if not text.strip():
-        raise QADataError(f"{path}: the file is empty")
+        raise QADataError(f"{path}: the file is empty" + (" (only whitespace)" if text else ""))
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -65,20 +77,31 @@ def read_json_file(path):
 
 
 def read_json_lines(path):
-    """Records of a JSON-lines file (blank lines skipped)."""
-    opener = gzip.open if str(path).endswith(".gz") else open
+    """(locator, record) pairs of a JSON-lines file; blank lines are skipped but still counted, so that
+    each locator is the record's line number in the file."""
     records = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise QADataError(f"{path}: malformed JSON on line {lineno}: {err.msg}") from err
+    # Split on "\n" only: str.splitlines() would also split inside records at U+2028, U+0085 and the like,
+    # which JSON allows unescaped in strings (reading in text mode already turned "\r\n" into "\n").
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((f"line {lineno}", json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise QADataError(f"{path}: malformed JSON on line {lineno}, column {err.colno}: {err.msg}") from err
     if not records:
         raise QADataError(f"{path}: the file holds no records")
-    return [(f"line {i + 1}", r) for i, r in enumerate(records)]
+    return records
+
+
+def answers_dict(answers):
+    """The official list of {text, answer_start} as the flat {text: [...], answer_start: [...]}; anything else as it is."""
+    if not isinstance(answers, list):
+        return answers
+    return {
+        "text": [ans.get("text") if isinstance(ans, dict) else None for ans in answers],
+        "answer_start": [ans.get("answer_start") if isinstance(ans, dict) else None for ans in answers],
+    }
 
 
 def flatten_squad(data, path):
@@ -94,21 +117,27 @@ def flatten_squad(data, path):
             for q, qa in enumerate(paragraph["qas"]):
                 if not isinstance(qa, dict):
                     raise QADataError(f"{path}: {where}.qas[{q}] is not an object")
-                answers = qa.get("answers")
-                if isinstance(answers, list):
-                    answers = {
-                        "text": [ans.get("text") if isinstance(ans, dict) else None for ans in answers],
-                        "answer_start": [ans.get("answer_start") if isinstance(ans, dict) else None for ans in answers],
-                    }
                 record = {
                     "id": qa.get("id"),
                     "title": article.get("title", ""),
                     "context": paragraph.get("context"),
                     "question": qa.get("question"),
-                    "answers": answers,
+                    "answers": answers_dict(qa.get("answers")),
                 }
                 records.append((f"{where}.qas[{q}]", record))
+    if not records:  # articles or paragraphs all empty: a run on it would silently do nothing
+        raise QADataError(f"{path}: the file holds no questions (every paragraph's 'qas' list is empty)")
     return records
+
+
+def top_level_shape(content):
+    """What a JSON file holds at the top instead of a list of records or {'data': [...]}, for messages."""
+    if not isinstance(content, dict):
+        return json_type(content)
+    if "data" in content:
+        return f"an object whose 'data' is {json_type(content['data'])}"
+    keys = ", ".join(repr(key) for key in list(content)[:5])
+    return f"an object without a 'data' key (keys: {keys or 'none'})"
 
 
 def read_records(path):
@@ -116,24 +145,28 @@ def read_records(path):
     path = Path(path)
     if not path.exists():
         raise QADataError(f"{path}: no such file")
-    suffixes = [s for s in path.suffixes if s != ".gz"]
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     kind = suffixes[-1] if suffixes else ""
     if kind in (".jsonl", ".jsonlines"):
         return read_json_lines(path)
     if kind in (".parquet", ".csv"):
         return read_table(path, kind)
     if kind != ".json":
-        raise QADataError(f"{path}: unknown file type '{kind}' (expected .json, .json.gz, .jsonl, .parquet or .csv)")
+        raise QADataError(
+            f"{path}: unknown file type '{kind or path.suffix}' (expected .json, .json.gz, .jsonl, .parquet or .csv)"
+        )
     content = read_json_file(path)
     rows = content.get("data") if isinstance(content, dict) else content
     if not isinstance(rows, list):
         raise QADataError(
             f"{path}: expected official SQuAD JSON ({{'data': [articles]}}) or a list of question records, "
-            f"found a {type(content).__name__} without a 'data' list"
+            f"found {top_level_shape(content)}"
         )
     if not rows:
         raise QADataError(f"{path}: the file holds no records")
-    if isinstance(rows[0], dict) and "paragraphs" in rows[0]:
+    # Any article with paragraphs marks the nested layout, so that one broken article is reported as such
+    # rather than every article being read as a flat record without fields.
+    if any(isinstance(row, dict) and "paragraphs" in row for row in rows):
         return flatten_squad(rows, path)
     return [(f"record {i}", r) for i, r in enumerate(rows)]
 
@@ -158,14 +191,25 @@ def read_table(path, kind):
                 raise QADataError(f"{path}: row {i} (id {record.get('id')!r}): 'answers' is not valid JSON") from None
         elif isinstance(answers, dict):  # parquet gives numpy arrays inside
             answers = {key: list(value) for key, value in answers.items()}
+        elif hasattr(answers, "tolist"):  # parquet gives the official list of {text, answer_start} as an array
+            answers = answers.tolist()
         record["answers"] = answers
         records.append((f"row {i}", record))
     return records
 
 
-def record_problems(record):
+def encodable(text):
+    """Whether `text` can be stored as UTF-8: a lone surrogate (half of a JSON-escaped emoji) cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def record_problems(record, required=REQUIRED_FIELDS):
     """Problems that make one flat record unusable (an empty list when it is fine)."""
-    missing = [name for name in REQUIRED_FIELDS if record.get(name) is None]
+    missing = [name for name in required if record.get(name) is None]
     if missing:
         return [f"missing field(s) {', '.join(repr(m) for m in missing)}"]
     problems = []
@@ -173,7 +217,12 @@ def record_problems(record):
         if not isinstance(record[name], str):
             problems.append(f"'{name}' must be a string, found {type(record[name]).__name__}")
         elif not record[name].strip():
-            problems.append(f"'{name}' is empty")
+            problems.append(f"'{name}' is empty" + (" (only whitespace)" if record[name] else ""))
+        elif not encodable(record[name]):
+            problems.append(f"'{name}' holds an unpaired surrogate (a broken \\uXXXX escape), not valid text")
+    title = record.get("title")
+    if title is not None and not (isinstance(title, str) and encodable(title)):
+        problems.append(f"'title' must be text, found {title!r}")
     answers = record["answers"]
     if not isinstance(answers, dict) or not isinstance(answers.get("text"), list) or not isinstance(answers.get("answer_start"), list):
         problems.append("'answers' must be {'text': [...], 'answer_start': [...]} (or the official list of {text, answer_start})")
@@ -191,6 +240,24 @@ def occurrences(text, context):
     return found
 
 
+def integer_or_none(value):
+    """`value` as an int when it is a whole number (int, numpy integer, 12.0, "12"), else None.
+
+    Booleans and fractions are refused rather than silently read as 1 or truncated.
+    """
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # int and numpy integers
+    except TypeError:
+        pass
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    return None
+
+
 def checked_answers(answers, context):
     """Answers whose starts point at their texts, the number of starts repaired, and a problem (or None).
 
@@ -201,12 +268,13 @@ def checked_answers(answers, context):
     for text, start in zip(answers["text"], answers["answer_start"]):
         if not isinstance(text, str) or not text.strip():
             return None, 0, f"answer text {text!r} is empty or not a string"
-        if not isinstance(start, int) or isinstance(start, bool):
-            try:
-                start = int(start)
-            except (TypeError, ValueError):
-                return None, 0, f"answer_start {start!r} is not an integer"
-        if context[start : start + len(text)] != text:
+        if not encodable(text):
+            return None, 0, f"answer text {text!r} holds an unpaired surrogate (a broken \\uXXXX escape)"
+        given, start = start, integer_or_none(start)
+        if start is None:
+            return None, 0, f"answer_start {given!r} is not an integer"
+        # A negative start would slice from the end of the context and could match there by accident.
+        if start < 0 or context[start : start + len(text)] != text:
             found = occurrences(text, context)
             if not found:
                 return None, 0, f"answer text {text!r} does not occur in the context (answer_start {start})"
@@ -216,18 +284,26 @@ def checked_answers(answers, context):
     return {"text": list(answers["text"]), "answer_start": starts}, repaired, None
 
 
-def validated_columns(records, source):
-    """Column dict of checked records; raises QADataError listing every unusable record."""
+def validated_columns(records, source, answers_required=True):
+    """Column dict of checked records; raises QADataError listing every unusable record.
+
+    With `answers_required` off (questions to predict on) a record without answers gets an empty answer list.
+    """
     problems, repaired = [], 0
     columns = {name: [] for name in QUESTION_FEATURES}
-    ids = Counter(r.get("id") for _, r in records if isinstance(r, dict))
+    # Only string ids are counted: any other id is reported as a problem below, and may not even be hashable.
+    ids = Counter(r.get("id") for _, r in records if isinstance(r, dict) and isinstance(r.get("id"), str))
+    required = REQUIRED_FIELDS if answers_required else tuple(n for n in REQUIRED_FIELDS if n != "answers")
     for where, record in records:
         if not isinstance(record, dict):
-            problems.append((where, f"expected an object, found {type(record).__name__}"))
+            problems.append((where, f"expected an object, found {json_type(record)}"))
             continue
+        record = dict(record, answers=answers_dict(record.get("answers")))
+        if record["answers"] is None and not answers_required:
+            record["answers"] = {"text": [], "answer_start": []}
         label = f"{where} (id {record.get('id')!r})"
-        found = record_problems(record)
-        if not found and ids[record["id"]] > 1:
+        found = record_problems(record, required)
+        if not found and ids[record["id"]] > 1:  # every copy is listed, so the message names all of them
             found = [f"duplicate id: {ids[record['id']]} records share it"]
         if not found:
             answers, fixed, problem = checked_answers(record["answers"], record["context"])
@@ -247,16 +323,16 @@ def validated_columns(records, source):
     return columns
 
 
-def questions_from_file(path):
-    """Dataset of checked questions read from one file."""
-    columns = validated_columns(read_records(path), path)
+def questions_from_file(path, answers_required=True):
+    """Dataset of checked questions read from one file (`answers_required=False` for questions to predict on)."""
+    columns = validated_columns(read_records(path), path, answers_required)
     return datasets.Dataset.from_dict(columns, features=QUESTION_FEATURES)
 
 
-def questions_from_hub(dataset, source):
+def questions_from_hub(dataset, source, answers_required=True):
     """The same checks applied to a Hub dataset split; returns it with the project's features."""
     records = [(f"row {i}", row) for i, row in enumerate(dataset)]
-    columns = validated_columns(records, source)
+    columns = validated_columns(records, source, answers_required)
     return datasets.Dataset.from_dict(columns, features=QUESTION_FEATURES)
 
 
@@ -278,11 +354,14 @@ def load_questions(data_args, cache_dir=None):
     files = {split: path for split, path in files.items() if path}
     if data_args.dataset_name:
         hub = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
-        splits = {split: questions_from_hub(hub[split], f"{data_args.dataset_name}[{split}]") for split in hub}
+        splits = {
+            split: questions_from_hub(hub[split], f"{data_args.dataset_name}[{split}]", split != "test")
+            for split in hub if split not in files  # a file given for a split replaces the Hub's
+        }
     else:
         splits = {}
     for split, path in files.items():
-        splits[split] = questions_from_file(path)
+        splits[split] = questions_from_file(path, answers_required=split != "test")  # test questions need no answers
     for split, questions in splits.items():
         if split == "test":  # test questions need no answers
             continue

@@ -115,16 +115,19 @@ def parse_args(argv):
 
 
 def setup_logging(training_args):
+    """The project's messages at INFO on the main process (WARNING elsewhere) unless --log_level says otherwise;
+    transformers and datasets at the level the Trainer would use."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
     )
-    level = training_args.get_process_log_level()
-    logger.setLevel(level)
-    for name in ("qa_data", "utils_qa", "trainer_qa", "model_card"):
+    library_level = training_args.get_process_log_level()
+    level = library_level if training_args.log_level != "passive" else (
+        logging.INFO if training_args.should_log else logging.WARNING)
+    for name in (__name__, "qa_data", "qa_windows", "utils_qa", "trainer_qa", "model_card", "squad_compute_score"):
         logging.getLogger(name).setLevel(level)
-    datasets.utils.logging.set_verbosity(level)
-    transformers.utils.logging.set_verbosity(level)
+    datasets.utils.logging.set_verbosity(library_level)
+    transformers.utils.logging.set_verbosity(library_level)
 
 
 def checkpoint_to_resume(training_args):
@@ -229,6 +232,8 @@ def save_metrics(trainer, split, metrics):
 def run(head, model_args, data_args, training_args):
     """Train, evaluate and predict as the arguments ask; returns {split: metrics}."""
     setup_logging(training_args)
+    logger.warning(f"Process rank {training_args.process_index} of world size {training_args.world_size} on "
+                   f"{training_args.device}")
     logger.info(f"Training/evaluation parameters {training_args}")
     resume_from = checkpoint_to_resume(training_args)
     set_seed(training_args.seed)

@@ -171,10 +171,17 @@ def test_log_likelihood_and_loss_match_pytorch_crf():
 
     # The forward's loss is the negative batch mean of the same quantity on its own emissions.
     input_ids = torch.randint(1, 100, (batch, seq))
+    model.eval()  # no dropout: the emissions below are the forward's
+    with torch.no_grad():
+        out = model(input_ids, attention_mask=mask.long(), labels=tags)
+        emissions = model.emission_scores(input_ids, attention_mask=mask.long())
+    assert emissions.shape == (batch, seq, 3) and emissions.dtype == torch.float32
+    expected = -model.crf(emissions, tags, mask, reduction="mean")
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-5)
+
     model.train()
     out = model(input_ids, attention_mask=mask.long(), labels=tags)
-    expected = -model.crf(out.emissions, tags, mask, reduction="mean")
-    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-5)
+    assert out.loss.requires_grad and torch.isfinite(out.loss)
     assert out.span_start is None and out.span_score is None  # no decoding while training
 
 
@@ -243,20 +250,13 @@ def test_decode_equals_unconstrained_viterbi_when_no_constraint_binds():
 
     unconstrained = model.crf.decode(emissions, mask)
     span_start, span_end, span_score, _ = model.decode_spans(emissions, mask, context)
-    start, end, trans = crf_params(model)
     for b, (i, j, tags) in enumerate(gold):
         assert unconstrained[b] == tags  # the construction is what makes no constraint bind
         assert (span_start[b].item(), span_end[b].item()) == (i, j)
-        log_z = float(model.crf(emissions[b : b + 1], torch.tensor([tags + [O] * (seq - len(tags))]), mask[b : b + 1]))
-        path_log_p = log_z  # crf(...) is already the log-likelihood of the path
-        assert span_score[b].item() == pytest.approx(path_log_p, abs=1e-4)
-        assert span_score[b].item() == pytest.approx(
-            path_score(emissions[b].double(), tags, start, end, trans)
-            - brute_log_z(emissions[b].double(), 0, start, end, trans)
-            if False
-            else path_log_p,
-            abs=1e-4,
-        )
+        # pytorch-crf's log-likelihood of that very path is log P(path).
+        padded = torch.tensor([tags + [O] * (seq - len(tags))])
+        log_p = model.crf(emissions[b : b + 1], padded, mask[b : b + 1]).item()
+        assert span_score[b].item() == pytest.approx(log_p, abs=1e-4)
 
 
 # ---- marginals ---------------------------------------------------------------------------------------------------
@@ -316,13 +316,15 @@ def test_forward_eval_outputs_and_tuple_mode():
     assert ((out.span_start >= 3) & (out.span_end >= out.span_start)).all()
     assert (out.span_end < attention_mask.sum(1)).all()
 
-    again = model.decode_spans(out.emissions, attention_mask, context_mask)
+    with torch.no_grad():
+        emissions = model.emission_scores(input_ids, attention_mask, token_type_ids)
+    again = model.decode_spans(emissions, attention_mask, context_mask)
     for ours, theirs in zip(again, (out.span_start, out.span_end, out.span_score, out.null_score)):
         torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(out.null_score, out.start_logits[:, 0])
 
     with torch.no_grad():
-        as_tuple = model(input_ids, attention_mask=attention_mask, return_dict=False)
+        as_tuple = model(input_ids, attention_mask, token_type_ids, context_mask=context_mask, return_dict=False)
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[0], out.start_logits)
 

@@ -1,0 +1,163 @@
+"""run_qa.py end to end, on a tiny random encoder and the project's sample data (and MiniLM on real data)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from metrics.squad_v2.compute_score import squad_v2_scores
+from qa_data import questions_from_file
+from tests.conftest import ROOT, SAMPLE
+
+TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
+
+
+def run_script(command, cwd=ROOT):
+    """CompletedProcess of a command run offline in a fresh process (stdout and stderr together)."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_qa(*args, script="run_qa.py", launcher=()):
+    result = run_script([*(launcher or [sys.executable]), str(ROOT / script), *map(str, args)])
+    assert result.returncode == 0, result.stdout[-5000:]
+    return result
+
+
+def tiny_args(model, output_dir, *extra):
+    return ["--model_name_or_path", model, "--train_file", TRAIN, "--validation_file", DEV,
+            "--version_2_with_negative", "--output_dir", output_dir, "--per_device_train_batch_size", 8,
+            "--per_device_eval_batch_size", 8, "--report_to", "none", "--seed", 42, "--learning_rate", 1e-3, *extra]
+
+
+def read_json(folder, name):
+    with open(os.path.join(folder, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def licensed_tiny_bert(tiny_bert_dir):
+    """The tiny encoder with a model card naming a license, as SpanBERT's (CC BY-NC 4.0) does."""
+    with open(os.path.join(tiny_bert_dir, "README.md"), "w") as f:
+        f.write("---\nlicense: cc-by-nc-4.0\n---\n# tiny\n")
+    return tiny_bert_dir
+
+
+@pytest.fixture(scope="module")
+def trained_span(licensed_tiny_bert, tmp_path_factory):
+    out = tmp_path_factory.mktemp("span")
+    run_qa(*tiny_args(licensed_tiny_bert, out, "--do_train", "--do_eval", "--do_predict", "--test_file", DEV,
+                      "--max_steps", 6, "--save_steps", 3))
+    return out
+
+
+def test_every_output_file_and_a_prediction_for_every_question(trained_span):
+    dev = questions_from_file(DEV)
+    for prefix in ("eval", "predict"):
+        predictions = read_json(trained_span, f"{prefix}_predictions.json")
+        nbest = read_json(trained_span, f"{prefix}_nbest_predictions.json")
+        odds = read_json(trained_span, f"{prefix}_null_odds.json")
+        assert set(predictions) == set(nbest) == set(odds) == set(dev["id"])
+        for qid, context in zip(dev["id"], dev["context"]):
+            assert all(a["text"] == context[a["start"]:a["end"]] for a in nbest[qid] if a["text"])
+            assert predictions[qid] == "" or predictions[qid] in context
+    results = read_json(trained_span, "all_results.json")
+    for key in ("train_loss", "eval_exact", "eval_f1", "eval_HasAns_f1", "eval_NoAns_exact", "eval_best_f1",
+                "eval_best_f1_thresh", "predict_exact", "eval_questions"):
+        assert key in results
+    assert results["eval_questions"] == len(dev)
+
+
+def test_metrics_agree_with_the_written_predictions(trained_span):
+    """Re-score eval_predictions.json (the answers as written, "" for no answer) against the gold answers."""
+    dev = questions_from_file(DEV)
+    predictions = read_json(trained_span, "eval_predictions.json")
+    scores = squad_v2_scores({qid: (text, 0.0) for qid, text in predictions.items()},
+                             {qid: a["text"] for qid, a in zip(dev["id"], dev["answers"])})
+    results = read_json(trained_span, "eval_results.json")
+    for key in ("exact", "f1", "HasAns_exact", "NoAns_exact"):
+        assert results[f"eval_{key}"] == pytest.approx(scores[key])
+
+
+def test_model_folder_is_hub_format_with_pipeline_and_card(trained_span):
+    files = set(os.listdir(trained_span))
+    assert {"model.safetensors", "config.json", "tokenizer.json", "qa_pipeline.py", "qa_windows.py",
+            "span_decoding.py", "README.md"} <= files
+    assert not any(name.endswith(".bin") and name != "training_args.bin" for name in files)
+    config = read_json(trained_span, "config.json")
+    assert config["custom_pipelines"]["question-answering"]["impl"] == "qa_pipeline.QuestionAnsweringPipeline"
+    assert config["qa_settings"]["max_seq_length"] == 384
+    card = (trained_span / "README.md").read_text()
+    assert "license: cc-by-nc-4.0" in card and "learning_rate | 0.001" in card and "train-v2.0.json" in card
+    assert "name: f1" in card and "| exact |" in card
+
+
+def test_a_json_config_file_is_the_sole_argument(licensed_tiny_bert, tmp_path):
+    config = {"model_name_or_path": licensed_tiny_bert, "train_file": TRAIN, "validation_file": DEV,
+              "version_2_with_negative": True, "do_train": True, "do_eval": True, "output_dir": str(tmp_path),
+              "max_steps": 1, "max_train_samples": 7, "max_eval_samples": 5, "report_to": "none"}
+    (tmp_path / "config.json.in").write_text(json.dumps(config))
+    os.rename(tmp_path / "config.json.in", tmp_path / "args.json")
+    run_qa(tmp_path / "args.json")
+    assert read_json(tmp_path, "train_results.json")["train_questions"] == 7
+    assert len(read_json(tmp_path, "eval_predictions.json")) == 5
+
+
+def test_squad_v2_data_without_the_flag_is_refused_with_a_clear_message(licensed_tiny_bert, tmp_path):
+    args = [a for a in tiny_args(licensed_tiny_bert, tmp_path, "--do_eval") if a != "--version_2_with_negative"]
+    result = run_script([sys.executable, str(ROOT / "run_qa.py"), *map(str, args)])
+    assert result.returncode != 0
+    assert "version_2_with_negative" in result.stdout and "train-v2.0.json: 13 question(s) have no answer" in result.stdout
+    assert "Traceback" not in result.stdout
+
+
+def test_a_malformed_file_ends_the_run_with_its_name_and_position(licensed_tiny_bert, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"data": [}')
+    args = tiny_args(licensed_tiny_bert, tmp_path / "out", "--do_eval")
+    args[args.index(DEV)] = str(bad)
+    result = run_script([sys.executable, str(ROOT / "run_qa.py"), *map(str, args)])
+    assert result.returncode != 0 and "bad.json: malformed JSON at line 1" in result.stdout
+    assert "Traceback" not in result.stdout
+
+
+def test_rerunning_in_the_same_output_dir_resumes_from_its_last_checkpoint(licensed_tiny_bert, tmp_path):
+    run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 4, "--save_steps", 2))
+    result = run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 6, "--save_steps", 2))
+    assert f"Resuming from {tmp_path}/checkpoint-4" in result.stdout
+    assert read_json(tmp_path, "trainer_state.json")["global_step"] == 6
+
+
+def test_load_best_model_at_end_keeps_the_checkpoint_with_the_best_exact(licensed_tiny_bert, tmp_path):
+    run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--do_eval", "--max_steps", 6,
+                      "--eval_strategy", "steps", "--eval_steps", 2, "--save_steps", 2,
+                      "--load_best_model_at_end", "--metric_for_best_model", "exact"))
+    state = read_json(tmp_path, "trainer_state.json")
+    evaluations = [log for log in state["log_history"] if "eval_exact" in log]
+    assert len(evaluations) == 3
+    best = max(evaluations, key=lambda log: log["eval_exact"])
+    assert state["best_metric"] == best["eval_exact"]
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    assert read_json(tmp_path, "eval_results.json")["eval_exact"] == best["eval_exact"]
+
+
+@pytest.mark.parametrize("launcher", [
+    ["-m", "torch.distributed.run", "--nproc_per_node", "2"],
+    ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"],
+], ids=["torchrun", "accelerate"])
+def test_two_cpu_processes_evaluate_as_one(trained_span, tmp_path, launcher):
+    """19 questions in batches of 4 per process: the windows do not divide by processes x batch size."""
+    checkpoint = trained_span / "checkpoint-6"
+    common = ["--model_name_or_path", checkpoint, "--validation_file", DEV, "--version_2_with_negative",
+              "--do_eval", "--per_device_eval_batch_size", 4, "--report_to", "none", "--use_cpu"]
+    run_qa(*common, "--output_dir", tmp_path / "one")
+    result = run_qa(*common, "--output_dir", tmp_path / "two", launcher=[sys.executable, *launcher])
+    assert "Process rank 0 of world size 2" in result.stdout and "Process rank 1 of world size 2" in result.stdout
+    assert read_json(tmp_path / "two", "eval_predictions.json") == read_json(tmp_path / "one", "eval_predictions.json")
+    two_odds, one_odds = read_json(tmp_path / "two", "eval_null_odds.json"), read_json(tmp_path / "one", "eval_null_odds.json")
+    assert two_odds == pytest.approx(one_odds, abs=1e-4)
+    one, two = read_json(tmp_path / "one", "eval_results.json"), read_json(tmp_path / "two", "eval_results.json")
+    for key in ("eval_exact", "eval_f1", "eval_best_f1", "eval_questions"):
+        assert one[key] == two[key]

@@ -1,0 +1,199 @@
+import logging
+import types
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from qa_data import questions_from_file
+from span_decoding import WindowCandidates
+from utils_qa import (
+    TAG_B,
+    TAG_I,
+    TAG_O,
+    WindowCollator,
+    eval_features,
+    padded_offsets,
+    question_predictions,
+    span_head_candidates,
+    train_features,
+)
+from tests.conftest import SAMPLE
+
+
+def settings(**overrides):
+    base = dict(max_seq_length=384, doc_stride=128, pad_to_max_length=False, n_best_size=20, max_answer_length=30,
+                version_2_with_negative=True, null_score_diff_threshold=0.0)
+    return types.SimpleNamespace(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_dir):
+    return AutoTokenizer.from_pretrained(minilm_dir)
+
+
+@pytest.fixture(scope="module")
+def questions():
+    return questions_from_file(SAMPLE / "train-v2.0.json")
+
+
+def columns(batch):
+    return batch.to_dict()
+
+
+def test_span_labels_point_at_the_answer_tokens_or_at_cls(tokenizer, questions):
+    batch = questions.select(range(20))
+    features = train_features(columns(batch), list(range(20)), tokenizer, settings(), "span")
+    for w, q in enumerate(features["example_index"]):
+        start, end = features["start_positions"][w], features["end_positions"][w]
+        answers = batch[q]["answers"]
+        if answers["text"]:
+            decoded = tokenizer.decode(features["input_ids"][w][start : end + 1])
+            assert decoded.replace(" ", "") == answers["text"][0].lower().replace(" ", "")
+        else:
+            assert start == end == features["cls_index"][w]
+
+
+def long_context_question():
+    context = " ".join(f"word{i}" for i in range(300)) + " The answer is Zanzibar."
+    return {"id": ["q"], "title": [""], "context": [context], "question": ["What is the answer?"],
+            "answers": [{"text": ["Zanzibar"], "answer_start": [context.index("Zanzibar")]}]}
+
+
+def test_answer_outside_a_window_is_labelled_cls_and_inside_its_window_at_its_tokens(tokenizer):
+    batch = long_context_question()
+    features = train_features(batch, [0], tokenizer, settings(max_seq_length=128, doc_stride=32), "span")
+    assert len(features["input_ids"]) > 2
+    inside = [w for w in range(len(features["input_ids"])) if features["start_positions"][w] != 0]
+    assert inside and inside[-1] == len(features["input_ids"]) - 1
+    for w in range(len(features["input_ids"])):
+        s, e = features["start_positions"][w], features["end_positions"][w]
+        if w in inside:
+            assert tokenizer.decode(features["input_ids"][w][s : e + 1]) == "zanzibar"
+        else:
+            assert s == e == 0
+
+
+def test_bio_tags_mark_the_answer_and_nothing_else(tokenizer, questions):
+    batch = questions.select(range(20))
+    span = train_features(columns(batch), list(range(20)), tokenizer, settings(), "span")
+    bio = train_features(columns(batch), list(range(20)), tokenizer, settings(), "bio")
+    for w, tags in enumerate(bio["labels"]):
+        tags = np.array(tags)
+        assert len(tags) == len(bio["input_ids"][w])
+        start, end = span["start_positions"][w], span["end_positions"][w]
+        if start == end == span["cls_index"][w]:
+            assert (tags == TAG_O).all()
+        else:
+            expected = np.full(len(tags), TAG_O)
+            expected[start] = TAG_B
+            expected[start + 1 : end + 1] = TAG_I
+            assert (tags == expected).all()
+            assert bio["context_mask"][w][start] and bio["context_mask"][w][end]
+
+
+def test_a_question_longer_than_the_window_is_truncated_with_a_warning(tokenizer, caplog):
+    batch = long_context_question()
+    batch["question"] = ["why " * 400 + "?"]
+    with caplog.at_level(logging.WARNING):
+        features = train_features(batch, [0], tokenizer, settings(max_seq_length=128, doc_stride=32), "span")
+    assert "1 question(s) are longer than" in caplog.text and "q" in caplog.text
+    assert all(len(ids) <= 128 for ids in features["input_ids"])
+    assert any(s != 0 for s in features["start_positions"])
+
+
+def test_left_padding_tokenizers_put_the_question_second(minilm_dir):
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir, padding_side="left")
+    batch = long_context_question()
+    features = train_features(batch, [0], tokenizer, settings(max_seq_length=128, doc_stride=32), "span")
+    last = len(features["input_ids"]) - 1
+    s, e = features["start_positions"][last], features["end_positions"][last]
+    assert tokenizer.decode(features["input_ids"][last][s : e + 1]) == "zanzibar"
+    assert tokenizer.decode(features["input_ids"][last]).rstrip().endswith("what is the answer? [SEP]")
+
+
+def test_eval_offsets_cover_only_the_context(tokenizer, questions):
+    batch = questions.select(range(5))
+    features = eval_features(columns(batch), list(range(5)), tokenizer, settings())
+    for w, offsets in enumerate(features["offset_mapping"]):
+        offsets = np.array(offsets)
+        mask = np.array(features["context_mask"][w])
+        assert ((offsets[:, 0] >= 0) == mask).all()
+        context = batch[features["example_index"][w]]["context"]
+        covered = context[offsets[mask][0, 0] : offsets[mask][-1, 1]]
+        assert tokenizer(covered, add_special_tokens=False)["input_ids"] == np.array(features["input_ids"][w])[mask].tolist()
+
+
+def test_collator_pads_every_token_feature_on_the_tokenizer_side():
+    features = [{"input_ids": [5, 6, 7], "context_mask": [False, True, True], "labels": [0, 1, 2], "cls_index": 0},
+                {"input_ids": [5], "context_mask": [False], "labels": [0], "cls_index": 0}]
+    right = WindowCollator(pad_token_id=9)(features)
+    assert right["input_ids"].tolist() == [[5, 6, 7], [5, 9, 9]]
+    assert right["context_mask"].dtype == torch.bool and right["context_mask"].tolist()[1] == [False, False, False]
+    assert right["labels"].tolist()[1] == [0, 0, 0] and right["cls_index"].tolist() == [0, 0]
+    left = WindowCollator(pad_token_id=9, padding_side="left")(features)
+    assert left["input_ids"].tolist()[1] == [9, 9, 5]
+
+
+def window_dataset(offsets_per_window, example_index, cls_index=None):
+    return datasets.Dataset.from_dict({
+        "offset_mapping": offsets_per_window, "example_index": example_index,
+        "cls_index": cls_index or [0] * len(example_index),
+    })
+
+
+def test_padded_offsets_match_the_ragged_column():
+    features = window_dataset([[[-1, -1], [0, 3], [4, 8]], [[-1, -1], [2, 5]]], [0, 1])
+    offsets = padded_offsets(features)
+    assert offsets.tolist() == [[[-1, -1], [0, 3], [4, 8]], [[-1, -1], [2, 5], [-1, -1]]]
+
+
+def test_question_predictions_group_windows_and_apply_the_null_threshold():
+    contexts = ["alpha beta gamma", "delta epsilon"]
+    examples = {"id": ["a", "b"], "context": contexts}
+    # window 0 and 1 belong to question a, window 2 to question b; token 0 is [CLS]
+    offsets = [[[-1, -1], [0, 5], [6, 10], [11, 16]], [[-1, -1], [6, 10], [11, 16], [-1, -1]],
+               [[-1, -1], [0, 5], [6, 13], [-1, -1]]]
+    features = window_dataset(offsets, [0, 0, 1])
+    start = np.array([[1.0, 0.0, 5.0, 0.0], [3.0, 0.0, 0.0, 2.0], [9.0, 0.0, 1.0, -5.0]], dtype=np.float32)
+    end = np.array([[1.0, 0.0, 4.0, 1.0], [3.0, 0.0, 0.0, 6.0], [9.0, 0.0, 1.0, -5.0]], dtype=np.float32)
+    offsets_array = padded_offsets(features)
+    candidates = span_head_candidates((start, end), features, offsets_array, settings())
+    result = question_predictions(examples, features, offsets_array, candidates, settings())
+    # a: best span "beta" (window 0: 5 + 4 = 9); null = min(1 + 1, 3 + 3) = 2; odds = 2 - 9 < 0 -> answered
+    assert result.predictions["a"] == "beta" and result.null_odds["a"] == pytest.approx(-7.0)
+    # b: best span "delta epsilon" (0 + 1 = 1... "epsilon" 1 + 1 = 2 wins); null 18; odds 16 > 0 -> ""
+    assert result.predictions["b"] == "" and result.null_odds["b"] == pytest.approx(16.0)
+    assert [p["prediction_text"] for p in result.metric_predictions] == ["beta", "epsilon"]
+    for qid, context in zip(examples["id"], contexts):
+        assert sum(a["probability"] for a in result.nbest[qid]) == pytest.approx(1.0)
+        assert all(a["text"] == context[a["start"]:a["end"]] for a in result.nbest[qid] if a["text"])
+    raised = question_predictions(examples, features, offsets_array, candidates, settings(null_score_diff_threshold=20.0))
+    assert raised.predictions["b"] == "epsilon"
+
+
+def test_unicode_contexts_keep_answers_equal_to_their_context_slice(tokenizer):
+    contexts = ["東京は日本の首都です。人口は約1400万人です。", "Cafe\u0301 owners in ספרד sell 🍰 cake daily.",
+                "المدينة القديمة جميلة جدا"]
+    examples = {"id": ["x", "y", "z"], "title": [""] * 3, "context": contexts, "question": ["What?"] * 3,
+                "answers": [{"text": [], "answer_start": []}] * 3}
+    features = datasets.Dataset.from_dict(eval_features(examples, [0, 1, 2], tokenizer, settings()))
+    offsets = padded_offsets(features)
+    rng = np.random.default_rng(0)
+    logits = [rng.normal(size=offsets.shape[:2]).astype(np.float32) for _ in range(2)]
+    candidates = span_head_candidates(logits, features, offsets, settings())
+    result = question_predictions(examples, features, offsets, candidates, settings(version_2_with_negative=False))
+    for qid, context in zip(examples["id"], contexts):
+        assert result.predictions[qid]
+        assert all(a["text"] == context[a["start"]:a["end"]] for a in result.nbest[qid])
+
+
+def test_every_question_gets_a_prediction_even_without_candidates():
+    examples = {"id": ["a"], "context": ["abc"]}
+    features = window_dataset([[[-1, -1], [0, 3]]], [0])
+    empty = WindowCandidates(*(np.array([], dtype=np.int64) for _ in range(3)), np.array([], dtype=np.float32),
+                             np.array([1.0], dtype=np.float32))
+    result = question_predictions(examples, features, padded_offsets(features), empty, settings())
+    assert result.predictions == {"a": ""} and len(result.metric_predictions) == 1
