@@ -107,11 +107,14 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         outputs = self.model(**model_inputs)
         fields = ("span_start", "span_end", "span_score", "null_score") if hasattr(self.model, "crf") else (
             "start_logits", "end_logits")
-        return {**{k: inputs[k] for k in keep}, **{f: outputs[f].float() for f in fields}}
+        floats = {f: outputs[f].float() if outputs[f].is_floating_point() else outputs[f] for f in fields}
+        return {**{k: inputs[k] for k in keep}, **floats}
 
     def postprocess(self, windows, top_k=1, max_answer_len=30, n_best=20, handle_impossible_answer=False,
                     null_threshold=0.0, align_to_words=True):
         context = windows[0]["context"]
+        for w in windows:  # batching adds a leading axis to arrays
+            w["offsets"] = np.asarray(w["offsets"]).reshape(-1, 2)
         width = max(len(w["offsets"]) for w in windows)
         offsets = np.full((len(windows), width, 2), -1, dtype=np.int64)
         for i, w in enumerate(windows):
