@@ -15,6 +15,7 @@ from typing import Callable
 
 import datasets
 import evaluate
+import torch
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -106,12 +107,30 @@ class Head:
     ignore_keys: tuple = ()
 
 
+# Defaults of this package that differ from TrainingArguments': batches of windows of similar length pad less;
+# pinned memory only helps copies to a GPU.
+TRAINING_DEFAULTS = {"train_sampling_strategy": "group_by_length", "dataloader_pin_memory": torch.cuda.is_available()}
+
+
+def given_names(argv):
+    """Argument names set explicitly on the command line or in the JSON config file."""
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        with open(argv[0], encoding="utf-8") as f:
+            return set(json.load(f))
+    return {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
+
+
 def parse_args(argv):
     """(ModelArguments, DataTrainingArguments, TrainingArguments) from a JSON config file or the command line."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    for name, value in TRAINING_DEFAULTS.items():
+        if name not in given_names(argv):
+            setattr(training_args, name, value)
+    return model_args, data_args, training_args
 
 
 def setup_logging(training_args):

@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 
+from torch.utils.data import SequentialSampler
 from transformers import Trainer
 from transformers.trainer_utils import speed_metrics
 
@@ -31,6 +32,16 @@ class QuestionAnsweringTrainer(Trainer):
         self.write_function = write_function
         self.model_card = model_card
         self.bundled_files = bundled_files
+
+    def _get_train_sampler(self, train_dataset=None):
+        # The windows' `length` column is gone from the dataset the dataloader sees; the sampler reads it here
+        # instead of re-measuring every window.
+        return super()._get_train_sampler(self.train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Post-processing reads the outputs in the dataset's order (windows are already sorted by length), so
+        # evaluation never reorders them, even when training groups windows by length.
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
     def _save(self, output_dir=None, state_dict=None):
         """Save the model as the Trainer does, with the bundled code beside it (final folder and checkpoints)."""

@@ -1,0 +1,244 @@
+#!/usr/bin/env python
+"""CRF costs: constrained span decoding against pytorch-crf's Viterbi, and a CRF training step against a span model's.
+
+1. Decoding, batch 32 x 384, 3 tags, random N(0, 1) emissions (fixed seed), a full attention mask and a context
+   mask covering positions 16..382 (a 14-token question between [CLS] and [SEP], the final [SEP] excluded):
+   `CrfForQuestionAnswering.decode_spans` (batched Viterbi over the 4-state single-span machine, plus the forward
+   recursion for log Z and the all-O score) against `model.crf.decode` (pytorch-crf's Viterbi, whose backtracking
+   is a Python loop per sequence). The Viterbi alone (`modeling_crf.crf_decode_single_span`) is timed too.
+2. Agreement where no constraint binds: emissions are built so that the unconstrained best path is one `B I*` span
+   inside the context (strong emissions, +8 on the chosen tag of every token, over N(0, 0.5) noise); the script
+   checks that `crf.decode` returns that path, that `decode_spans` returns its span, and that its `span_score`
+   equals the log-likelihood of that path.
+3. Training step (forward + backward, dropout on, no optimizer step) at batch 8 x 384 with MiniLM-L6-H384's config
+   and random weights: `CrfForQuestionAnswering` (BIO labels, CRF negative log-likelihood) against
+   `BertForQuestionAnswering` (start/end positions). The CRF head is also timed alone on the same emissions: the
+   loss as `forward` computes it in training (forward-backward for the boundary marginals, then the gold path
+   score) and the loss from the forward recursion alone (`log_likelihood`).
+
+    python bench/bench_crf_decode.py
+    python bench/bench_crf_decode.py --tiny --repeats 1
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (sets the offline environment and the import path)
+
+import torch  # noqa: E402
+
+QUESTION_TOKENS = 14
+
+
+def context_mask_for(batch, seq):
+    """True on positions 2 + QUESTION_TOKENS .. seq - 2: [CLS] question [SEP] context [SEP]."""
+    mask = torch.zeros(batch, seq, dtype=torch.bool)
+    first = min(2 + QUESTION_TOKENS, seq // 4)
+    mask[:, first : seq - 1] = True
+    return mask
+
+
+def single_span_emissions(batch, seq, context_mask, generator, max_span=30, strength=8.0):
+    """(emissions, tags, spans): emissions whose best path (with small transitions) is `tags`, one B I* in the context."""
+    emissions = 0.5 * torch.randn(batch, seq, 3, generator=generator)
+    tags = torch.zeros(batch, seq, dtype=torch.long)
+    spans = []
+    for b in range(batch):
+        allowed = torch.nonzero(context_mask[b]).flatten()
+        first, last = int(allowed[0]), int(allowed[-1])
+        length = int(torch.randint(1, min(max_span, last - first + 1) + 1, (1,), generator=generator))
+        start = int(torch.randint(first, last - length + 2, (1,), generator=generator))
+        end = start + length - 1
+        tags[b, start] = 1
+        tags[b, start + 1 : end + 1] = 2
+        spans.append((start, end))
+    emissions.scatter_add_(2, tags.unsqueeze(2), torch.full((batch, seq, 1), strength))
+    return emissions, tags, spans
+
+
+def agreement(model, batch, seq, seed):
+    """Rows of the no-binding-constraint check."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    context_mask = context_mask_for(batch, seq)
+    attention_mask = torch.ones(batch, seq, dtype=torch.bool)
+    emissions, tags, spans = single_span_emissions(batch, seq, context_mask, generator)
+    with torch.no_grad():
+        paths = model.crf.decode(emissions, attention_mask)
+        span_start, span_end, span_score, _ = model.decode_spans(emissions, attention_mask, context_mask)
+        log_likelihood = model.log_likelihood(emissions, tags, attention_mask)
+    same_path = sum(path == row.tolist() for path, row in zip(paths, tags))
+    same_span = sum((int(s), int(e)) == span for s, e, span in zip(span_start, span_end, spans))
+    score_diff = float((span_score - log_likelihood).abs().max())
+    if same_path != batch or same_span != batch or score_diff > 1e-3:
+        raise SystemExit(f"error: decode_spans disagrees with crf.decode where no constraint binds "
+                         f"(paths {same_path}/{batch}, spans {same_span}/{batch}, score diff {score_diff:.2e})")
+    return [
+        ("crf.decode path = the constructed single-span path", f"{same_path} / {batch}"),
+        ("decode_spans span = that path's span", f"{same_span} / {batch}"),
+        ("max abs(span_score - log-likelihood of that path)", f"{score_diff:.2e}"),
+    ]
+
+
+def decode_timings(model, batch, seq, repeats, seed):
+    from modeling_crf import crf_decode_single_span
+
+    generator = torch.Generator().manual_seed(seed)
+    emissions = torch.randn(batch, seq, 3, generator=generator)
+    attention_mask = torch.ones(batch, seq, dtype=torch.long)
+    context_mask = context_mask_for(batch, seq)
+    mask = attention_mask.bool()
+    start, end, trans = model._crf_parameters()
+
+    def decode_spans():
+        with torch.no_grad():
+            return model.decode_spans(emissions, attention_mask, context_mask)
+
+    def viterbi_only():
+        with torch.no_grad():
+            return crf_decode_single_span(emissions, mask, context_mask, start, end, trans)
+
+    def crf_decode():
+        with torch.no_grad():
+            return model.crf.decode(emissions, mask)
+
+    variants = [("crf.decode", crf_decode), ("decode_spans", decode_spans), ("viterbi", viterbi_only)]
+    seconds, _ = common.interleaved(variants, repeats, warmup=True)
+    med = {name: common.median(values) for name, values in seconds.items()}
+    base = med["crf.decode"]
+    return [
+        ("pytorch-crf `model.crf.decode(emissions, mask)`", f"{1000 * base:.1f}",
+         common.runs_text([1000 * v for v in seconds["crf.decode"]], 1), "1.00"),
+        ("`model.decode_spans(emissions, attention_mask, context_mask)`", f"{1000 * med['decode_spans']:.1f}",
+         common.runs_text([1000 * v for v in seconds["decode_spans"]], 1), f"{med['decode_spans'] / base:.2f}"),
+        ("  of which the constrained Viterbi (`crf_decode_single_span`)", f"{1000 * med['viterbi']:.1f}",
+         common.runs_text([1000 * v for v in seconds["viterbi"]], 1), f"{med['viterbi'] / base:.2f}"),
+    ]
+
+
+def bert_config(args):
+    from transformers import BertConfig
+
+    if args.tiny:
+        return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                          max_position_embeddings=512)
+    return BertConfig.from_pretrained(args.config or common.minilm_path())
+
+
+def training_batch(config, batch, seq, generator):
+    """Random token ids with a question/context split; span labels and the matching BIO tags."""
+    question = min(2 + QUESTION_TOKENS, seq // 4)
+    input_ids = torch.randint(1000 if config.vocab_size > 2000 else 5, config.vocab_size, (batch, seq), generator=generator)
+    token_type_ids = torch.zeros(batch, seq, dtype=torch.long)
+    token_type_ids[:, question:] = 1
+    starts = torch.randint(question, seq - 12, (batch,), generator=generator)
+    ends = starts + torch.randint(0, 10, (batch,), generator=generator)
+    tags = torch.zeros(batch, seq, dtype=torch.long)
+    for b in range(batch):
+        tags[b, starts[b]] = 1
+        tags[b, starts[b] + 1 : ends[b] + 1] = 2
+    common_inputs = {"input_ids": input_ids, "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+                     "token_type_ids": token_type_ids}
+    return common_inputs, {"start_positions": starts, "end_positions": ends}, {"labels": tags}
+
+
+def training_timings(args, batch, seq):
+    from transformers import BertForQuestionAnswering
+
+    from modeling_crf import CrfForQuestionAnswering, CrfQAConfig, crf_boundary_logits, crf_path_scores
+
+    config = bert_config(args)
+    torch.manual_seed(args.seed)
+    span_model = BertForQuestionAnswering(config).train()
+    torch.manual_seed(args.seed)
+    crf_model = CrfForQuestionAnswering(CrfQAConfig(encoder=config)).train()
+    inputs, span_labels, bio_labels = training_batch(config, batch, seq, torch.Generator().manual_seed(args.seed))
+
+    def step(model, labels):
+        def run():
+            model.zero_grad(set_to_none=True)
+            loss = model(**inputs, **labels).loss
+            loss.backward()
+            return float(loss.detach())
+        return run
+
+    emissions = torch.randn(batch, seq, 3, generator=torch.Generator().manual_seed(args.seed), requires_grad=True)
+    tags, mask = bio_labels["labels"], inputs["attention_mask"].bool()
+
+    def head_as_forward():
+        emissions.grad = None
+        crf_model.zero_grad(set_to_none=True)
+        start, end, trans = crf_model._crf_parameters()
+        _, _, log_z = crf_boundary_logits(emissions, mask, start, end, trans)
+        loss = -(crf_path_scores(emissions, tags, mask, start, end, trans) - log_z).mean()
+        loss.backward()
+
+    def head_likelihood_only():
+        emissions.grad = None
+        crf_model.zero_grad(set_to_none=True)
+        loss = -crf_model.log_likelihood(emissions, tags, mask).mean()
+        loss.backward()
+
+    variants = [
+        ("span", step(span_model, span_labels)),
+        ("crf", step(crf_model, bio_labels)),
+        ("head: as forward", head_as_forward),
+        ("head: likelihood only", head_likelihood_only),
+    ]
+    seconds, _ = common.interleaved(variants, args.repeats, warmup=True)
+    med = {name: common.median(values) for name, values in seconds.items()}
+    base = med["span"]
+
+    def row(label, name):
+        return (label, f"{1000 * med[name]:.1f}", common.runs_text([1000 * v for v in seconds[name]], 1),
+                f"{med[name] / base:.3f}")
+
+    return [
+        row("BertForQuestionAnswering (start/end loss)", "span"),
+        row("CrfForQuestionAnswering (CRF NLL)", "crf"),
+        row("  CRF head alone, as forward computes it (forward-backward marginals + gold score)", "head: as forward"),
+        row("  CRF head alone, forward recursion only (`log_likelihood`)", "head: likelihood only"),
+    ]
+
+
+def main(argv=None):
+    parser = common.add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]), data=False)
+    parser.add_argument("--batch", type=int, default=None, help="decoding batch (default 32; --tiny: 4)")
+    parser.add_argument("--seq", type=int, default=None, help="sequence length (default 384; --tiny: 64)")
+    parser.add_argument("--train_batch", type=int, default=None, help="training-step batch (default 8; --tiny: 2)")
+    parser.add_argument("--config", default=None, help="encoder config folder (default: MiniLM-L6-H384's)")
+    parser.add_argument("--skip_training", action="store_true", help="only the decoding figures")
+    parser.add_argument("--tiny", action="store_true", help="smoke size: batch 4 x 64, a 2-layer 32-wide encoder")
+    args = parser.parse_args(argv)
+    common.set_threads(args)
+    common.quiet_libraries()
+    from modeling_crf import CrfForQuestionAnswering, CrfQAConfig
+    from transformers import BertConfig
+
+    batch = args.batch or (4 if args.tiny else 32)
+    seq = args.seq or (64 if args.tiny else 384)
+    train_batch = args.train_batch or (2 if args.tiny else 8)
+    torch.manual_seed(args.seed)
+    # The decoding only reads the CRF parameters: a small encoder keeps the model cheap to build.
+    decoder = CrfForQuestionAnswering(CrfQAConfig(encoder=BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=100,
+        max_position_embeddings=max(512, seq)))).eval()
+
+    tables = [
+        (f"Decoding, batch {batch} x {seq}, 3 tags, random emissions (ratio = / crf.decode)",
+         ("decoder", "median ms", "runs ms", "ratio"), decode_timings(decoder, batch, seq, args.repeats, args.seed)),
+        (f"Agreement where no constraint binds ({batch} x {seq})", ("check", "value"),
+         agreement(decoder, batch, seq, args.seed)),
+    ]
+    if not args.skip_training:
+        name = "tiny BERT (2 x 32)" if args.tiny else "MiniLM-L6-H384 config"
+        tables.append((f"Training step, forward + backward, batch {train_batch} x {seq}, {name}, random weights "
+                       "(ratio = / span model)", ("model", "median ms", "runs ms", "ratio"),
+                       training_timings(args, train_batch, seq)))
+    common.print_report("CRF decoding and training-step cost", tables, repeats=args.repeats,
+                        notes=["each variant runs once untimed before the timed rounds"])
+
+
+if __name__ == "__main__":
+    main()

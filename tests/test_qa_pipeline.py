@@ -1,0 +1,248 @@
+"""The question-answering pipeline that every saved model folder carries, on tiny trained span and CRF models.
+
+The models are trained for a few steps with short windows (64 tokens, stride 16), so evaluation already splits
+the longer sample contexts into several windows, and the pipeline takes those settings from the model's config.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from transformers import pipeline
+
+from qa_data import questions_from_file
+from tests.conftest import ROOT
+from tests.test_run_qa import DEV, read_json, tiny_args
+
+HEADS = {"span": "run_qa.py", "crf": "run_qa_crf.py"}
+EVAL_THRESHOLD = 0.0  # the --null_score_diff_threshold evaluation ran with (the default)
+WINDOWS = ("--max_seq_length", 64, "--doc_stride", 16)
+
+
+def offline_env(**extra):
+    return {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.fixture(scope="module")
+def folders(tiny_bert_dir, tmp_path_factory):
+    """{head: model folder} of a span and a CRF model trained and evaluated side by side (two processes)."""
+    runs = {}
+    for head, script in HEADS.items():
+        out = tmp_path_factory.mktemp(head)
+        args = tiny_args(tiny_bert_dir, out, "--do_train", "--do_eval", "--max_steps", 8, *WINDOWS)
+        command = [sys.executable, str(ROOT / script), *map(str, args)]
+        runs[head] = (out, subprocess.Popen(command, cwd=ROOT, env=offline_env(), stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, text=True))
+    for head, (out, process) in runs.items():
+        log, _ = process.communicate()
+        assert process.returncode == 0, f"{head}:\n{log[-5000:]}"
+    return {head: out for head, (out, _) in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def pipes(folders):
+    """{head: pipeline} loaded in this process from the folders' own code."""
+    return {head: pipeline("question-answering", model=str(folder), trust_remote_code=True)
+            for head, folder in folders.items()}
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return questions_from_file(DEV)
+
+
+@pytest.fixture(scope="module")
+def long_context(dev):
+    """Every distinct sample context in one text: several 64-token windows long."""
+    return " ".join(dict.fromkeys(dev["context"]))
+
+
+def dicts(questions):
+    return [{"question": q["question"], "context": q["context"]} for q in questions]
+
+
+def pipeline_function(pipe, name):
+    """A helper of the folder's qa_pipeline module (it imports relatively, so only the loaded copy is usable)."""
+    return getattr(sys.modules[type(pipe).__module__], name)
+
+
+# --- the user's call, in a process that cannot import the project --------------------------------------------
+
+USER_SCRIPT = textwrap.dedent("""
+    import importlib.util, json, sys
+    from transformers import pipeline
+
+    assert importlib.util.find_spec("qa_pipeline") is None, "the project is importable"
+    context = "The Eiffel Tower in Paris was completed in 1889. Gustave Eiffel's company designed and built it."
+    for folder in sys.argv[1:]:
+        qa = pipeline("question-answering", model=folder, trust_remote_code=True)
+        answer = qa(question="When was the tower completed?", context=context)
+        print(json.dumps({"folder": folder, "module": type(qa).__module__, "context": context, **answer}))
+""")
+
+
+def test_the_users_call_in_a_fresh_process_outside_the_project(folders, tmp_path):
+    env = offline_env()
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, "-c", USER_SCRIPT, *map(str, folders.values())], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 0, result.stderr[-5000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["folder"] for line in lines] == [str(f) for f in folders.values()]
+    for line in lines:
+        assert line["module"].startswith("transformers_modules.") and line["module"].endswith(".qa_pipeline")
+        assert line["answer"] and line["answer"] == line["context"][line["start"] : line["end"]]
+        assert 0.0 <= line["score"] <= 1.0
+
+
+# --- the pipeline answers as evaluation did ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("head", HEADS)
+def test_answers_equal_the_evaluation_predictions(pipes, folders, dev, head):
+    predictions = read_json(folders[head], "eval_predictions.json")
+    results = pipes[head](dicts(dev), handle_impossible_answer=True, align_to_words=False,
+                          null_score_diff_threshold=EVAL_THRESHOLD)
+    assert {qid: r["answer"] for qid, r in zip(dev["id"], results)} == predictions
+
+
+def test_top_k_answers_are_the_evaluation_n_best_in_order(pipes, folders, dev):
+    nbest = read_json(folders["span"], "eval_nbest_predictions.json")
+    n_best_size = read_json(folders["span"], "config.json")["qa_settings"]["n_best_size"]
+    results = pipes["span"](dicts(dev), top_k=n_best_size, handle_impossible_answer=False, align_to_words=False)
+    for qid, answers in zip(dev["id"], results):
+        expected = [(a["text"], a["start"], a["end"]) for a in nbest[qid] if a["text"]]
+        assert [(a["answer"], a["start"], a["end"]) for a in answers] == expected, qid
+
+
+def test_settings_come_from_the_config(pipes, folders):
+    settings = read_json(folders["span"], "config.json")["qa_settings"]
+    assert (settings["max_seq_length"], settings["doc_stride"]) == (64, 16)
+    assert pipes["span"].settings["max_seq_length"] == 64
+
+
+# --- long contexts, batches -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("head", HEADS)
+def test_a_context_of_several_windows_gives_the_same_answers_in_any_batch_size(pipes, dev, long_context, head):
+    pipe = pipes[head]
+    assert len(pipe.tokenizer(long_context)["input_ids"]) > 3 * 64
+    questions = [{"question": q, "context": long_context} for q in dev["question"][:3]]
+    by_batch = {size: pipe(questions, max_seq_len=64, doc_stride=16, top_k=5, batch_size=size) for size in (1, 4)}
+    for one, four in zip(by_batch[1], by_batch[4]):
+        assert [(a["answer"], a["start"], a["end"]) for a in one] == [(a["answer"], a["start"], a["end"]) for a in four]
+        assert [a["score"] for a in one] == pytest.approx([a["score"] for a in four], abs=1e-5)
+        for answer in one:
+            assert 0 <= answer["start"] < answer["end"] <= len(long_context)
+            assert answer["answer"] == long_context[answer["start"] : answer["end"]]
+
+
+def test_a_batch_of_questions_gets_one_answer_each_in_order(pipes, dev):
+    pipe = pipes["span"]
+    questions = dicts(dev.select(range(5)))
+    one_by_one = [pipe(**q) for q in questions]
+    assert pipe(question=[q["question"] for q in questions], context=[q["context"] for q in questions]) == one_by_one
+    assert pipe(questions) == one_by_one
+    batched = pipe(questions, batch_size=3)
+    assert [(r["answer"], r["start"], r["end"]) for r in batched] == [(r["answer"], r["start"], r["end"]) for r in one_by_one]
+    assert [r["score"] for r in batched] == pytest.approx([r["score"] for r in one_by_one], abs=1e-5)
+    assert pipe(tuple(questions)) == one_by_one
+    # one question about several contexts, and the (question, context) positional form
+    contexts = [q["context"] for q in questions]
+    assert pipe(question=questions[0]["question"], context=contexts) == [pipe(questions[0]["question"], c) for c in contexts]
+    assert pipe(question=[], context=[]) == []
+
+
+# --- no answer ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("head", HEADS)
+def test_the_threshold_decides_between_no_answer_and_a_span(pipes, dev, head):
+    pipe, questions = pipes[head], dicts(dev.select(range(6)))
+    for result in pipe(questions, handle_impossible_answer=True, null_score_diff_threshold=-1e9):
+        assert (result["answer"], result["start"], result["end"]) == ("", 0, 0)
+    for result in pipe(questions, handle_impossible_answer=True, null_score_diff_threshold=1e9):
+        assert result["answer"]
+    for threshold in (-1e9, 0.0, None):
+        for answers in pipe(questions, handle_impossible_answer=False, null_score_diff_threshold=threshold, top_k=3):
+            assert all(a["answer"] for a in answers)
+
+
+def test_parameters_given_when_building_the_pipeline_stay_in_force(folders, dev):
+    pipe = pipeline("question-answering", model=str(folders["span"]), trust_remote_code=True, top_k=3,
+                    handle_impossible_answer=True, null_score_diff_threshold=-1e9)
+    answers = pipe(question=dev["question"][0], context=dev["context"][0])
+    assert len(answers) == 3 and answers[0]["answer"] == ""
+    # a call-time parameter overrides only itself
+    assert pipe(question=dev["question"][0], context=dev["context"][0], top_k=1)["answer"] == ""
+
+
+# --- ranking and word alignment ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("threshold", [None, -5.0, 5.0])
+def test_top_k_is_sorted_by_score(pipes, dev, long_context, head, threshold):
+    """Also with a no-answer threshold, which moves the empty answer away from its raw score's place."""
+    questions = dicts(dev.select(range(4))) + [{"question": dev["question"][0], "context": long_context}]
+    for answers in pipes[head](questions, top_k=10, handle_impossible_answer=threshold is not None,
+                               null_score_diff_threshold=threshold, max_seq_len=64, doc_stride=16):
+        scores = [a["score"] for a in answers]
+        assert scores == sorted(scores, reverse=True) and len(answers) <= 10
+        assert sum(scores) <= 1.0 + 1e-6
+
+
+def test_word_alignment_widens_spans_to_whole_words(pipes):
+    word_aligned = pipeline_function(pipes["span"], "word_aligned")
+    context = "unbelievable things, 1889s-era"
+    assert word_aligned(context, 2, 6) == (0, 12)
+    assert word_aligned(context, 0, 12) == (0, 12)
+    assert word_aligned(context, 14, 19) == (13, 19)
+    assert word_aligned(context, 22, 23) == (21, 26)  # "-" separates words
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_aligned_answers_never_cut_a_word(pipes, dev, head):
+    questions = dicts(dev)
+    aligned = pipes[head](questions, top_k=20, align_to_words=True)
+    raw = pipes[head](questions, top_k=20, align_to_words=False)
+    widened = 0
+    for question, answers, unaligned in zip(questions, aligned, raw):
+        context = question["context"]
+        for answer, original in zip(answers, unaligned):
+            start, end = answer["start"], answer["end"]
+            assert answer["answer"] == context[start:end]
+            assert start <= original["start"] and original["end"] <= end
+            assert not (start > 0 and context[start - 1].isalnum() and context[start].isalnum())
+            assert not (end < len(context) and context[end - 1].isalnum() and context[end].isalnum())
+            widened += (start, end) != (original["start"], original["end"])
+    assert head == "crf" or widened, "no span needed widening: the check proved nothing"
+
+
+# --- bad input ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call, message", [
+    (lambda qa: qa(question="", context="Paris is in France."), "'question' must be a non-empty string"),
+    (lambda qa: qa(question="Where?", context="   "), "'context' must be a non-empty string"),
+    (lambda qa: qa({"question": "Where?"}), "'context' must be a non-empty string"),
+    (lambda qa: qa([{"question": "Where?", "context": "Paris."}, {"question": " ", "context": "x"}]), "input 1: 'question'"),
+    (lambda qa: qa(question=["Where?", "Who?"], context=["Paris.", "Bob.", "Ann."]), "2 questions but 3 contexts"),
+    (lambda qa: qa(question="Where?"), "Give question=... and context=..."),
+    (lambda qa: qa(question=None, context="Paris."), "question must be a string or a list of strings"),
+    (lambda qa: qa("Where is Paris?"), "Expected a {'question', 'context'} dict"),
+    (lambda qa: qa(question="Where?", context="\u200b\u200b"), "has no text the tokenizer keeps"),
+    (lambda qa: qa(question="Where?", context="Paris.", top_k=0), "top_k must be an integer >= 1"),
+    (lambda qa: qa(question="Where?", context="Paris.", max_seq_len=64, doc_stride=32), "doc_stride 32 must be less than half"),
+    (lambda qa: qa(question="Where?", context="Paris.", max_seq_len=100_000), "longer than the model's 512 tokens"),
+], ids=["empty-question", "blank-context", "missing-context", "bad-item-in-list", "mismatched-lists", "no-context",
+        "question-none", "lone-string", "no-tokens", "top_k-0", "stride-too-long", "window-too-long"])
+def test_bad_input_is_refused_with_a_clear_message(pipes, call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(pipes["span"])
+
+
+def test_a_shorter_window_than_evaluations_shrinks_the_stride_to_fit(pipes, long_context):
+    """max_seq_len alone below twice evaluation's stride (16) works: the stride is cut to a quarter window."""
+    answer = pipes["span"](question="What is the tide?", context=long_context, max_seq_len=30)
+    assert answer["answer"] == long_context[answer["start"] : answer["end"]]

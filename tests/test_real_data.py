@@ -1,0 +1,69 @@
+"""MiniLM (a real pretrained encoder) fine-tuned for a few dozen steps on the real SQuAD v2 train subset and
+evaluated on a slice of the real dev set, for both heads. Skipped where ../shared/data/squad_v2 is absent."""
+
+import collections
+import re
+import string
+
+import pytest
+
+from qa_data import questions_from_file
+from tests.test_run_qa import read_json, run_qa
+
+DEV_SLICE = 200
+
+
+def normalized_tokens(text):
+    """The official SQuAD normalisation, written independently of metrics/squad_v2 to cross-check it."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return re.sub(r"\b(a|an|the)\b", " ", text).split()
+
+
+def independent_scores(predictions, questions):
+    """(exact, f1) in percent of `predictions` {id: text} against the questions' gold answers."""
+    exact = f1 = 0.0
+    for qid, answers in zip(questions["id"], questions["answers"]):
+        golds = [g for g in answers["text"] if normalized_tokens(g)] or [""]
+        predicted = normalized_tokens(predictions[qid])
+        exact += max(predicted == normalized_tokens(g) for g in golds)
+        best = 0.0
+        for gold in map(normalized_tokens, golds):
+            if not gold or not predicted:
+                best = max(best, float(gold == predicted))
+                continue
+            common = sum((collections.Counter(gold) & collections.Counter(predicted)).values())
+            if common:
+                precision, recall = common / len(predicted), common / len(gold)
+                best = max(best, 2 * precision * recall / (precision + recall))
+        f1 += best
+    return 100 * exact / len(questions), 100 * f1 / len(questions)
+
+
+@pytest.fixture(scope="module")
+def dev_slice(squad_dir):
+    return questions_from_file(squad_dir / "dev-v2.0.json.gz").select(range(DEV_SLICE))
+
+
+@pytest.mark.parametrize("script", ["run_qa.py", "run_qa_crf.py"])
+def test_minilm_on_real_squad_v2(script, squad_dir, minilm_dir, dev_slice, tmp_path):
+    run_qa("--model_name_or_path", minilm_dir, "--train_file", squad_dir / "train-v2.0-subset.json.gz",
+           "--validation_file", squad_dir / "dev-v2.0.json.gz", "--version_2_with_negative",
+           "--max_train_samples", 400, "--max_eval_samples", DEV_SLICE, "--do_train", "--do_eval",
+           "--max_steps", 24, "--max_seq_length", 256, "--doc_stride", 96, "--per_device_train_batch_size", 8, "--per_device_eval_batch_size", 32,
+           "--learning_rate", 1e-4, "--logging_steps", 4, "--output_dir", tmp_path, "--report_to", "none",
+           "--seed", 42, script=script)
+    predictions = read_json(tmp_path, "eval_predictions.json")
+    nbest = read_json(tmp_path, "eval_nbest_predictions.json")
+    odds = read_json(tmp_path, "eval_null_odds.json")
+    assert list(predictions) == dev_slice["id"] and set(nbest) == set(odds) == set(predictions)
+    for qid, context in zip(dev_slice["id"], dev_slice["context"]):
+        assert predictions[qid] == "" or predictions[qid] in context
+        assert all(a["text"] == context[a["start"]:a["end"]] for a in nbest[qid])
+
+    results = read_json(tmp_path, "eval_results.json")
+    exact, f1 = independent_scores(predictions, dev_slice)
+    assert results["eval_exact"] == pytest.approx(exact) and results["eval_f1"] == pytest.approx(f1)
+    assert results["eval_total"] == DEV_SLICE
+
+    losses = [log["loss"] for log in read_json(tmp_path, "trainer_state.json")["log_history"] if "loss" in log]
+    assert losses[-1] < losses[0]

@@ -1,0 +1,73 @@
+"""run_qa_crf.py end to end: the same command line, outputs and model folder conventions as run_qa.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_run_qa import DEV, read_json, run_qa, tiny_args
+
+
+@pytest.fixture(scope="module")
+def trained_crf(tiny_bert_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("crf")
+    run_qa(*tiny_args(tiny_bert_dir, out, "--do_train", "--do_eval", "--max_steps", 8, "--save_steps", 4,
+                      "--logging_steps", 1), script="run_qa_crf.py")
+    return out
+
+
+def test_same_output_files_as_run_qa(trained_crf):
+    for name in ("eval_predictions.json", "eval_nbest_predictions.json", "eval_null_odds.json", "eval_results.json",
+                 "all_results.json", "train_results.json", "trainer_state.json", "model.safetensors", "config.json",
+                 "modeling_crf.py", "qa_pipeline.py", "README.md"):
+        assert (trained_crf / name).exists(), name
+    predictions = read_json(trained_crf, "eval_predictions.json")
+    assert len(predictions) == 19
+    results = read_json(trained_crf, "eval_results.json")
+    assert {"eval_exact", "eval_f1", "eval_best_f1", "eval_HasAns_f1", "eval_NoAns_exact"} <= set(results)
+    config = read_json(trained_crf, "config.json")
+    assert config["model_type"] == "crf_qa" and config["auto_map"]["AutoModelForQuestionAnswering"].startswith("modeling_crf")
+    assert "crf" in (trained_crf / "README.md").read_text()
+
+
+def test_crf_nbest_lists_hold_one_viterbi_span_per_window_and_the_null_answer(trained_crf):
+    nbest = read_json(trained_crf, "eval_nbest_predictions.json")
+    odds = read_json(trained_crf, "eval_null_odds.json")
+    for qid, answers in nbest.items():
+        texts = [a["text"] for a in answers]
+        assert texts.count("") == 1
+        null = next(a["score"] for a in answers if a["text"] == "")
+        best = next(a["score"] for a in answers if a["text"])
+        assert odds[qid] == pytest.approx(null - best, abs=1e-4)
+
+
+def test_the_output_folder_loads_in_a_fresh_process_through_the_auto_class(trained_crf, tmp_path):
+    script = (
+        "import json, sys, torch\n"
+        "from transformers import AutoModelForQuestionAnswering, AutoTokenizer\n"
+        "model = AutoModelForQuestionAnswering.from_pretrained(sys.argv[1], trust_remote_code=True).eval()\n"
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "batch = tok('Who?', 'Margaret Hollis kept the light.', return_tensors='pt')\n"
+        "out = model(**batch)\n"
+        "print(json.dumps({'cls': type(model).__name__, 'transitions': model.crf.transitions.tolist(),\n"
+        "                  'start': out.span_start.tolist(), 'end_logits': list(out.end_logits.shape)}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", script, str(trained_crf)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    from safetensors.torch import load_file
+
+    saved = load_file(str(trained_crf / "model.safetensors"))
+    assert loaded["cls"] == "CrfForQuestionAnswering"
+    assert loaded["transitions"] == saved["crf.transitions"].tolist()
+    assert loaded["end_logits"][0] == 1
+
+
+def test_training_lowers_the_crf_loss(trained_crf):
+    losses = [log["loss"] for log in read_json(trained_crf, "trainer_state.json")["log_history"] if "loss" in log]
+    assert len(losses) == 8 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
