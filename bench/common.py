@@ -101,6 +101,7 @@ def quiet_libraries():
     datasets.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 # ---- timing --------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from qa_data import questions_from_file
 from tests.conftest import ROOT
 from tests.test_run_qa import DEV, read_json, tiny_args
 
-HEADS = {"span": "run_qa.py", "crf": "run_qa_crf.py"}
+HEADS = ("span", "crf")
 EVAL_THRESHOLD = 0.0  # the --null_score_diff_threshold evaluation ran with (the default)
 WINDOWS = ("--max_seq_length", 64, "--doc_stride", 16)
 
@@ -27,20 +27,28 @@ def offline_env(**extra):
     return {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **extra}
 
 
+# Both models are trained in one process, as run_qa.py and run_qa_crf.py would: imports cost more than training.
+TRAIN_BOTH = """
+import json, sys
+from qa_runner import main
+from run_qa import SPAN_HEAD
+from run_qa_crf import CRF_HEAD
+span_args, crf_args = json.loads(sys.argv[1])
+main(SPAN_HEAD, span_args)
+main(CRF_HEAD, crf_args)
+"""
+
+
 @pytest.fixture(scope="module")
 def folders(tiny_bert_dir, tmp_path_factory):
-    """{head: model folder} of a span and a CRF model trained and evaluated side by side (two processes)."""
-    runs = {}
-    for head, script in HEADS.items():
-        out = tmp_path_factory.mktemp(head)
-        args = tiny_args(tiny_bert_dir, out, "--do_train", "--do_eval", "--max_steps", 8, *WINDOWS)
-        command = [sys.executable, str(ROOT / script), *map(str, args)]
-        runs[head] = (out, subprocess.Popen(command, cwd=ROOT, env=offline_env(), stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True))
-    for head, (out, process) in runs.items():
-        log, _ = process.communicate()
-        assert process.returncode == 0, f"{head}:\n{log[-5000:]}"
-    return {head: out for head, (out, _) in runs.items()}
+    """{head: model folder} of a span and a CRF model, each trained for a few steps and evaluated."""
+    folders = {head: tmp_path_factory.mktemp(head) for head in HEADS}
+    args = [list(map(str, tiny_args(tiny_bert_dir, folders[head], "--do_train", "--do_eval", "--max_steps", 8, *WINDOWS)))
+            for head in HEADS]
+    result = subprocess.run([sys.executable, "-c", TRAIN_BOTH, json.dumps(args)], cwd=ROOT, env=offline_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == 0, result.stdout[-5000:]
+    return folders
 
 
 @pytest.fixture(scope="module")
