@@ -46,6 +46,8 @@ class QuestionAnsweringTrainer(Trainer):
     def _save(self, output_dir=None, state_dict=None):
         """Save the model as the Trainer does, with the bundled code beside it (final folder and checkpoints)."""
         super()._save(output_dir, state_dict)
+        if not self.args.should_save:  # the process that writes the folder copies the code too
+            return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         for path in self.bundled_files:
             shutil.copy(path, os.path.join(output_dir, os.path.basename(path)))

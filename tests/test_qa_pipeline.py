@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 from transformers import pipeline
 
 from qa_data import questions_from_file
@@ -49,6 +50,15 @@ def folders(tiny_bert_dir, tmp_path_factory):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert result.returncode == 0, result.stdout[-5000:]
     return folders
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run far faster on one thread than on threads that wait for a busy machine's cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -161,3 +161,16 @@ def test_two_cpu_processes_evaluate_as_one(trained_span, tmp_path, launcher):
     one, two = read_json(tmp_path / "one", "eval_results.json"), read_json(tmp_path / "two", "eval_results.json")
     for key in ("eval_exact", "eval_f1", "eval_best_f1", "eval_questions"):
         assert one[key] == two[key]
+
+
+def test_two_processes_train_and_keep_the_best_checkpoint(licensed_tiny_bert, tmp_path):
+    run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--do_eval", "--max_steps", 4, "--use_cpu",
+                      "--per_device_train_batch_size", 4, "--eval_strategy", "steps", "--eval_steps", 2,
+                      "--save_steps", 2, "--load_best_model_at_end", "--metric_for_best_model", "f1"),
+           launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"])
+    state = read_json(tmp_path, "trainer_state.json")
+    evaluations = [log for log in state["log_history"] if "eval_f1" in log]
+    best = max(evaluations, key=lambda log: log["eval_f1"])
+    assert len(evaluations) == 2 and state["best_metric"] == best["eval_f1"]
+    assert read_json(tmp_path, "eval_results.json")["eval_f1"] == best["eval_f1"]
+    assert len(read_json(tmp_path, "eval_predictions.json")) == 19
