@@ -116,7 +116,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     Call parameters: `top_k` (answers per question, default 1), `doc_stride`, `max_seq_len`, `max_question_len`,
     `max_answer_len`, `handle_impossible_answer` (allow "" as the answer, decided with the no-answer threshold
     tuned at evaluation, or `null_score_diff_threshold` if given), `align_to_words` (default True), and
-    `batch_size` (windows per forward pass). Defaults come from the settings the model was evaluated with.
+    `batch_size` (windows per forward pass). Defaults come from the settings the model was evaluated with;
+    parameters given when the pipeline is built hold for every call, and a call overrides only those it names.
     """
 
     def __call__(self, *args, **kwargs):
@@ -139,8 +140,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
                      max_answer_len=max_answer_len)
         check_counts(0, doc_stride=doc_stride)
         preprocess = given(max_seq_len=max_seq_len, doc_stride=doc_stride, max_question_len=max_question_len)
-        postprocess = given(top_k=top_k, max_answer_len=max_answer_len, handle_impossible_answer=handle_impossible_answer,
-                            null_threshold=null_score_diff_threshold, align_to_words=align_to_words)
+        postprocess = given(top_k=top_k, max_answer_len=max_answer_len, align_to_words=align_to_words,
+                            handle_impossible_answer=handle_impossible_answer, null_threshold=null_score_diff_threshold)
         return preprocess, {}, postprocess
 
     def window_sizes(self, max_seq_len, doc_stride):
@@ -151,14 +152,15 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         """
         settings = self.settings
         max_seq_len = settings["max_seq_length"] if max_seq_len is None else max_seq_len
-        if max_seq_len > self.tokenizer.model_max_length:
-            raise ValueError(f"max_seq_len {max_seq_len} is longer than the model's {self.tokenizer.model_max_length} tokens")
+        longest = self.tokenizer.model_max_length
+        if max_seq_len > longest:
+            raise ValueError(f"max_seq_len {max_seq_len} is longer than the model's {longest} tokens")
         if doc_stride is None:
             doc_stride = settings["doc_stride"] if settings["doc_stride"] < max_seq_len // 2 else max_seq_len // 4
         if doc_stride >= max_seq_len // 2:
             raise ValueError(f"doc_stride {doc_stride} must be less than half of max_seq_len {max_seq_len}")
         if max_question_tokens(self.tokenizer, max_seq_len, doc_stride) < 1:
-            raise ValueError(f"max_seq_len {max_seq_len} leaves no room for the question beside doc_stride {doc_stride}")
+            raise ValueError(f"max_seq_len {max_seq_len} leaves no room for a question beside doc_stride {doc_stride}")
         return max_seq_len, doc_stride
 
     def preprocess(self, inputs, max_seq_len=None, doc_stride=None, max_question_len=None):

@@ -44,8 +44,8 @@ main(CRF_HEAD, crf_args)
 def folders(tiny_bert_dir, tmp_path_factory):
     """{head: model folder} of a span and a CRF model, each trained for a few steps and evaluated."""
     folders = {head: tmp_path_factory.mktemp(head) for head in HEADS}
-    args = [list(map(str, tiny_args(tiny_bert_dir, folders[head], "--do_train", "--do_eval", "--max_steps", 8, *WINDOWS)))
-            for head in HEADS]
+    train = ("--do_train", "--do_eval", "--max_steps", 8, *WINDOWS)
+    args = [list(map(str, tiny_args(tiny_bert_dir, folders[head], *train))) for head in HEADS]
     result = subprocess.run([sys.executable, "-c", TRAIN_BOTH, json.dumps(args)], cwd=ROOT, env=offline_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert result.returncode == 0, result.stdout[-5000:]
@@ -81,6 +81,10 @@ def long_context(dev):
 
 def dicts(questions):
     return [{"question": q["question"], "context": q["context"]} for q in questions]
+
+
+def spans(answers):
+    return [(a["answer"], a["start"], a["end"]) for a in answers]
 
 
 def pipeline_function(pipe, name):
@@ -119,6 +123,28 @@ def test_the_users_call_in_a_fresh_process_outside_the_project(folders, tmp_path
 
 # --- the pipeline answers as evaluation did ----------------------------------------------------------------------
 
+def split_threshold(null_odds):
+    """A no-answer threshold between two of the questions' null odds, far from both: some questions get "" and
+    some a span, and float noise cannot move a question across it."""
+    odds = sorted(null_odds)
+    middle = range(len(odds) // 4, 3 * len(odds) // 4)
+    k = max(middle, key=lambda i: odds[i + 1] - odds[i])
+    assert odds[k + 1] - odds[k] > 1e-3, "no gap between the null odds to put a threshold in"
+    return (odds[k] + odds[k + 1]) / 2
+
+
+def tie_blocks(keys, scores, tolerance=1e-4):
+    """`keys` (in ranked order) cut into runs whose `scores` (descending) are within `tolerance` of each other, each
+    run sorted: the order that float noise between batched and single windows cannot change."""
+    blocks, previous = [], None
+    for key, score in zip(keys, scores, strict=True):
+        if previous is None or previous - score > tolerance:
+            blocks.append([])
+        blocks[-1].append(key)
+        previous = score
+    return [sorted(block) for block in blocks]
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_answers_equal_the_evaluation_predictions(pipes, folders, dev, head):
     predictions = read_json(folders[head], "eval_predictions.json")
@@ -127,19 +153,40 @@ def test_answers_equal_the_evaluation_predictions(pipes, folders, dev, head):
     assert {qid: r["answer"] for qid, r in zip(dev["id"], results)} == predictions
 
 
-def test_top_k_answers_are_the_evaluation_n_best_in_order(pipes, folders, dev):
-    nbest = read_json(folders["span"], "eval_nbest_predictions.json")
-    n_best_size = read_json(folders["span"], "config.json")["qa_settings"]["n_best_size"]
-    results = pipes["span"](dicts(dev), top_k=n_best_size, handle_impossible_answer=False, align_to_words=False)
+@pytest.mark.parametrize("head", HEADS)
+def test_any_threshold_decides_no_answer_as_evaluation_would(pipes, folders, dev, head):
+    """Evaluation answers "" when its null odds exceed the threshold, else its best span (the first n-best text)."""
+    null_odds = read_json(folders[head], "eval_null_odds.json")
+    nbest = read_json(folders[head], "eval_nbest_predictions.json")
+    threshold = split_threshold(null_odds.values())
+    expected = {qid: "" if null_odds[qid] > threshold else next(a["text"] for a in nbest[qid] if a["text"])
+                for qid in dev["id"]}
+    assert 0 < sum(text == "" for text in expected.values()) < len(expected)
+    results = pipes[head](dicts(dev), handle_impossible_answer=True, align_to_words=False,
+                          null_score_diff_threshold=threshold)
+    assert {qid: r["answer"] for qid, r in zip(dev["id"], results)} == expected
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_top_k_answers_are_the_evaluation_n_best_in_order(pipes, folders, dev, head):
+    nbest = read_json(folders[head], "eval_nbest_predictions.json")
+    n_best_size = read_json(folders[head], "config.json")["qa_settings"]["n_best_size"]
+    results = pipes[head](dicts(dev), top_k=n_best_size, handle_impossible_answer=False, align_to_words=False)
     for qid, answers in zip(dev["id"], results):
-        expected = [(a["text"], a["start"], a["end"]) for a in nbest[qid] if a["text"]]
-        assert [(a["answer"], a["start"], a["end"]) for a in answers] == expected, qid
+        spans = [a for a in nbest[qid] if a["text"]]
+        scores = [a["score"] for a in spans]
+        expected = tie_blocks([(a["text"], a["start"], a["end"]) for a in spans], scores)
+        assert tie_blocks([(a["answer"], a["start"], a["end"]) for a in answers], scores) == expected, qid
 
 
-def test_settings_come_from_the_config(pipes, folders):
-    settings = read_json(folders["span"], "config.json")["qa_settings"]
+@pytest.mark.parametrize("head", HEADS)
+def test_window_and_threshold_defaults_come_from_the_config(pipes, folders, dev, long_context, head):
+    settings = read_json(folders[head], "config.json")["qa_settings"]
     assert (settings["max_seq_length"], settings["doc_stride"]) == (64, 16)
-    assert pipes["span"].settings["max_seq_length"] == 64
+    explicit = {"max_seq_len": 64, "doc_stride": 16, "null_score_diff_threshold": settings["null_score_diff_threshold"]}
+    question = {"question": dev["question"][0], "context": long_context}
+    defaults = pipes[head](question, top_k=5, handle_impossible_answer=True)
+    assert defaults == pipes[head](question, top_k=5, handle_impossible_answer=True, **explicit)
 
 
 # --- long contexts, batches -------------------------------------------------------------------------------------
@@ -151,7 +198,7 @@ def test_a_context_of_several_windows_gives_the_same_answers_in_any_batch_size(p
     questions = [{"question": q, "context": long_context} for q in dev["question"][:3]]
     by_batch = {size: pipe(questions, max_seq_len=64, doc_stride=16, top_k=5, batch_size=size) for size in (1, 4)}
     for one, four in zip(by_batch[1], by_batch[4]):
-        assert [(a["answer"], a["start"], a["end"]) for a in one] == [(a["answer"], a["start"], a["end"]) for a in four]
+        assert spans(one) == spans(four)
         assert [a["score"] for a in one] == pytest.approx([a["score"] for a in four], abs=1e-5)
         for answer in one:
             assert 0 <= answer["start"] < answer["end"] <= len(long_context)
@@ -165,12 +212,13 @@ def test_a_batch_of_questions_gets_one_answer_each_in_order(pipes, dev):
     assert pipe(question=[q["question"] for q in questions], context=[q["context"] for q in questions]) == one_by_one
     assert pipe(questions) == one_by_one
     batched = pipe(questions, batch_size=3)
-    assert [(r["answer"], r["start"], r["end"]) for r in batched] == [(r["answer"], r["start"], r["end"]) for r in one_by_one]
+    assert spans(batched) == spans(one_by_one)
     assert [r["score"] for r in batched] == pytest.approx([r["score"] for r in one_by_one], abs=1e-5)
     assert pipe(tuple(questions)) == one_by_one
     # one question about several contexts, and the (question, context) positional form
     contexts = [q["context"] for q in questions]
-    assert pipe(question=questions[0]["question"], context=contexts) == [pipe(questions[0]["question"], c) for c in contexts]
+    question = questions[0]["question"]
+    assert pipe(question=question, context=contexts) == [pipe(question, c) for c in contexts]
     assert pipe(question=[], context=[]) == []
 
 
@@ -220,9 +268,14 @@ def test_word_alignment_widens_spans_to_whole_words(pipes):
     assert word_aligned(context, 22, 23) == (21, 26)  # "-" separates words
 
 
+# Words of several word pieces each: most token boundaries fall inside a word, so unaligned spans cut words.
+LONG_WORDS = ("Pneumonoultramicroscopicsilicovolcanoconiosis and floccinaucinihilipilification were "
+              "antidisestablishmentarianism's supercalifragilisticexpialidocious hippopotomonstrosesquippedaliophobia.")
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_aligned_answers_never_cut_a_word(pipes, dev, head):
-    questions = dicts(dev)
+    questions = dicts(dev) + [{"question": "Which words are long?", "context": LONG_WORDS}]
     aligned = pipes[head](questions, top_k=20, align_to_words=True)
     raw = pipes[head](questions, top_k=20, align_to_words=False)
     widened = 0
@@ -244,14 +297,16 @@ def test_aligned_answers_never_cut_a_word(pipes, dev, head):
     (lambda qa: qa(question="", context="Paris is in France."), "'question' must be a non-empty string"),
     (lambda qa: qa(question="Where?", context="   "), "'context' must be a non-empty string"),
     (lambda qa: qa({"question": "Where?"}), "'context' must be a non-empty string"),
-    (lambda qa: qa([{"question": "Where?", "context": "Paris."}, {"question": " ", "context": "x"}]), "input 1: 'question'"),
+    (lambda qa: qa([{"question": "Where?", "context": "Paris."}, {"question": " ", "context": "x"}]),
+     "input 1: 'question'"),
     (lambda qa: qa(question=["Where?", "Who?"], context=["Paris.", "Bob.", "Ann."]), "2 questions but 3 contexts"),
     (lambda qa: qa(question="Where?"), "Give question=... and context=..."),
     (lambda qa: qa(question=None, context="Paris."), "question must be a string or a list of strings"),
     (lambda qa: qa("Where is Paris?"), "Expected a {'question', 'context'} dict"),
     (lambda qa: qa(question="Where?", context="\u200b\u200b"), "has no text the tokenizer keeps"),
     (lambda qa: qa(question="Where?", context="Paris.", top_k=0), "top_k must be an integer >= 1"),
-    (lambda qa: qa(question="Where?", context="Paris.", max_seq_len=64, doc_stride=32), "doc_stride 32 must be less than half"),
+    (lambda qa: qa(question="Where?", context="Paris.", max_seq_len=64, doc_stride=32),
+     "doc_stride 32 must be less than half"),
     (lambda qa: qa(question="Where?", context="Paris.", max_seq_len=100_000), "longer than the model's 512 tokens"),
 ], ids=["empty-question", "blank-context", "missing-context", "bad-item-in-list", "mismatched-lists", "no-context",
         "question-none", "lone-string", "no-tokens", "top_k-0", "stride-too-long", "window-too-long"])
