@@ -83,6 +83,9 @@ def best_per_group(group, score, n_best):
 
 
 def softmax(scores):
+    """Probabilities from scores (an empty array for no scores)."""
+    if scores.size == 0:
+        return scores
     shifted = np.exp(scores - scores.max())
     return shifted / shifted.sum()
 

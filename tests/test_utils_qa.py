@@ -195,5 +195,7 @@ def test_every_question_gets_a_prediction_even_without_candidates():
     features = window_dataset([[[-1, -1], [0, 3]]], [0])
     empty = WindowCandidates(*(np.array([], dtype=np.int64) for _ in range(3)), np.array([], dtype=np.float32),
                              np.array([1.0], dtype=np.float32))
-    result = question_predictions(examples, features, padded_offsets(features), empty, settings())
-    assert result.predictions == {"a": ""} and len(result.metric_predictions) == 1
+    for version_2 in (True, False):
+        result = question_predictions(examples, features, padded_offsets(features), empty,
+                                      settings(version_2_with_negative=version_2))
+        assert result.predictions == {"a": ""} and len(result.metric_predictions) == 1
