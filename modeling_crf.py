@@ -83,6 +83,9 @@ class CrfQAConfig(PreTrainedConfig):
     """
 
     model_type = "crf_qa"
+    # The Trainer gathers every other output: evaluation decodes with the Viterbi spans, and the marginal
+    # start/end logits (for span-model code) would only cost memory there.
+    keys_to_ignore_at_inference = ["start_logits", "end_logits"]
     sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
 
     encoder: dict | PreTrainedConfig | None = None

@@ -28,6 +28,7 @@ from utils_qa import (
     eval_features,
     padded_offsets,
     question_predictions,
+    logit,
     sigmoid,
     train_features,
     write_json_atomically,
@@ -96,15 +97,14 @@ class Head:
 
     load_model: `(model_name_or_path, config_kwargs, model_args) -> PreTrainedModel`.
     label_scheme: "span" (start/end positions) or "bio" (a tag per token).
-    candidates: `(model_outputs, windows, offsets, data_args) -> utils_qa.WindowCandidates`.
-    ignore_keys: model outputs not gathered during evaluation.
+    candidates: `(model_outputs, windows, offsets, data_args) -> utils_qa.WindowCandidates`; the outputs are
+        those the Trainer gathers (all but the model config's `keys_to_ignore_at_inference`).
     """
 
     name: str
     load_model: Callable
     label_scheme: str
     candidates: Callable
-    ignore_keys: tuple = ()
 
 
 # Defaults of this package that differ from TrainingArguments': batches of windows of similar length pad less;
@@ -180,15 +180,6 @@ def references(questions):
     if not any(answers["text"] for answers in questions["answers"]):
         return None
     return [{"id": qid, "answers": answers} for qid, answers in zip(questions["id"], questions["answers"])]
-
-
-def logit(p):
-    """The score difference at which sigmoid reaches the probability `p`.
-
-    0 and 1 (abstain on every question, or on none) are clipped to keep the value finite, as JSON needs.
-    """
-    p = min(max(p, 1e-15), 1.0 - 1e-15)
-    return math.log(p / (1.0 - p))
 
 
 def metric_function(data_args):
@@ -316,13 +307,13 @@ def run(head, model_args, data_args, training_args):
         trainer.save_state()
         all_metrics["train"] = metrics
     if training_args.do_eval:
-        metrics = trainer.evaluate(ignore_keys=list(head.ignore_keys))
+        metrics = trainer.evaluate()
         save_metrics(trainer, "eval", metrics)
         if training_args.do_train:
             save_tuned_threshold(trainer, metrics)
         all_metrics["eval"] = metrics
     if training_args.do_predict:
-        _, metrics = trainer.predict(eval_windows["test"], chosen["test"], ignore_keys=list(head.ignore_keys))
+        _, metrics = trainer.predict(eval_windows["test"], chosen["test"])
         save_metrics(trainer, "predict", metrics)
         all_metrics["predict"] = metrics
     if training_args.do_train and trainer.is_world_process_zero():

@@ -17,11 +17,7 @@ def load_crf_model(model_args, hub_kwargs):
     )
 
 
-# The marginal start/end logits serve span-model code (the pipeline); evaluation decodes with Viterbi instead.
-CRF_HEAD = Head(
-    name="crf", load_model=load_crf_model, label_scheme="bio", candidates=crf_head_candidates,
-    ignore_keys=("start_logits", "end_logits"),
-)
+CRF_HEAD = Head(name="crf", load_model=load_crf_model, label_scheme="bio", candidates=crf_head_candidates)
 
 if __name__ == "__main__":
     main(CRF_HEAD)

@@ -175,7 +175,17 @@ def question_predictions(examples, features, offsets, candidates, args):
 
 
 def sigmoid(x):
+    """The probability of no answer given the null odds `x` (null score - best span score)."""
     return 0.5 * (1.0 + math.tanh(0.5 * x))
+
+
+def logit(p):
+    """The null odds at which `sigmoid` reaches the probability `p`.
+
+    0 and 1 (abstain on every question, or on none) are clipped to keep the value finite, as JSON needs.
+    """
+    p = min(max(p, 1e-15), 1.0 - 1e-15)
+    return math.log(p / (1.0 - p))
 
 
 def metric_prediction(qid, best_text, null_odds, args):

@@ -15,7 +15,7 @@ from tests.test_run_qa import DEV, read_json, run_qa, tiny_args
 def trained_crf(tiny_bert_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("crf")
     run_qa(*tiny_args(tiny_bert_dir, out, "--do_train", "--do_eval", "--max_steps", 8, "--save_steps", 4,
-                      "--logging_steps", 1), script="run_qa_crf.py")
+                      "--logging_steps", 1, "--eval_strategy", "steps", "--eval_steps", 4), script="run_qa_crf.py")
     return out
 
 
@@ -71,3 +71,9 @@ def test_the_output_folder_loads_in_a_fresh_process_through_the_auto_class(train
 def test_training_lowers_the_crf_loss(trained_crf):
     losses = [log["loss"] for log in read_json(trained_crf, "trainer_state.json")["log_history"] if "loss" in log]
     assert len(losses) == 8 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
+def test_evaluation_during_training_decodes_with_viterbi_as_the_final_one(trained_crf):
+    evaluations = [log for log in read_json(trained_crf, "trainer_state.json")["log_history"] if "eval_f1" in log]
+    assert [log["step"] for log in evaluations] == [4, 8]
+    assert evaluations[-1]["eval_f1"] == read_json(trained_crf, "eval_results.json")["eval_f1"]
