@@ -9,7 +9,8 @@
 2. Agreement where no constraint binds: emissions are built so that the unconstrained best path is one `B I*` span
    inside the context (strong emissions, +8 on the chosen tag of every token, over N(0, 0.5) noise); the script
    checks that `crf.decode` returns that path, that `decode_spans` returns its span, and that its `span_score`
-   equals the log-likelihood of that path.
+   equals the log-likelihood of that path (up to float32 rounding: 1e-5 of the path's score, which sums ~seq
+   emissions of about 8).
 3. Training step (forward + backward, dropout on, no optimizer step) at batch 8 x 384 with MiniLM-L6-H384's config
    and random weights: `CrfForQuestionAnswering` (BIO labels, CRF negative log-likelihood) against
    `BertForQuestionAnswering` (start/end positions). The CRF head is also timed alone on the same emissions: the
@@ -41,7 +42,7 @@ def context_mask_for(batch, seq):
 
 
 def single_span_emissions(batch, seq, context_mask, generator, max_span=30, strength=8.0):
-    """(emissions, tags, spans): emissions whose best path (with small transitions) is `tags`, one B I* in the context."""
+    """(emissions, tags, spans): emissions whose best path (small transitions) is `tags`, one B I* in the context."""
     emissions = 0.5 * torch.randn(batch, seq, 3, generator=generator)
     tags = torch.zeros(batch, seq, dtype=torch.long)
     spans = []
@@ -60,6 +61,8 @@ def single_span_emissions(batch, seq, context_mask, generator, max_span=30, stre
 
 def agreement(model, batch, seq, seed):
     """Rows of the no-binding-constraint check."""
+    from modeling_crf import crf_path_scores
+
     generator = torch.Generator().manual_seed(seed + 1)
     context_mask = context_mask_for(batch, seq)
     attention_mask = torch.ones(batch, seq, dtype=torch.bool)
@@ -68,16 +71,18 @@ def agreement(model, batch, seq, seed):
         paths = model.crf.decode(emissions, attention_mask)
         span_start, span_end, span_score, _ = model.decode_spans(emissions, attention_mask, context_mask)
         log_likelihood = model.log_likelihood(emissions, tags, attention_mask)
+        path_score = crf_path_scores(emissions, tags, attention_mask, *model._crf_parameters())
     same_path = sum(path == row.tolist() for path, row in zip(paths, tags))
     same_span = sum((int(s), int(e)) == span for s, e, span in zip(span_start, span_end, spans))
-    score_diff = float((span_score - log_likelihood).abs().max())
-    if same_path != batch or same_span != batch or score_diff > 1e-3:
+    # Both sides sum ~seq float32 terms in different orders: allow float32 rounding relative to the path's score.
+    relative = float(((span_score - log_likelihood).abs() / path_score.abs()).max())
+    if same_path != batch or same_span != batch or relative > 1e-5:
         raise SystemExit(f"error: decode_spans disagrees with crf.decode where no constraint binds "
-                         f"(paths {same_path}/{batch}, spans {same_span}/{batch}, score diff {score_diff:.2e})")
+                         f"(paths {same_path}/{batch}, spans {same_span}/{batch}, relative score diff {relative:.2e})")
     return [
         ("crf.decode path = the constructed single-span path", f"{same_path} / {batch}"),
         ("decode_spans span = that path's span", f"{same_span} / {batch}"),
-        ("max abs(span_score - log-likelihood of that path)", f"{score_diff:.2e}"),
+        ("max abs(span_score - log-likelihood of that path) / abs(path score)", f"{relative:.1e}"),
     ]
 
 
@@ -129,7 +134,8 @@ def bert_config(args):
 def training_batch(config, batch, seq, generator):
     """Random token ids with a question/context split; span labels and the matching BIO tags."""
     question = min(2 + QUESTION_TOKENS, seq // 4)
-    input_ids = torch.randint(1000 if config.vocab_size > 2000 else 5, config.vocab_size, (batch, seq), generator=generator)
+    lowest_id = 1000 if config.vocab_size > 2000 else 5  # past BERT's special and unused tokens
+    input_ids = torch.randint(lowest_id, config.vocab_size, (batch, seq), generator=generator)
     token_type_ids = torch.zeros(batch, seq, dtype=torch.long)
     token_type_ids[:, question:] = 1
     starts = torch.randint(question, seq - 12, (batch,), generator=generator)

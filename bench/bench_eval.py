@@ -43,7 +43,7 @@ import common  # noqa: E402  (sets the offline environment and the import path)
 
 import numpy as np  # noqa: E402
 
-from bench_train import head_for, load_model  # noqa: E402
+from bench_train import head_for, load_model, package_defaults  # noqa: E402
 
 
 def release_free_memory():
@@ -67,7 +67,7 @@ def make_trainer(head, model, tokenizer, questions, windows, data_args, args, ou
         return question_predictions(examples, features, offsets, candidates, data_args), references(examples)
 
     training_args = TrainingArguments(output_dir=output_dir, per_device_eval_batch_size=args.batch_size,
-                                      report_to="none", disable_tqdm=True, seed=args.seed)
+                                      report_to="none", disable_tqdm=True, seed=args.seed, **package_defaults())
     trainer = QuestionAnsweringTrainer(
         model=model, args=training_args, eval_dataset=windows, eval_examples=questions, processing_class=tokenizer,
         data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side),
@@ -79,7 +79,7 @@ def make_trainer(head, model, tokenizer, questions, windows, data_args, args, ou
     return trainer
 
 
-def warm_up(model, trainers, windows, head):
+def warm_up(model, trainers, windows):
     """One untimed batch of each variant through the model, so that neither timed run pays the first-call costs."""
     import torch
 
@@ -91,7 +91,7 @@ def warm_up(model, trainers, windows, head):
             model(**batch)
 
 
-def evaluate_once(trainer, head, answers_out):
+def evaluate_once(trainer, answers_out):
     """{forward, total seconds; rss before, peak; outputs} of one `trainer.evaluate()`."""
     captured = {}
     original = trainer.evaluation_loop
@@ -109,7 +109,7 @@ def evaluate_once(trainer, head, answers_out):
     before = common.rss_mib()
     start = time.perf_counter()
     try:
-        metrics = trainer.evaluate(ignore_keys=list(head.ignore_keys))
+        metrics = trainer.evaluate()  # as qa_runner calls it
     finally:
         del trainer.evaluation_loop
     total = time.perf_counter() - start
@@ -118,6 +118,34 @@ def evaluate_once(trainer, head, answers_out):
         answers_out.append(f.read())
     return {"forward": captured["forward"], "total": total, "before": before, "peak": peak,
             "resettable": resettable, "predictions": captured["predictions"], "metrics": metrics}
+
+
+def gathering_seconds(windows, batch_size, repeats):
+    """Median seconds the Trainer's `EvalLoopContainer` takes to gather (start, end) logits of these windows' batch
+    shapes (sequential order, as the eval dataloader yields them), and the bytes its concatenations write.
+
+    Each `add` concatenates the new batch to everything gathered so far (padding it to the widest batch), so the
+    work grows with the square of the number of batches; this replays it with empty tensors, without the model.
+    """
+    import torch
+    from transformers.trainer_pt_utils import EvalLoopContainer
+
+    lengths = [len(ids) for ids in windows["input_ids"][:]]
+    shapes = [(len(lengths[i : i + batch_size]), max(lengths[i : i + batch_size]))
+              for i in range(0, len(lengths), batch_size)]
+    written, rows, width = 0, 0, 0
+    for n, w in shapes:
+        rows, width = rows + n, max(width, w)
+        written += 2 * rows * width * 4 if rows > n else 0
+
+    def gather():
+        container = EvalLoopContainer(do_nested_concat=True, padding_index=-100)
+        for n, w in shapes:
+            container.add((torch.empty(n, w), torch.empty(n, w)))
+        return container.get_arrays()
+
+    seconds, _ = common.interleaved([("gather", gather)], repeats)
+    return common.median(seconds["gather"]), written, len(shapes)
 
 
 def logits_check(predictions, windows, head_name):
@@ -164,13 +192,13 @@ def main(argv=None):
         trainers[name] = make_trainer(head, model, tokenizer, questions, windows[name], data_args, args,
                                       os.path.join(tmp.name, name))
 
-    warm_up(model, trainers, windows, head)
+    warm_up(model, trainers, windows)
     runs = {name: [] for name in windows}
     answers = {name: [] for name in windows}
     with tmp:
         for _ in range(args.repeats):
             for name in ("dynamic", "static"):
-                runs[name].append(evaluate_once(trainers[name], head, answers[name]))
+                runs[name].append(evaluate_once(trainers[name], answers[name]))
 
     def med(name, key):
         return common.median([run[key] for run in runs[name]])
@@ -191,6 +219,10 @@ def main(argv=None):
         held, one_copy, shapes = logits_check(runs[name][-1]["predictions"], windows[name], args.head)
         verdict = "ok" if held <= one_copy else "MORE than one copy"
         check_rows.append((labels[name], shapes, f"{held / 2**20:.1f}", f"{one_copy / 2**20:.1f}", verdict))
+    gather_rows = []
+    for name in ("dynamic", "static"):
+        seconds, written, batches = gathering_seconds(windows[name], args.batch_size, args.repeats)
+        gather_rows.append((labels[name], batches, f"{seconds:.3f}", f"{written / 2**30:.2f}"))
     same = sum(a == b for a, b in zip(answers["dynamic"][-1:], answers["static"][-1:]))
     metrics = runs["dynamic"][-1]["metrics"]
     resettable = all(run["resettable"] for name in runs for run in runs[name])
@@ -207,6 +239,9 @@ def main(argv=None):
                                                           "ru_maxrss of the whole process"),
              ("variant", "RSS before", "peak", "peak - before"), memory_rows),
             ("Gathered model outputs", ("variant", "arrays", "held MiB", one_copy_label, "check"), check_rows),
+            ("The Trainer's gathering of (start, end) logits, replayed with the same batch shapes and no model "
+             "(EvalLoopContainer: one concatenation of everything so far per batch)",
+             ("variant", "batches", "median s", "GiB written by the concatenations"), gather_rows),
             ("Sanity", ("", ""), [
                 ("eval_exact / eval_f1 (dynamic)", f"{metrics.get('eval_exact', float('nan')):.2f} / "
                                                    f"{metrics.get('eval_f1', float('nan')):.2f}"),

@@ -10,6 +10,9 @@ seed:
   `length` column) so that a batch holds windows of similar length;
 * static: windows padded to 384 when tokenized (`--pad_to_max_length`), random sampling.
 
+Both take the TrainingArguments defaults qa_runner applies (`qa_runner.TRAINING_DEFAULTS`), the static variant with
+`train_sampling_strategy="random"` instead.
+
 It is driven through the package's own pieces rather than a hand-written loop: the windows come from
 `utils_qa.train_features`, the model from the run script's `Head.load_model`, and training is
 `trainer_qa.QuestionAnsweringTrainer.train()` with the collator and `TrainingArguments` that qa_runner passes
@@ -47,6 +50,14 @@ def head_for(name):
     return SPAN_HEAD
 
 
+def package_defaults(**overrides):
+    """The TrainingArguments defaults qa_runner sets where the command line leaves them (group_by_length, ...)."""
+    import qa_runner
+
+    defaults = dict(getattr(qa_runner, "TRAINING_DEFAULTS", {"train_sampling_strategy": "group_by_length"}))
+    return {**defaults, **overrides}
+
+
 def load_model(head, model_path):
     from qa_runner import ModelArguments
 
@@ -55,7 +66,7 @@ def load_model(head, model_path):
 
 
 def make_trainer_parts():
-    """A timing callback and a width-recording WindowCollator subclass (defined lazily: transformers is slow to import)."""
+    """A timing callback and a width-recording WindowCollator subclass (defined here: transformers imports late)."""
     from transformers import TrainerCallback
 
     from utils_qa import WindowCollator
@@ -95,8 +106,8 @@ def train_once(head, model_path, tokenizer, windows, sampling, args, output_dir,
     model = load_model(head, model_path)
     training_args = TrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=args.batch, max_steps=steps or args.steps, seed=args.seed,
-        train_sampling_strategy=sampling, report_to="none", save_strategy="no", logging_strategy="no",
-        disable_tqdm=True,
+        report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        **package_defaults(train_sampling_strategy=sampling),
     )
     collator = WidthRecordingCollator(tokenizer.pad_token_id, tokenizer.padding_side)
     collator.widths = []

@@ -11,6 +11,7 @@ import shlex
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,8 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", "T
 os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "huggingface"))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# datasets' `.sort` triggers a pyarrow deprecation warning on every call; it says nothing about the benches.
+warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
 
 
 # ---- arguments -----------------------------------------------------------------------------------------------------
@@ -190,6 +193,7 @@ def cpu_model():
 
 
 def machine_rows():
+    import numpy
     import torch
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -197,7 +201,9 @@ def machine_rows():
         ("CPU", cpu_model()),
         ("cores (logical / usable by this process)", f"{os.cpu_count()} / {usable}"),
         ("torch threads", str(torch.get_num_threads())),
-        ("python / torch / numpy", f"{platform.python_version()} / {torch.__version__} / {__import__('numpy').__version__}"),
+        ("load average 1 / 5 / 15 min, at the end (other processes skew timings)",
+         " / ".join(f"{load:.2f}" for load in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"),
+        ("python / torch / numpy", f"{platform.python_version()} / {torch.__version__} / {numpy.__version__}"),
     ]
     try:
         import transformers
