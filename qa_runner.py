@@ -25,6 +25,7 @@ from qa_data import QADataError, load_questions
 from trainer_qa import QuestionAnsweringTrainer
 from utils_qa import (
     WindowCollator,
+    column,
     eval_features,
     padded_offsets,
     question_predictions,
@@ -177,9 +178,10 @@ def windows(questions, build, training_args, data_args, description):
 
 def references(questions):
     """Gold answers in the metric's format, or None when no question has one (an unlabelled test set)."""
-    if not any(answers["text"] for answers in questions["answers"]):
+    answers = column(questions, "answers")
+    if not any(a["text"] for a in answers):
         return None
-    return [{"id": qid, "answers": answers} for qid, answers in zip(questions["id"], questions["answers"])]
+    return [{"id": qid, "answers": a} for qid, a in zip(column(questions, "id"), answers)]
 
 
 def metric_function(data_args):

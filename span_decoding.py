@@ -24,12 +24,18 @@ class WindowCandidates:
     window_null: np.ndarray
 
 
+def top_indices(scores, k):
+    """(rows, k) indices of each row's `k` largest scores, in no particular order."""
+    return np.argpartition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k :]
+
+
 def span_candidates(start_logits, end_logits, context_mask, top_k=20, max_answer_length=30):
-    """Valid answer spans of every window among its `top_k` starts x `top_k` ends.
+    """The `top_k` best valid answer spans of every window, among its `top_k` starts x `top_k` ends.
 
     A span is valid when both ends are context tokens, end >= start and it covers at most `max_answer_length`
-    tokens; its score is start logit + end logit. A window whose top pairs are all invalid gets its best valid
-    single-token span instead, so every window with a context token yields a candidate.
+    tokens; its score is start logit + end logit. Keeping each window's `top_k` best loses nothing: a question
+    keeps at most `top_k` answers over all its windows. A window whose top pairs are all invalid gets its best
+    valid single-token span instead, so every window with a context token yields a candidate.
 
     Args:
         start_logits, end_logits: (windows, length) float arrays.
@@ -38,16 +44,20 @@ def span_candidates(start_logits, end_logits, context_mask, top_k=20, max_answer
     Returns:
         window, start, end: (candidates,) int arrays; score: (candidates,) float32 array.
     """
-    starts = np.where(context_mask, start_logits, -np.inf).astype(np.float32)
-    ends = np.where(context_mask, end_logits, -np.inf).astype(np.float32)
+    starts = np.where(context_mask, start_logits, np.float32(-np.inf))
+    ends = np.where(context_mask, end_logits, np.float32(-np.inf))
     k = min(top_k, starts.shape[1])
-    top_starts = np.argpartition(-starts, k - 1, axis=1)[:, :k]
-    top_ends = np.argpartition(-ends, k - 1, axis=1)[:, :k]
+    top_starts = top_indices(starts, k)
+    top_ends = top_indices(ends, k)
     pair_scores = np.take_along_axis(starts, top_starts, 1)[:, :, None] + np.take_along_axis(ends, top_ends, 1)[:, None, :]
     lengths = top_ends[:, None, :] - top_starts[:, :, None]
     valid = np.isfinite(pair_scores) & (lengths >= 0) & (lengths < max_answer_length)
-    window, i, j = np.nonzero(valid)
-    start, end, score = top_starts[window, i], top_ends[window, j], pair_scores[window, i, j]
+    pair_scores = np.where(valid, pair_scores, np.float32(-np.inf)).reshape(len(starts), k * k)
+    best_pairs = top_indices(pair_scores, k)
+    best_scores = np.take_along_axis(pair_scores, best_pairs, 1)
+    window, slot = np.nonzero(np.isfinite(best_scores))
+    i, j = np.divmod(best_pairs[window, slot], k)
+    start, end, score = top_starts[window, i], top_ends[window, j], best_scores[window, slot]
 
     lonely = np.flatnonzero(~valid.any(axis=(1, 2)) & context_mask.any(axis=1))
     if lonely.size:
@@ -90,14 +100,31 @@ def softmax(scores):
     return shifted / shifted.sum()
 
 
+def grouped_softmax(score, group, groups, extra=None):
+    """Softmax of `score` within each group (`group` sorted, in [0, groups)), with an optional extra score per
+    group in the normalisation. Returns (probabilities of `score`, probabilities of `extra` or None)."""
+    score = score.astype(np.float64)
+    top = np.full(groups, -np.inf)
+    np.maximum.at(top, group, score)
+    if extra is not None:
+        top = np.maximum(top, extra)
+    top[~np.isfinite(top)] = 0.0
+    exp = np.exp(score - top[group])
+    total = np.bincount(group, weights=exp, minlength=groups)
+    extra_exp = None if extra is None else np.exp(extra - top)
+    if extra_exp is not None:
+        total = total + extra_exp
+    return exp / total[group], None if extra is None else extra_exp / total
+
+
 def ranked_answers(contexts, window_question, offsets, candidates, n_best, with_null):
     """Per question, its answers best first and its null score.
 
     Each question keeps the `n_best` best spans over all its windows, as
-    `{"text", "start", "end", "score"}` with character offsets into its context; its null score is the lowest
-    null score of its windows (the window that sees the answer best, if any, decides). With `with_null`, the
-    empty answer with the null score joins the list. Each answer gets a "probability": the softmax of the
-    scores over the list.
+    `{"text", "start", "end", "score", "probability"}` with character offsets into its context; its null score
+    is the lowest null score of its windows (the window that sees the answer best, if any, decides). With
+    `with_null`, the empty answer with the null score joins the list (after spans of equal score). The
+    probabilities are the softmax of the scores over the list.
 
     Args:
         contexts: the questions' contexts; window_question: (windows,) question index of each window.
@@ -110,25 +137,31 @@ def ranked_answers(contexts, window_question, offsets, candidates, n_best, with_
     question = window_question[candidates.window]
     keep = best_per_group(question, candidates.score, n_best)
     kept_question = question[keep]
-    char_start = offsets[candidates.window[keep], candidates.start[keep], 0]
-    char_end = offsets[candidates.window[keep], candidates.end[keep], 1]
     kept_score = candidates.score[keep]
-    bounds = np.searchsorted(kept_question, np.arange(len(contexts) + 1))
     question_null = np.full(len(contexts), np.inf, dtype=np.float32)
     np.minimum.at(question_null, window_question, candidates.window_null)
+    probability, null_probability = grouped_softmax(
+        kept_score, kept_question, len(contexts), question_null.astype(np.float64) if with_null else None
+    )
+    null_rank = np.bincount(kept_question, weights=kept_score >= question_null[kept_question], minlength=len(contexts))
+    bounds = np.searchsorted(kept_question, np.arange(len(contexts) + 1)).tolist()
+    # Python numbers for the per-question loop below: converting numpy scalars one by one is its main cost
+    char_start = offsets[candidates.window[keep], candidates.start[keep], 0].tolist()
+    char_end = offsets[candidates.window[keep], candidates.end[keep], 1].tolist()
+    kept_score, probability = kept_score.tolist(), probability.tolist()
+    nulls, null_rank = question_null.tolist(), null_rank.astype(int).tolist()
+    null_probability = null_probability.tolist() if with_null else None
 
     ranked = []
     for q, context in enumerate(contexts):
         span = slice(bounds[q], bounds[q + 1])
         answers = [
-            {"text": context[s:e], "start": int(s), "end": int(e), "score": float(sc)}
-            for s, e, sc in zip(char_start[span], char_end[span], kept_score[span])
+            {"text": context[s:e], "start": s, "end": e, "score": sc, "probability": p}
+            for s, e, sc, p in zip(char_start[span], char_end[span], kept_score[span], probability[span])
         ]
         best = answers[0] if answers else None
-        null = float(question_null[q])
         if with_null:
-            answers = sorted(answers + [{"text": "", "start": 0, "end": 0, "score": null}], key=lambda a: -a["score"])
-        for answer, probability in zip(answers, softmax(np.array([a["score"] for a in answers]))):
-            answer["probability"] = float(probability)
-        ranked.append((answers, null, best))
+            answers.insert(null_rank[q], {"text": "", "start": 0, "end": 0, "score": nulls[q],
+                                          "probability": null_probability[q]})
+        ranked.append((answers, nulls[q], best))
     return ranked

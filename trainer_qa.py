@@ -8,6 +8,7 @@ import time
 
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import speed_metrics
 
 
@@ -34,9 +35,12 @@ class QuestionAnsweringTrainer(Trainer):
         self.bundled_files = bundled_files
 
     def _get_train_sampler(self, train_dataset=None):
-        # The windows' `length` column is gone from the dataset the dataloader sees; the sampler reads it here
-        # instead of re-measuring every window.
-        return super()._get_train_sampler(self.train_dataset)
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        # The windows' `length` column, read at once: the dataset the dataloader sees no longer has it, and the
+        # Trainer would re-measure every window (or read the column row by row).
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=self.train_dataset["length"][:])
 
     def _get_eval_sampler(self, eval_dataset):
         # Post-processing reads the outputs in the dataset's order (windows are already sorted by length), so

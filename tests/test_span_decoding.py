@@ -4,15 +4,17 @@ from span_decoding import best_per_group, null_scores, span_candidates
 
 
 def loop_candidates(start_logits, end_logits, context_mask, top_k, max_answer_length):
-    """Reference: the plain per-candidate loop over each window's top-k starts x top-k ends."""
+    """Reference: the plain per-candidate loop over each window's top-k starts x top-k ends, keeping its k best."""
     found = set()
     for w in range(start_logits.shape[0]):
         starts = np.where(context_mask[w], start_logits[w], -np.inf)
         ends = np.where(context_mask[w], end_logits[w], -np.inf)
+        pairs = []
         for i in np.argsort(-starts)[:top_k]:
             for j in np.argsort(-ends)[:top_k]:
                 if context_mask[w, i] and context_mask[w, j] and 0 <= j - i < max_answer_length:
-                    found.add((w, int(i), int(j), round(float(starts[i] + ends[j]), 4)))
+                    pairs.append((w, int(i), int(j), round(float(starts[i] + ends[j]), 4)))
+        found.update(sorted(pairs, key=lambda p: -p[3])[:top_k])
     return found
 
 
