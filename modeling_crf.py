@@ -83,7 +83,7 @@ class CrfQAConfig(PreTrainedConfig):
     """
 
     model_type = "crf_qa"
-    # The Trainer gathers every other output: evaluation decodes with the Viterbi spans, and the marginal
+    # The Trainer gathers every other output: evaluation decodes with the constrained best spans, and the marginal
     # start/end logits (for span-model code) would only cost memory there.
     keys_to_ignore_at_inference = ["start_logits", "end_logits"]
     sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
@@ -170,7 +170,7 @@ class CrfQuestionAnsweringOutput(ModelOutput):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# CRF algorithms (batched, float32, loops only over positions)
+# CRF algorithms (batched, float32; the forward/backward recursions loop over positions, log Z and decoding do not)
 #
 # All functions take the CRF parameters explicitly: `start` (K,), `end` (K,) and `trans` (K, K) where
 # `trans[i, j]` scores a transition from tag i to tag j -- the layout of pytorch-crf. A path y of length L
@@ -340,85 +340,140 @@ def crf_boundary_logits(emissions: torch.Tensor, mask: torch.Tensor, start, end,
     return start_logits, end_logits, log_z
 
 
-# Expanded state machine for "exactly one span": O before the span, B, I, O after the span.
-_S_PRE, _S_B, _S_I, _S_POST = 0, 1, 2, 3
-_STATE_TAG = (TAG_O, TAG_B, TAG_I, TAG_O)
-# Allowed moves. B -> B is excluded (it would open a second span), as are O_post -> B and every O -> I.
-_ALLOWED_MOVES = (
-    (_S_PRE, _S_PRE),
-    (_S_PRE, _S_B),
-    (_S_B, _S_I),
-    (_S_B, _S_POST),
-    (_S_I, _S_I),
-    (_S_I, _S_POST),
-    (_S_POST, _S_POST),
-)
+def crf_log_partition(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
+    """
+    Log-partition `log Z` by a tree reduction of per-position transfer matrices: `ceil(log2(seq))` batched steps
+    instead of the `seq - 1` sequential steps of the forward recursion.
+
+    Position 0 is the matrix `M_0[a, b] = start[b] + emissions[0, b]` (every row alike) and position `t >= 1` is
+    `M_t[a, b] = trans[a, b] + emissions[t, b]`, so `log Z = logsumexp_b((M_0 * M_1 * ... * M_{L-1})[0, b] + end[b])`
+    with `*` the log-semiring product `(P * Q)[a, c] = logsumexp_b(P[a, b] + Q[b, c])`. That product is associative,
+    so neighbouring matrices can be multiplied pairwise, level after level. Padding positions are the identity (0 on
+    the diagonal, a huge negative finite number elsewhere, so that no NaN arises even in gradients).
+
+    Args:
+        emissions: `(batch, seq, K)` float32.
+        mask: `(batch, seq)` bool length prefix.
+        start, end, trans: CRF parameters, `(K,)`, `(K,)` and `(K, K)`, finite (unlike the forward recursion, the
+            shifted log-sum-exp below would turn an all -inf set of terms into NaN). Emissions may be anything on
+            padding.
+
+    Returns:
+        `(batch,)`: `log Z`, equal up to float32 rounding to
+        `logsumexp(crf_forward_alphas(emissions, mask, start, trans)[:, -1] + end)`.
+    """
+    batch, seq, num_tags = emissions.shape
+    # The matrices are stored entry-major, `(K_from, K_to, batch, positions)`: every operation below then works on
+    # long contiguous rows and broadcasts over leading dimensions only, several times faster on CPU than (.., K, K)
+    # blocks.
+    scores = emissions.permute(2, 0, 1).contiguous()  # (K, batch, seq)
+    moves = torch.cat(
+        [start.expand(num_tags, num_tags).unsqueeze(2), trans.unsqueeze(2).expand(num_tags, num_tags, seq - 1)], dim=2
+    )  # (K, K, seq)
+    identity = torch.full((num_tags, num_tags, 1, 1), MASKED_SCORE, dtype=emissions.dtype, device=emissions.device)
+    identity[range(num_tags), range(num_tags)] = 0.0
+    steps = torch.where(mask, moves.unsqueeze(2) + scores.unsqueeze(0), identity)  # (K, K, batch, seq)
+    while steps.shape[3] > 1:
+        if steps.shape[3] % 2:
+            steps = torch.cat([steps, identity.expand(num_tags, num_tags, batch, 1)], dim=3)
+        left, right = steps[..., 0::2], steps[..., 1::2]
+        terms = left.transpose(0, 1).unsqueeze(2) + right.unsqueeze(1)  # [b, a, c] = left[a, b] + right[b, c]
+        # logsumexp over b, shifted by the largest term (the result does not depend on the shift, hence `detach`).
+        # Terms more than 64 below it are raised to e^-64 of it: a relative change under 1e-27, invisible in float32,
+        # which keeps `exp` off its much slower underflow path.
+        top = terms.detach().amax(dim=0)
+        steps = top + torch.log(torch.exp((terms - top).clamp_min(-64.0)).sum(dim=0))
+    # Every row of the product is the same (position 0 ignores the previous tag): take row 0.
+    return torch.logsumexp(steps[0, :, :, 0].t() + end, dim=1)
 
 
-def _single_span_machine(start, end, trans):
-    """Map the 3-tag CRF parameters onto the 4-state single-span machine; forbidden entries are -inf."""
-    state_tag = torch.tensor(_STATE_TAG, device=trans.device)
-    allowed = torch.zeros(4, 4, dtype=torch.bool, device=trans.device)
-    allowed[tuple(zip(*_ALLOWED_MOVES))] = True
-    neg_inf = torch.tensor(float("-inf"), dtype=trans.dtype, device=trans.device)
-    trans4 = torch.where(allowed, trans[state_tag[:, None], state_tag[None, :]], neg_inf)
-    # A path starts before or at the span (no leading I) and must have opened the span by its end.
-    start4 = torch.stack([start[TAG_O], start[TAG_B], neg_inf, neg_inf])
-    end4 = torch.stack([neg_inf, end[TAG_B], end[TAG_I], end[TAG_O]])
-    return state_tag, trans4, start4, end4
+def _orderable_int(values: torch.Tensor) -> torch.Tensor:
+    """float32 -> int64 in `[0, 2**32)` with the same order (for non-NaN values; -0.0 sorts just below +0.0)."""
+    bits = values.detach().contiguous().view(torch.int32)
+    # Negative floats order backwards in their bit patterns: flip all but the sign bit.
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return bits.long() + 2**31
 
 
 def crf_decode_single_span(emissions, mask, context_mask, start, end, trans):
     """
-    Best tag path with exactly one `B I*` span lying inside `context_mask`, by a batched Viterbi.
+    Best tag path with exactly one `B I*` span lying inside `context_mask`, in closed form (no loop over positions).
 
     Args:
-        emissions: `(batch, seq, 3)` float32.
+        emissions: `(batch, seq, 3)` float32 BIO emission scores.
         mask: `(batch, seq)` bool length prefix.
-        context_mask: `(batch, seq)` bool, the tokens the span may cover (already restricted to `mask`).
+        context_mask: `(batch, seq)` bool, the tokens the span may cover (any pattern: it is intersected with
+            `mask` here, and the span must not cross a position where it is False).
+        start, end, trans: CRF parameters, `(3,)`, `(3,)` and `(3, 3)`.
+
+    The parameters and the emissions of real tokens must be finite (as trained pytorch-crf parameters and emission
+    layers give): the closed form takes differences of running sums, which an infinite term would turn into NaN.
+    Padding may hold anything.
 
     Returns:
         `(span_start, span_end, best_score)`: `(batch,)` long, long and float32. `best_score` is the unnormalised
         path score, `-inf` when no token is allowed (then `span_start = span_end = 0`).
     """
+    # Why this is exact: a path with one span (i..j) and O everywhere else is fixed by (i, j), and its score is a
+    # sum of three independent pieces (n = sequence length, T = trans, x = emissions):
+    #   before:  start[B] if i = 0, else  start[O] + sum_{u<i} (x[u,O] + T[O,O]) - T[O,O] + T[O,B]
+    #   span:    x[i,B], and for j > i  + T[B,I] + sum_{i<u<=j} (x[u,I] + T[I,I]) - T[I,I]
+    #   after:   end[l] if j = n - 1, else  T[l,O] + sum_{j<u<n} (x[u,O] + T[O,O]) - T[O,O] + end[O]
+    # (l = B if j = i else I). With running sums of (x[:,O] + T[O,O]) and (x[:,I] + T[I,I]) every piece is a
+    # difference of two running-sum entries, so for j > i the score splits as open(i) + close(j), and for j = i it is
+    # single(i). The best multi-token span is then max_j close(j) + max_{i<j} open(i), the inner max running only over
+    # positions i with i..j inside the context: a prefix maximum that restarts after every disallowed position.
     batch, seq, _ = emissions.shape
-    state_tag, trans4, start4, end4 = _single_span_machine(start, end, trans)
-    emissions4 = emissions[:, :, state_tag]  # (batch, seq, 4)
-    # The span states may only sit on allowed tokens.
-    in_span_state = torch.tensor([False, True, True, False], device=emissions.device)
-    forbidden = in_span_state & ~context_mask.unsqueeze(2)
-    emissions4 = emissions4.masked_fill(forbidden, float("-inf"))
+    neg_inf = torch.tensor(float("-inf"), dtype=emissions.dtype, device=emissions.device)
+    positions = torch.arange(seq, device=emissions.device)
+    allowed = context_mask & mask
+    lengths = mask.sum(1, keepdim=True)  # (batch, 1)
+    is_last = positions == lengths - 1  # (batch, seq)
 
-    stay = torch.arange(4, device=emissions.device).expand(batch, 4)
-    score = start4 + emissions4[:, 0]
-    backpointers = []
-    for t in range(1, seq):
-        candidates = score.unsqueeze(2) + trans4  # (batch, previous state, next state)
-        # argmax + gather rather than `max(dim=...)`: the latter is oddly slow on small CPU tensors.
-        argbest = candidates.argmax(dim=1)
-        step = candidates.gather(1, argbest.unsqueeze(1)).squeeze(1) + emissions4[:, t]
-        on = mask[:, t, None]
-        score = torch.where(on, step, score)
-        # Padding points back to the same state, so backtracking walks through it unchanged.
-        backpointers.append(torch.where(on, argbest, stay))
-    final = score + end4
-    state = final.argmax(dim=1)
-    best_score = final.gather(1, state.unsqueeze(1)).squeeze(1)
+    # run_o[:, t] = sum_{u<t} (x[u,O] + T[O,O]) for t = 0..seq, run_i likewise. Entries past a sequence's end
+    # (which may read padding) are only ever used at masked positions, which `allowed` discards.
+    zero = emissions.new_zeros(batch, 1)
+    run_o = torch.cat([zero, torch.cumsum(emissions[:, :, TAG_O] + trans[TAG_O, TAG_O], dim=1)], dim=1)
+    run_i = torch.cat([zero, torch.cumsum(emissions[:, :, TAG_I] + trans[TAG_I, TAG_I], dim=1)], dim=1)
 
-    states = [state]
-    for pointers in reversed(backpointers):
-        state = pointers.gather(1, state.unsqueeze(1)).squeeze(1)
-        states.append(state)
-    states = torch.stack(states[::-1], dim=1)  # (batch, seq)
+    # Score of everything up to and including the B at i: (batch, seq).
+    before = torch.where(
+        positions == 0, start[TAG_B], start[TAG_O] + run_o[:, :-1] - trans[TAG_O, TAG_O] + trans[TAG_O, TAG_B]
+    )
+    head = before + emissions[:, :, TAG_B]
+    # Score after the span ends at j, but for the transition out of its last tag.
+    rest_o = run_o.gather(1, lengths) - run_o[:, 1:] - trans[TAG_O, TAG_O] + end[TAG_O]
+    after_b = torch.where(is_last, end[TAG_B], trans[TAG_B, TAG_O] + rest_o)
+    after_i = torch.where(is_last, end[TAG_I], trans[TAG_I, TAG_O] + rest_o)
 
-    positions = torch.arange(seq, device=emissions.device).expand(batch, seq)
-    covered = ((states == _S_B) | (states == _S_I)) & mask
+    single = torch.where(allowed, head + after_b, neg_inf)  # span i..i
+    opened = torch.where(allowed, head + trans[TAG_B, TAG_I] - run_i[:, 1:] - trans[TAG_I, TAG_I], neg_inf)
+    closed = torch.where(allowed, run_i[:, 1:] + after_i, neg_inf)
+
+    # Prefix argmax of `opened` restarting after each disallowed position, exactly: `gaps` (disallowed positions
+    # up to and including t) is constant over a run of allowed positions and grows from run to run, and it is the
+    # same at the disallowed position that precedes a run (where `opened` is -inf). Ordering by (gaps, opened)
+    # packed into one int64 makes the running maximum at t-1 the best opening within t's own run (or that -inf
+    # position when t opens its run), with no rounding: the float is only reinterpreted, never added to.
+    gaps = torch.cumsum(~allowed, dim=1)
+    _, best_open = torch.cummax((gaps << 32) + _orderable_int(opened), dim=1)
+    open_at = torch.cat([torch.zeros_like(best_open[:, :1]), best_open[:, :-1]], dim=1)  # best i < j (j = 0: none)
+    open_score = torch.where(positions > 0, opened.gather(1, open_at), neg_inf)
+    pair = closed + open_score  # best span i..j with i < j, for each j
+
+    # argmax + gather rather than `max(dim=...)`: the latter is oddly slow on small CPU tensors.
+    pair_end = pair.argmax(dim=1, keepdim=True)
+    pair_score = pair.gather(1, pair_end)
+    single_at = single.argmax(dim=1, keepdim=True)
+    single_score = single.gather(1, single_at)
+    use_pair = pair_score > single_score
+    span_start = torch.where(use_pair, open_at.gather(1, pair_end), single_at)
+    span_end = torch.where(use_pair, pair_end, single_at)
+    best_score = torch.maximum(pair_score, single_score)
     found = torch.isfinite(best_score)
-    # Exactly one span: its first covered token is the B, its last covered token is the end.
-    span_start = torch.where(covered, positions, seq).amin(dim=1)
-    span_end = torch.where(covered, positions, -1).amax(dim=1)
-    zero = torch.zeros_like(span_start)
-    return torch.where(found, span_start, zero), torch.where(found, span_end, zero), best_score
+    span_start = torch.where(found, span_start, 0).squeeze(1)
+    span_end = torch.where(found, span_end, 0).squeeze(1)
+    return span_start, span_end, best_score.squeeze(1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -701,7 +756,7 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
             context_mask = context_mask.bool() & mask
         start, end, trans = self._crf_parameters()
         if log_z is None:
-            log_z = torch.logsumexp(crf_forward_alphas(emissions, mask, start, trans)[:, -1] + end, dim=1)
+            log_z = crf_log_partition(emissions, mask, start, end, trans)
         span_start, span_end, best = crf_decode_single_span(emissions, mask, context_mask, start, end, trans)
         null_score = crf_all_o_scores(emissions, mask, start, end, trans) - log_z
         return span_start, span_end, best - log_z, null_score

@@ -193,7 +193,6 @@ def test_decode_matches_brute_force():
     generator = torch.Generator().manual_seed(0)
     for trial in range(6):
         randomize_crf(model, scale=2.0, seed=100 + trial)
-        start, end, trans = crf_params(model)
         batch, seq = 8, 7
         lengths = torch.randint(1, seq + 1, (batch,), generator=generator).tolist()
         lengths[0] = seq
@@ -205,20 +204,7 @@ def test_decode_matches_brute_force():
             context[2] = False
             context[2, lengths[2] - 1] = True  # a single allowed token, at the very end
 
-        span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask, context)
-        for b in range(batch):
-            length = lengths[b]
-            em = emissions[b].double()
-            log_z = brute_log_z(em, length, start, end, trans)
-            null = path_score(em, [O] * length, start, end, trans) - log_z
-            assert null_score[b].item() == pytest.approx(null, abs=1e-4)
-            best = brute_best_span(em, length, context[b].tolist(), start, end, trans)
-            if best is None:
-                assert span_score[b].item() == float("-inf")
-                assert span_start[b].item() == 0 and span_end[b].item() == 0
-            else:
-                assert (span_start[b].item(), span_end[b].item()) == best[:2], (trial, b)
-                assert span_score[b].item() == pytest.approx(best[2] - log_z, abs=1e-4)
+        assert_decode_matches_brute_force(model, emissions, mask, context)
 
 
 def test_decode_default_context_excludes_position_zero():
@@ -257,6 +243,178 @@ def test_decode_equals_unconstrained_viterbi_when_no_constraint_binds():
         padded = torch.tensor([tags + [O] * (seq - len(tags))])
         log_p = model.crf(emissions[b : b + 1], padded, mask[b : b + 1]).item()
         assert span_score[b].item() == pytest.approx(log_p, abs=1e-4)
+
+
+def assert_decode_matches_brute_force(model, emissions, mask, context):
+    """`decode_spans` against every single-span path scored exactly; returns its (span_start, span_end)."""
+    start, end, trans = crf_params(model)
+    span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask, context)
+    for b, length in enumerate(mask.sum(1).tolist()):
+        em = emissions[b].double()
+        log_z = brute_log_z(em, length, start, end, trans)
+        null = path_score(em, [O] * length, start, end, trans) - log_z
+        assert null_score[b].item() == pytest.approx(null, abs=1e-4)
+        best = brute_best_span(em, length, context[b].tolist(), start, end, trans)
+        if best is None:
+            assert span_score[b].item() == float("-inf")
+            assert span_start[b].item() == 0 and span_end[b].item() == 0
+        else:
+            assert (span_start[b].item(), span_end[b].item()) == best[:2], b
+            assert span_score[b].item() == pytest.approx(best[2] - log_z, abs=1e-4)
+    return span_start.tolist(), span_end.tolist()
+
+
+def test_decode_edge_cases_match_brute_force():
+    """Contexts in several pieces, spans at the first and last real token, length-1 sequences, empty contexts."""
+    seq = 8
+    lengths = [8, 8, 8, 6, 1, 1, 5, 8, 7]
+    mask = length_mask(lengths, seq)
+    context = torch.zeros(len(lengths), seq, dtype=torch.bool)
+    context[0, [1, 2, 4, 5, 6]] = True  # two pieces: the favoured span 1..6 crosses the gap at 3
+    context[1, ::2] = True  # every other token: single-token spans only
+    context[2, :] = True  # position 0 allowed: a span may start at the very first token
+    context[3, 2:] = True  # up to the last real token (5), and on into the padding
+    context[4, 0] = True  # length 1, its only token allowed
+    # row 5: length 1, nothing allowed
+    context[6, 5:] = True  # allowed on padding only: nothing allowed
+    context[7, [0, 7]] = True  # the first and the last token, apart
+    context[8, [1, 3, 4, 6]] = True  # three pieces
+
+    def favour(emissions, row, first, last, strength=6.0):
+        """Make O..O B I..I O..O (span first..last) the unconstrained best path of `row`."""
+        for t, tag in enumerate(span_tags(seq, first, last)):
+            emissions[row, t, tag] += strength
+
+    generator = torch.Generator().manual_seed(11)
+    emissions = torch.randn(len(lengths), seq, 3, generator=generator)
+    favour(emissions, 0, 1, 6)
+    favour(emissions, 2, 0, 2)
+    favour(emissions, 3, 3, 5)
+    favour(emissions, 7, 7, 7)
+    favour(emissions, 8, 3, 4)
+
+    # Default (small) CRF parameters: the favoured spans win wherever the context admits them.
+    model = tiny_model()
+    span_start, span_end = assert_decode_matches_brute_force(model, emissions, mask, context)
+    assert (span_start[2], span_end[2]) == (0, 2)
+    assert (span_start[3], span_end[3]) == (3, 5)
+    assert (span_start[4], span_end[4]) == (0, 0)
+    assert (span_start[7], span_end[7]) == (7, 7)
+    assert (span_start[8], span_end[8]) == (3, 4)
+    assert span_start[1] == span_end[1] and span_start[1] % 2 == 0
+    assert span_end[0] <= 2 or span_start[0] >= 4
+
+    # Large random transitions make the constraints and the boundary terms bind differently.
+    for trial in range(4):
+        randomize_crf(model, scale=2.0, seed=200 + trial)
+        assert_decode_matches_brute_force(model, emissions, mask, context)
+
+
+def exhaustive_best_spans(emissions, mask, context, start, end, trans):
+    """Per row, (i, j, exact score) of the best span inside `context` by scoring every span in float64; or None."""
+    batch, seq, _ = emissions.shape
+    first, last = torch.triu_indices(seq, seq)  # every i <= j
+    positions = torch.arange(seq)
+    inside = (positions >= first[:, None]) & (positions <= last[:, None])
+    tags = torch.where(inside, I, O)
+    tags[torch.arange(len(first)), first] = B
+    results = []
+    for b in range(batch):
+        outside = torch.cumsum((~context[b]).long(), 0)  # disallowed tokens up to and including t
+        crossed = outside[last] - outside[first] + (~context[b][first]).long()
+        valid = (crossed == 0) & (last < int(mask[b].sum()))
+        count = len(first)
+        scores = modeling_crf.crf_path_scores(
+            emissions[b].double().expand(count, seq, 3), tags, mask[b].expand(count, seq), start, end, trans
+        )
+        scores = torch.where(valid, scores, float("-inf"))
+        k = int(scores.argmax())
+        results.append(None if not valid.any() else (int(first[k]), int(last[k]), float(scores[k])))
+    return results
+
+
+def test_decode_long_sequences_match_exhaustive_float64():
+    """Longer sequences than brute force allows: every single-span path scored in float64, log Z by the float64
+    forward recursion; float32 scores within 1e-4 relative. Padding may hold anything (here NaN)."""
+    model = tiny_model()
+    generator = torch.Generator().manual_seed(12)
+    batch, seq = 8, 48
+    for trial, scale in enumerate((0.5, 2.0, 6.0)):
+        randomize_crf(model, scale=scale, seed=300 + trial)
+        start, end, trans = crf_params(model)
+        lengths = torch.randint(1, seq + 1, (batch,), generator=generator).tolist()
+        lengths[:3] = [seq, seq, 2]
+        mask = length_mask(lengths, seq)
+        context = torch.rand(batch, seq, generator=generator) < 0.85  # many pieces
+        context[0] = False
+        context[0, 16 : seq - 1] = True  # a QA window: [CLS] question [SEP] context [SEP]
+        context[1] = True  # everything, position 0 included
+        emissions = torch.randn(batch, seq, 3, generator=generator) * scale
+        emissions[:, :, B] -= scale  # fewer, longer spans
+        context &= mask
+
+        span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask, context)
+        alphas = modeling_crf.crf_forward_alphas(emissions.double(), mask, start, trans)
+        log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
+        null = modeling_crf.crf_all_o_scores(emissions.double(), mask, start, end, trans) - log_z
+        torch.testing.assert_close(null_score.double(), null, rtol=1e-4, atol=1e-4)
+        for b, best in enumerate(exhaustive_best_spans(emissions, mask, context, start, end, trans)):
+            if best is None:
+                assert span_score[b].item() == float("-inf") and span_start[b] == span_end[b] == 0
+                continue
+            assert (span_start[b].item(), span_end[b].item()) == best[:2], (trial, b)
+            exact = best[2] - log_z[b].item()
+            assert abs(span_score[b].item() - exact) <= 1e-4 * max(1.0, abs(exact)), (trial, b)
+
+        # The decoding and log Z read nothing past each sequence's end.
+        dirty = emissions.masked_fill(~mask.unsqueeze(2), float("nan"))
+        params = model._crf_parameters()
+        for clean, messy in zip(
+            modeling_crf.crf_decode_single_span(emissions, mask, context, *params),
+            modeling_crf.crf_decode_single_span(dirty, mask, context, *params),
+        ):
+            assert torch.equal(clean, messy)
+        assert torch.equal(
+            modeling_crf.crf_log_partition(emissions, mask, *params),
+            modeling_crf.crf_log_partition(dirty, mask, *params),
+        )
+
+
+@pytest.mark.parametrize("seq", [1, 2, 3, 5, 8, 13, 64, 100])
+def test_log_partition_matches_forward_recursion(seq):
+    generator = torch.Generator().manual_seed(seq)
+    for scale in (0.5, 3.0, 20.0):
+        start, end = torch.randn(3, generator=generator) * scale, torch.randn(3, generator=generator) * scale
+        trans = torch.randn(3, 3, generator=generator) * scale
+        lengths = torch.randint(1, seq + 1, (6,), generator=generator).tolist()
+        lengths[:2] = [seq, 1]
+        mask = length_mask(lengths, seq)
+        emissions = (torch.randn(6, seq, 3, generator=generator) * scale).requires_grad_()
+        ours = modeling_crf.crf_log_partition(emissions, mask, start, end, trans)
+        assert ours.dtype == torch.float32 and ours.shape == (6,)
+        reference = torch.logsumexp(
+            modeling_crf.crf_forward_alphas(emissions.double(), mask, start.double(), trans.double())[:, -1]
+            + end.double(),
+            dim=1,
+        )
+        torch.testing.assert_close(ours.double(), reference, rtol=1e-5, atol=1e-5)
+        # Its gradient is the tag marginals (zero on padding), as the forward recursion's.
+        (grad,) = torch.autograd.grad(ours.sum(), emissions)
+        (expected,) = torch.autograd.grad(reference.sum(), emissions)
+        assert torch.isfinite(grad).all()
+        torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_decode_scores_are_differentiable():
+    model = tiny_model()
+    randomize_crf(model, seed=13)
+    mask = length_mask([9, 4, 2], 9)
+    emissions = torch.randn(3, 9, 3, generator=torch.Generator().manual_seed(13), requires_grad=True)
+    span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask)
+    assert torch.isfinite(span_score).all()
+    (span_score.sum() + null_score.sum()).backward()
+    assert torch.isfinite(emissions.grad).all()
+    assert (emissions.grad[~mask] == 0).all()
 
 
 # ---- marginals ---------------------------------------------------------------------------------------------------
