@@ -3,9 +3,9 @@
 
 1. Decoding, batch 32 x 384, 3 tags, random N(0, 1) emissions (fixed seed), a full attention mask and a context
    mask covering positions 16..382 (a 14-token question between [CLS] and [SEP], the final [SEP] excluded):
-   `CrfForQuestionAnswering.decode_spans` (batched Viterbi over the 4-state single-span machine, plus the forward
-   recursion for log Z and the all-O score) against `model.crf.decode` (pytorch-crf's Viterbi, whose backtracking
-   is a Python loop per sequence). The Viterbi alone (`modeling_crf.crf_decode_single_span`) is timed too.
+   `CrfForQuestionAnswering.decode_spans` (the exact best single-span path in closed form, plus a parallel-scan
+   log Z and the all-O score) against `model.crf.decode` (pytorch-crf's Viterbi, whose backtracking is a Python
+   loop per sequence). The span search alone (`modeling_crf.crf_decode_single_span`) is timed too.
 2. Agreement where no constraint binds: emissions are built so that the unconstrained best path is one `B I*` span
    inside the context (strong emissions, +8 on the chosen tag of every token, over N(0, 0.5) noise); the script
    checks that `crf.decode` returns that path, that `decode_spans` returns its span, and that its `span_score`
@@ -117,7 +117,7 @@ def decode_timings(model, batch, seq, repeats, seed):
          common.runs_text([1000 * v for v in seconds["crf.decode"]], 1), "1.00"),
         ("`model.decode_spans(emissions, attention_mask, context_mask)`", f"{1000 * med['decode_spans']:.1f}",
          common.runs_text([1000 * v for v in seconds["decode_spans"]], 1), f"{med['decode_spans'] / base:.2f}"),
-        ("  of which the constrained Viterbi (`crf_decode_single_span`)", f"{1000 * med['viterbi']:.1f}",
+        ("  of which the single-span search (`crf_decode_single_span`)", f"{1000 * med['viterbi']:.1f}",
          common.runs_text([1000 * v for v in seconds["viterbi"]], 1), f"{med['viterbi'] / base:.2f}"),
     ]
 
