@@ -34,7 +34,7 @@ def answer_tokens(offsets, answers):
     start_char = answers["answer_start"][0]
     end_char = start_char + len(answers["text"][0])
     tokens = np.flatnonzero(offsets[:, 0] >= 0)
-    if offsets[tokens[0], 0] > start_char or offsets[tokens[-1], 1] < end_char:
+    if not tokens.size or offsets[tokens[0], 0] > start_char or offsets[tokens[-1], 1] < end_char:
         return None
     start = tokens[np.searchsorted(offsets[tokens, 0], start_char, side="right") - 1]
     end = tokens[np.searchsorted(offsets[tokens, 1], end_char, side="left")]
