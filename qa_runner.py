@@ -113,23 +113,19 @@ class Head:
 TRAINING_DEFAULTS = {"train_sampling_strategy": "group_by_length", "dataloader_pin_memory": torch.cuda.is_available()}
 
 
-def given_names(argv):
-    """Argument names set explicitly on the command line or in the JSON config file."""
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        with open(argv[0], encoding="utf-8") as f:
-            return set(json.load(f))
-    return {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
-
-
 def parse_args(argv):
     """(ModelArguments, DataTrainingArguments, TrainingArguments) from a JSON config file or the command line."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+        with open(argv[0], encoding="utf-8") as f:
+            config = json.load(f)
+        model_args, data_args, training_args = parser.parse_dict(config)
+        given = set(config)
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        given = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
     for name, value in TRAINING_DEFAULTS.items():
-        if name not in given_names(argv):
+        if name not in given:
             setattr(training_args, name, value)
     return model_args, data_args, training_args
 

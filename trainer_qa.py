@@ -64,9 +64,9 @@ class QuestionAnsweringTrainer(Trainer):
             with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as f:
                 f.write(self.model_card())
 
-    def answer_questions(self, dataset, examples, description, ignore_keys, prefix):
-        """(metrics, QuestionPredictions): the model over `dataset`'s windows, then answers per question."""
-        dataloader = self.get_test_dataloader(dataset) if prefix == "predict" else self.get_eval_dataloader(dataset)
+    def answer_questions(self, dataset, dataloader, examples, description, ignore_keys, prefix):
+        """(metrics, QuestionPredictions): the model over `dataset`'s windows (batched by `dataloader`, which sees
+        only the model's inputs), then answers per question."""
         start_time = time.time()
         # compute_metrics is applied to questions below, not to windows inside the loop
         compute_metrics, self.compute_metrics = self.compute_metrics, None
@@ -100,7 +100,8 @@ class QuestionAnsweringTrainer(Trainer):
         self._memory_tracker.start()
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         examples = self.eval_examples if eval_examples is None else eval_examples
-        metrics, _ = self.answer_questions(dataset, examples, "Evaluation", ignore_keys, metric_key_prefix)
+        metrics, _ = self.answer_questions(dataset, self.get_eval_dataloader(dataset), examples, "Evaluation",
+                                           ignore_keys, metric_key_prefix)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         self._memory_tracker.stop_and_update_metrics(metrics)
@@ -109,7 +110,8 @@ class QuestionAnsweringTrainer(Trainer):
     def predict(self, predict_dataset, predict_examples, ignore_keys=None, metric_key_prefix="predict"):
         """(QuestionPredictions, metrics) for `predict_examples`; metrics only if they carry gold answers."""
         self._memory_tracker.start()
-        metrics, result = self.answer_questions(predict_dataset, predict_examples, "Prediction", ignore_keys, metric_key_prefix)
+        metrics, result = self.answer_questions(predict_dataset, self.get_test_dataloader(predict_dataset),
+                                                predict_examples, "Prediction", ignore_keys, metric_key_prefix)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
         self._memory_tracker.stop_and_update_metrics(metrics)
         return result, metrics
