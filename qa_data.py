@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -346,6 +347,35 @@ def require_negative_flag(questions, source, version_2_with_negative):
             f"{source}: {len(unanswerable)} question(s) have no answer (e.g. id {unanswerable[0]!r}), which is "
             "SQuAD v2 data: pass --version_2_with_negative, or every one of them would count as a wrong answer"
         )
+
+
+def with_unanswerable_pairs(questions, fraction, seed):
+    """`questions` followed by unanswerable copies of about `fraction` of its answerable questions, each asked of
+    another paragraph of the same article (same title) in which none of its answer texts occurs.
+
+    SQuAD v2's unanswerable questions were written against their paragraph; these pairs are easier negatives, a way
+    to teach the no-answer decision when the training data has few unanswerable questions. Copies get the id
+    `<id>-unanswerable`; the choice depends only on `seed`.
+    """
+    rows = questions.to_dict()
+    paragraphs = {}
+    for title, context in zip(rows["title"], rows["context"]):
+        paragraphs.setdefault(title, {})[context] = None  # distinct contexts, in order of appearance
+    rng = np.random.default_rng(seed)
+    pairs = {name: [] for name in rows}
+    for i in np.flatnonzero(rng.random(len(questions)) < fraction):
+        texts = [text.lower() for text in rows["answers"][i]["text"]]
+        others = [context for context in paragraphs[rows["title"][i]]
+                  if texts and not any(text in context.lower() for text in texts)]
+        if not others:
+            continue
+        pairs["id"].append(f"{rows['id'][i]}-unanswerable")
+        pairs["title"].append(rows["title"][i])
+        pairs["context"].append(others[rng.integers(len(others))])
+        pairs["question"].append(rows["question"][i])
+        pairs["answers"].append({"text": [], "answer_start": []})
+    logger.info(f"Added {len(pairs['id'])} unanswerable pairs to {len(questions)} questions")
+    return datasets.concatenate_datasets([questions, datasets.Dataset.from_dict(pairs, features=questions.features)])
 
 
 def load_questions(data_args, cache_dir=None):

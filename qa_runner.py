@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,12 +18,13 @@ import datasets
 import evaluate
 import torch
 import transformers
-from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import AutoTokenizer, HfArgumentParser, set_seed
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import model_card
-from qa_data import QADataError, load_questions
-from trainer_qa import QuestionAnsweringTrainer
+from qa_data import QADataError, load_questions, with_unanswerable_pairs
+from trainer_qa import QATrainingArguments, QuestionAnsweringTrainer
 from utils_qa import (
     WindowCollator,
     column,
@@ -84,12 +86,22 @@ class DataTrainingArguments:
     doc_stride: int = field(default=128, metadata={"help": "Overlap, in tokens, between consecutive windows."})
     n_best_size: int = field(default=20, metadata={"help": "Start and end candidates per window; answers kept per question."})
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
+    unanswerable_pairs: float = field(
+        default=0.0,
+        metadata={"help": "SQuAD v2 training: add unanswerable copies of this fraction of the answerable training "
+                          "questions, each asked of another paragraph of its article (for data with few "
+                          "unanswerable questions)."},
+    )
 
     def __post_init__(self):
         if not (self.dataset_name or self.train_file or self.validation_file or self.test_file):
             raise ValueError("Give a --dataset_name or at least one of --train_file/--validation_file/--test_file.")
         if self.doc_stride >= self.max_seq_length // 2:
             raise ValueError(f"--doc_stride {self.doc_stride} must be less than half of --max_seq_length {self.max_seq_length}.")
+        if self.unanswerable_pairs and not self.version_2_with_negative:
+            raise ValueError("--unanswerable_pairs adds unanswerable questions: it needs --version_2_with_negative.")
+        if not 0 <= self.unanswerable_pairs <= 1:
+            raise ValueError(f"--unanswerable_pairs {self.unanswerable_pairs} must be a fraction between 0 and 1.")
 
 
 @dataclass(frozen=True)
@@ -114,8 +126,8 @@ TRAINING_DEFAULTS = {"train_sampling_strategy": "group_by_length", "dataloader_p
 
 
 def parse_args(argv):
-    """(ModelArguments, DataTrainingArguments, TrainingArguments) from a JSON config file or the command line."""
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    """(ModelArguments, DataTrainingArguments, QATrainingArguments) from a JSON config file or the command line."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, QATrainingArguments))
     if len(argv) == 1 and argv[0].endswith(".json"):
         with open(argv[0], encoding="utf-8") as f:
             config = json.load(f)
@@ -146,16 +158,36 @@ def setup_logging(training_args):
     transformers.utils.logging.set_verbosity(library_level)
 
 
+def complete_checkpoints(output_dir):
+    """Checkpoint folders in `output_dir` whose trainer state (the file the Trainer writes last) reads back, by
+    step; a run killed while saving leaves a checkpoint without it."""
+    found = []
+    for name in os.listdir(output_dir):
+        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
+        path = os.path.join(output_dir, name)
+        if match and os.path.isdir(path):
+            try:
+                with open(os.path.join(path, TRAINER_STATE_NAME), encoding="utf-8") as f:
+                    json.load(f)
+            except (OSError, ValueError):
+                logger.warning(f"Ignoring {path}: it has no complete {TRAINER_STATE_NAME} (a save was interrupted)")
+                continue
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
 def checkpoint_to_resume(training_args):
-    """The checkpoint training resumes from: the one asked for, else the last one in output_dir, else None."""
+    """The checkpoint training resumes from: the one asked for, else the last complete one in output_dir, else
+    None."""
     if training_args.resume_from_checkpoint or not training_args.do_train:
         return training_args.resume_from_checkpoint
     if not os.path.isdir(training_args.output_dir):
         return None
-    last = get_last_checkpoint(training_args.output_dir)
-    if last:
-        logger.info(f"Resuming from {last}, the last checkpoint in {training_args.output_dir}")
-    return last
+    checkpoints = complete_checkpoints(training_args.output_dir)
+    if not checkpoints:
+        return None
+    logger.info(f"Resuming from {checkpoints[-1]}, the last checkpoint in {training_args.output_dir}")
+    return checkpoints[-1]
 
 
 def first(questions, limit):
@@ -270,6 +302,8 @@ def run(head, model_args, data_args, training_args):
             if split not in questions:
                 raise QADataError(f"--{flag} needs {split} questions: give --{split}_file or a dataset with that split")
             chosen[split] = first(questions[split], limit)
+    if "train" in chosen and data_args.unanswerable_pairs:
+        chosen["train"] = with_unanswerable_pairs(chosen["train"], data_args.unanswerable_pairs, training_args.seed)
     train_windows = windows(chosen["train"], build_train, training_args, data_args, "Train windows") if "train" in chosen else None
     eval_windows = {
         split: windows(chosen[split], build_eval, training_args, data_args, f"{split} windows").sort("length")

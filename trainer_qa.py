@@ -4,12 +4,45 @@ into answers per question and scores those answers against the questions' gold a
 import math
 import os
 import shutil
+import tempfile
 import time
+from dataclasses import dataclass, field
 
+import torch
 from torch.utils.data import SequentialSampler
-from transformers import Trainer
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from transformers.trainer_utils import speed_metrics
+
+from utils_qa import write_atomically
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """`LengthGroupedSampler` whose order depends only on the seed and the epoch, not on the global RNG: a run
+    resumed mid-epoch, and every process of a distributed run, draw the order an uninterrupted run draws."""
+
+    def __init__(self, batch_size, lengths, seed):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+@dataclass
+class QATrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus a learning rate for the freshly initialised head."""
+
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the parameters outside the pretrained encoder (the QA head; the CRF's "
+                          "emission layer and transitions), which start from random values (default: --learning_rate)."},
+    )
 
 
 class QuestionAnsweringTrainer(Trainer):
@@ -34,13 +67,37 @@ class QuestionAnsweringTrainer(Trainer):
         self.model_card = model_card
         self.bundled_files = bundled_files
 
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the head's parameters in groups of their own at `args.head_learning_rate`;
+        the learning-rate schedule scales every group alike."""
+        head_lr = getattr(self.args, "head_learning_rate", None)
+        if head_lr is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        encoder = {id(p) for p in model.base_model.parameters()} if model.base_model is not model else set()
+        decay = set(self.get_decay_parameter_names(model))
+        groups = {}
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                key = (id(param) not in encoder, name in decay)
+                groups.setdefault(key, []).append(param)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_cls(
+            [{"params": params, "weight_decay": self.args.weight_decay if decays else 0.0,
+              **({"lr": head_lr} if is_head else {})}
+             for (is_head, decays), params in groups.items()],
+            **optimizer_kwargs,
+        )
+        return self.optimizer
+
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
         # The windows' `length` column, read at once: the dataset the dataloader sees no longer has it, and the
         # Trainer would re-measure every window (or read the column row by row).
-        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                    lengths=self.train_dataset["length"][:])
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                               self.train_dataset["length"][:], seed)
 
     def _get_eval_sampler(self, eval_dataset):
         # Post-processing reads the outputs in the dataset's order (windows are already sorted by length), so
@@ -48,21 +105,30 @@ class QuestionAnsweringTrainer(Trainer):
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
     def _save(self, output_dir=None, state_dict=None):
-        """Save the model as the Trainer does, with the bundled code beside it (final folder and checkpoints)."""
-        super()._save(output_dir, state_dict)
-        if not self.args.should_save:  # the process that writes the folder copies the code too
-            return
+        """Save the model as the Trainer does, with the bundled code beside it (final folder and checkpoints).
+
+        Files are written to a staging folder inside `output_dir` and then renamed into place one by one, so an
+        interrupted save never leaves a half-written weights or config file under its final name."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        for path in self.bundled_files:
-            shutil.copy(path, os.path.join(output_dir, os.path.basename(path)))
+        if not self.args.should_save:  # the Trainer's non-writing ranks, if any, take part as it decides
+            return super()._save(output_dir, state_dict)
+        os.makedirs(output_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".saving-", dir=output_dir)
+        try:
+            super()._save(staging, state_dict)
+            for path in self.bundled_files:
+                shutil.copy(path, staging)
+            for name in os.listdir(staging):
+                os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+        finally:
+            shutil.rmtree(staging)
 
     def create_model_card(self, **kwargs):
         """Write the project's model card (dataset, metrics, hyperparameters, license) as README.md."""
         if self.model_card is None:
             return super().create_model_card(**kwargs)
         if self.is_world_process_zero():
-            with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as f:
-                f.write(self.model_card())
+            write_atomically(os.path.join(self.args.output_dir, "README.md"), self.model_card().encode("utf-8"))
 
     def answer_questions(self, dataset, dataloader, examples, description, ignore_keys, prefix):
         """(metrics, QuestionPredictions): the model over `dataset`'s windows (batched by `dataloader`, which sees

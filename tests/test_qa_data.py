@@ -649,3 +649,33 @@ def test_local_dataset_folder_refuses_v2_without_the_flag_and_files_replace_its_
     splits = load_questions(data_args(dataset_name=str(folder), validation_file=v1_file), cache_dir=str(tmp_path / "cache"))
     assert splits["train"].to_list() == ANSWERABLE
     assert splits["validation"].to_list() == ANSWERABLE[:1]
+
+
+def test_unanswerable_pairs_ask_a_question_of_another_paragraph_of_its_article():
+    from qa_data import QUESTION_FEATURES, with_unanswerable_pairs
+
+    contexts = {"A": ["Paris is in France.", "Berlin is in Germany.", "Rome is in Italy, not France."],
+                "B": ["Oslo is in Norway."]}
+    rows = [("a1", "A", 0, "Where is Paris?", "France"), ("a2", "A", 1, "Where is Berlin?", "Germany"),
+            ("a3", "A", 2, "What is in Italy?", "Rome"), ("b1", "B", 0, "Where is Oslo?", "Norway"),
+            ("u1", "A", 0, "Where is Lyon?", None)]
+    questions = datasets.Dataset.from_dict({
+        "id": [r[0] for r in rows], "title": [r[1] for r in rows], "context": [contexts[r[1]][r[2]] for r in rows],
+        "question": [r[3] for r in rows],
+        "answers": [{"text": [r[4]], "answer_start": [contexts[r[1]][r[2]].index(r[4])]} if r[4] else
+                    {"text": [], "answer_start": []} for r in rows],
+    }, features=QUESTION_FEATURES)
+    paired = with_unanswerable_pairs(questions, 1.0, seed=0)
+    assert paired.select(range(len(questions))).to_dict() == questions.to_dict()
+    pairs = {row["id"]: row for row in paired.select(range(len(questions), len(paired)))}
+    # b1's article has no other paragraph; a1's answer occurs in A's third paragraph, so only the second is left;
+    # the unanswerable u1 gets no copy
+    assert set(pairs) == {"a1-unanswerable", "a2-unanswerable", "a3-unanswerable"}
+    assert pairs["a1-unanswerable"]["context"] == contexts["A"][1]
+    for qid, row in pairs.items():
+        original = questions[[r[0] for r in rows].index(qid.removesuffix("-unanswerable"))]
+        assert row["question"] == original["question"] and row["title"] == original["title"]
+        assert row["context"] in contexts["A"] and row["context"] != original["context"]
+        assert row["answers"] == {"text": [], "answer_start": []}
+    assert with_unanswerable_pairs(questions, 1.0, seed=0).to_dict() == paired.to_dict()
+    assert len(with_unanswerable_pairs(questions, 0.0, seed=0)) == len(questions)

@@ -2,10 +2,14 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from metrics.squad_v2.compute_score import squad_v2_scores
 from qa_data import questions_from_file
@@ -14,10 +18,12 @@ from tests.conftest import ROOT, SAMPLE
 TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
 
 
+SCRIPT_ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
 def run_script(command, cwd=ROOT):
     """CompletedProcess of a command run offline in a fresh process (stdout and stderr together)."""
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(command, cwd=cwd, env=SCRIPT_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def run_qa(*args, script="run_qa.py", launcher=()):
@@ -174,3 +180,81 @@ def test_two_processes_train_and_keep_the_best_checkpoint(licensed_tiny_bert, tm
     assert len(evaluations) == 2 and state["best_metric"] == best["eval_f1"]
     assert read_json(tmp_path, "eval_results.json")["eval_f1"] == best["eval_f1"]
     assert len(read_json(tmp_path, "eval_predictions.json")) == 19
+
+
+# Long enough (about 7 epochs of the sample data) that the run is still training when it is stopped.
+RESUMABLE = ("--do_train", "--do_eval", "--max_steps", 60, "--save_steps", 10, "--logging_steps", 5)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(licensed_tiny_bert, tmp_path_factory):
+    """{script: output_dir} of runs with RESUMABLE's arguments that nothing interrupts (made once per script)."""
+    runs = {}
+
+    def run(script):
+        if script not in runs:
+            runs[script] = tmp_path_factory.mktemp(script.removesuffix(".py"))
+            run_qa(*tiny_args(licensed_tiny_bert, runs[script], *RESUMABLE), script=script)
+        return runs[script]
+
+    return run
+
+
+def stopped_after_checkpoint(command, output_dir, step, sig):
+    """Return code of `command`, sent `sig` as soon as its checkpoint-`step` is complete (trainer state saved)."""
+    process = subprocess.Popen(command, cwd=ROOT, env=SCRIPT_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved = output_dir / f"checkpoint-{step}" / "trainer_state.json"
+    deadline = time.monotonic() + 300
+    while not saved.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(sig)
+    return process.wait()
+
+
+def assert_same_run(folder, reference):
+    """Same weights, bit for bit, same metrics and same predictions."""
+    weights, expected = load_file(folder / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[name], expected[name]) for name in expected)
+    results, expected_results = read_json(folder, "eval_results.json"), read_json(reference, "eval_results.json")
+    for key in ("eval_exact", "eval_f1", "eval_best_f1", "eval_best_f1_thresh", "eval_HasAns_f1", "eval_NoAns_exact"):
+        assert results[key] == expected_results[key], key
+    assert read_json(folder, "eval_predictions.json") == read_json(reference, "eval_predictions.json")
+    assert read_json(folder, "eval_null_odds.json") == read_json(reference, "eval_null_odds.json")
+
+
+@pytest.mark.parametrize("script,sig,restart", [
+    ("run_qa.py", signal.SIGTERM, "rerun"),
+    ("run_qa.py", signal.SIGKILL, "resume_from_checkpoint"),
+    pytest.param("run_qa_crf.py", signal.SIGKILL, "rerun", marks=pytest.mark.slow),
+    pytest.param("run_qa_crf.py", signal.SIGTERM, "resume_from_checkpoint", marks=pytest.mark.slow),
+])
+def test_a_stopped_run_restarted_ends_as_an_uninterrupted_one(licensed_tiny_bert, uninterrupted, tmp_path, script,
+                                                               sig, restart):
+    """Stopped mid-epoch, right after its checkpoint at step 10 of 60; restarted by rerunning the same command
+    (which resumes from the last checkpoint in output_dir) or with --resume_from_checkpoint."""
+    args = tiny_args(licensed_tiny_bert, tmp_path, *RESUMABLE)
+    returncode = stopped_after_checkpoint([sys.executable, str(ROOT / script), *map(str, args)], tmp_path, 10, sig)
+    assert returncode == -sig, "the run ended before it could be stopped"
+    assert not (tmp_path / "eval_results.json").exists()
+    if restart == "resume_from_checkpoint":
+        args += ["--resume_from_checkpoint", tmp_path / "checkpoint-10"]
+    result = run_qa(*args, script=script)
+    assert "checkpoint-10" in result.stdout
+    assert_same_run(tmp_path, uninterrupted(script))
+
+
+@pytest.mark.parametrize("script", ["run_qa.py", pytest.param("run_qa_crf.py", marks=pytest.mark.slow)])
+def test_two_runs_with_the_same_seed_are_identical(licensed_tiny_bert, uninterrupted, tmp_path, script):
+    run_qa(*tiny_args(licensed_tiny_bert, tmp_path, *RESUMABLE), script=script)
+    assert_same_run(tmp_path, uninterrupted(script))
+
+
+def test_a_checkpoint_left_incomplete_by_a_kill_is_skipped_when_resuming(licensed_tiny_bert, tmp_path):
+    run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 4, "--save_steps", 2))
+    incomplete = tmp_path / "checkpoint-6"
+    incomplete.mkdir()
+    (incomplete / "model.safetensors").write_bytes(b"half")
+    result = run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 6, "--save_steps", 2))
+    assert f"Ignoring {incomplete}" in result.stdout and f"Resuming from {tmp_path}/checkpoint-4" in result.stdout
+    assert read_json(tmp_path, "trainer_state.json")["global_step"] == 6

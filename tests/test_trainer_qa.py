@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import datasets
 import numpy as np
 from torch.utils.data import SequentialSampler
@@ -54,3 +56,66 @@ def test_evaluate_post_processes_questions_scores_them_and_writes_files(tiny_ber
     assert metrics["eval_exact"] == 42.0 and metrics["eval_questions"] == 1 and "eval_runtime" in metrics
     _, predict_metrics = qa_trainer.predict(windows(lengths), [{"id": "q"}])
     assert predict_metrics["predict_exact"] == 42.0 and written == ["eval", "predict"]
+
+
+def test_the_head_gets_its_own_learning_rate_and_the_schedule_scales_both(tiny_bert_dir, tmp_path):
+    from trainer_qa import QATrainingArguments
+
+    args = QATrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, learning_rate=1e-4,
+                               head_learning_rate=1e-2, weight_decay=0.1, warmup_steps=2)
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir)
+    qa_trainer = QuestionAnsweringTrainer(model=model, args=args)
+    qa_trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    head = {id(p) for p in model.qa_outputs.parameters()}
+    groups = qa_trainer.optimizer.param_groups
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    for group in groups:
+        in_head = {id(p) in head for p in group["params"]}
+        assert len(in_head) == 1
+        assert group["initial_lr"] == (1e-2 if in_head.pop() else 1e-4)
+    assert {(g["initial_lr"], g["weight_decay"]) for g in groups} == {(1e-2, 0.1), (1e-2, 0.0), (1e-4, 0.1), (1e-4, 0.0)}
+    qa_trainer.optimizer.step()
+    qa_trainer.lr_scheduler.step()  # warmup: half of each group's rate
+    assert sorted(g["lr"] for g in groups) == sorted(g["initial_lr"] / 2 for g in groups)
+
+
+def test_without_a_head_learning_rate_the_optimizer_is_the_trainers(tiny_bert_dir, tmp_path):
+    qa_trainer = trainer(tiny_bert_dir, tmp_path)
+    qa_trainer.create_optimizer()
+    assert {g["lr"] for g in qa_trainer.optimizer.param_groups} == {qa_trainer.args.learning_rate}
+
+
+def test_the_training_order_depends_on_the_seed_and_epoch_only(tiny_bert_dir, tmp_path):
+    import torch
+
+    lengths = [5, 9, 3, 8, 2, 7, 4, 6, 1, 10] * 3
+    qa_trainer = trainer(tiny_bert_dir, tmp_path, train_dataset=windows(lengths))
+    sampler, again = qa_trainer._get_train_sampler(), qa_trainer._get_train_sampler()
+    first_epoch = list(sampler)
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert list(again) == first_epoch and sorted(first_epoch) == list(range(len(lengths)))
+    again.set_epoch(1)
+    assert list(again) != first_epoch
+
+
+def test_a_save_interrupted_midway_leaves_the_previous_files_whole(tiny_bert_dir, tmp_path):
+    import pytest
+    from safetensors.torch import load_file
+
+    bundled = tmp_path / "code.py"
+    bundled.write_text("X = 1\n")
+    out = tmp_path / "out"
+    qa_trainer = trainer(tiny_bert_dir, out, bundled_files=[str(bundled)])
+    qa_trainer.save_model()
+    saved = load_file(out / "model.safetensors")
+    assert (out / "code.py").read_text() == "X = 1\n" and (out / "config.json").exists()
+
+    def killed_while_writing(folder, **kwargs):
+        (Path(folder) / "model.safetensors").write_bytes(b"the first bytes of a weights file")
+        raise KeyboardInterrupt
+
+    qa_trainer.model.save_pretrained = killed_while_writing
+    with pytest.raises(KeyboardInterrupt):
+        qa_trainer.save_model()
+    assert load_file(out / "model.safetensors").keys() == saved.keys()
+    assert not [p for p in out.iterdir() if p.name.startswith(".saving-")]
