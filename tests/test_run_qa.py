@@ -258,3 +258,35 @@ def test_a_checkpoint_left_incomplete_by_a_kill_is_skipped_when_resuming(license
     result = run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 6, "--save_steps", 2))
     assert f"Ignoring {incomplete}" in result.stdout and f"Resuming from {tmp_path}/checkpoint-4" in result.stdout
     assert read_json(tmp_path, "trainer_state.json")["global_step"] == 6
+
+
+def test_hostile_but_valid_questions_all_get_answers_taken_from_their_context(trained_span, tmp_path):
+    """A 100,000-character context, a question longer than the window, and text whose offsets are easy to get
+    wrong (CJK, combining marks, emoji, right-to-left): every question is answered, every n-best answer is
+    `context[start:end]`."""
+    mixed = "東京は日本の首都です。 Café ﻿naïve e\u0301le\u0300ve 👩‍👩‍👧 family. שלום עולם مرحبا بالعالم. "
+    tail = " The treasure is in Lisbon."
+    long_context = (mixed * (100_000 // len(mixed) + 1))[:100_000 - len(tail)] + tail
+    questions = [
+        ("long-context", long_context, "Where is the treasure?", "Lisbon"),
+        ("long-question", "The meeting is on Tuesday in Oslo.", "When is the meeting " + "really " * 400 + "?", "Tuesday"),
+        ("mixed-text", mixed * 3, "What is the capital of Japan?", "東京"),
+    ]
+    squad = {"version": "v2.0", "data": [{"title": "hostile", "paragraphs": [
+        {"context": context, "qas": [{"id": qid, "question": question, "is_impossible": False,
+                                      "answers": [{"text": answer, "answer_start": context.index(answer)}]}]}
+        for qid, context, question, answer in questions]}]}
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(squad, ensure_ascii=False), encoding="utf-8")
+    result = run_qa("--model_name_or_path", trained_span / "checkpoint-6", "--validation_file", path,
+                    "--version_2_with_negative", "--do_eval", "--max_seq_length", 128, "--doc_stride", 32,
+                    "--report_to", "none", "--output_dir", tmp_path / "out")
+    assert "1 question(s) are longer than" in result.stdout
+    assert len(long_context) == 100_000
+    predictions = read_json(tmp_path / "out", "eval_predictions.json")
+    nbest = read_json(tmp_path / "out", "eval_nbest_predictions.json")
+    assert set(predictions) == set(nbest) == {qid for qid, *_ in questions}
+    contexts = {qid: context for qid, context, *_ in questions}
+    for qid, answers in nbest.items():
+        assert answers and all(a["text"] == contexts[qid][a["start"]:a["end"]] for a in answers)
+        assert predictions[qid] in {a["text"] for a in answers}
