@@ -29,13 +29,16 @@ def top_indices(scores, k):
     return np.argpartition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k :]
 
 
-def span_candidates(start_logits, end_logits, context_mask, top_k=20, max_answer_length=30):
+def span_candidates(start_logits, end_logits, context_mask, top_k=20, max_answer_length=30, rows_per_chunk=1024):
     """The `top_k` best valid answer spans of every window, among its `top_k` starts x `top_k` ends.
 
     A span is valid when both ends are context tokens, end >= start and it covers at most `max_answer_length`
     tokens; its score is start logit + end logit. Keeping each window's `top_k` best loses nothing: a question
     keeps at most `top_k` answers over all its windows. A window whose top pairs are all invalid gets its best
     valid single-token span instead, so every window with a context token yields a candidate.
+
+    Windows are processed `rows_per_chunk` at a time, each chunk cut to its last context token: evaluation sorts
+    windows by length, so a chunk is about as wide as its windows rather than as the widest one.
 
     Args:
         start_logits, end_logits: (windows, length) float arrays.
@@ -44,6 +47,23 @@ def span_candidates(start_logits, end_logits, context_mask, top_k=20, max_answer
     Returns:
         window, start, end: (candidates,) int arrays; score: (candidates,) float32 array.
     """
+    chunks = []
+    for first in range(0, len(context_mask), rows_per_chunk):
+        rows = slice(first, first + rows_per_chunk)
+        columns = np.flatnonzero(context_mask[rows].any(axis=0))
+        if columns.size:
+            width = columns[-1] + 1
+            window, start, end, score = chunk_candidates(
+                start_logits[rows, :width], end_logits[rows, :width], context_mask[rows, :width], top_k,
+                max_answer_length)
+            chunks.append((window + first, start, end, score))
+    if not chunks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return tuple(np.concatenate(parts) for parts in zip(*chunks))
+
+
+def chunk_candidates(start_logits, end_logits, context_mask, top_k, max_answer_length):
+    """`span_candidates` of one chunk of windows."""
     starts = np.where(context_mask, start_logits, np.float32(-np.inf))
     ends = np.where(context_mask, end_logits, np.float32(-np.inf))
     k = min(top_k, starts.shape[1])

@@ -126,10 +126,8 @@ def padded_offsets(features):
     lengths = column.value_lengths().to_numpy(zero_copy_only=False)
     width = int(lengths.max())
     pairs = column.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    cols = np.arange(len(pairs)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     offsets = np.full((len(lengths), width, 2), -1, dtype=np.int32)
-    offsets[rows, cols] = pairs
+    offsets[np.arange(width) < lengths[:, None]] = pairs  # row-major, as the pairs are flattened
     return offsets
 
 

@@ -12,7 +12,8 @@
 # answerable questions (the subset is 7% unanswerable, the official train set 33%); the no-answer threshold is the
 # one that maximises F1 on the held-out article, and the dev set is evaluated once, at that threshold.
 #
-# Copies what re-scoring needs (predictions, null odds, metrics, trainer_state.json; no weights) to results/<run>/.
+# Copies what re-scoring needs (predictions, best non-empty answers, null odds, metrics, trainer_state.json; no
+# weights) to results/<run>/. Figures: python examples/plot_results.py plot --dev DEV --out results/plots RUN...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -57,4 +58,6 @@ for head in $HEADS; do
       --null_score_diff_threshold "$threshold" --output_dir "$dev" "${COMMON[@]}"
   fi
   cp "$dev"/{eval_predictions.json,eval_null_odds.json,eval_results.json} "results/$run/"
+  # each question's best non-empty answer: with the null odds, what the metric scores at any threshold
+  $PY examples/plot_results.py spans "$dev/eval_nbest_predictions.json" "results/$run/eval_span_predictions.json"
 done

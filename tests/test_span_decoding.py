@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from span_decoding import best_per_group, null_scores, span_candidates
 
@@ -28,11 +29,15 @@ def random_windows(rng, windows=6, length=40):
     return start, end, mask
 
 
-def test_candidates_equal_the_loop():
+@pytest.mark.parametrize("rows_per_chunk", [1024, 2, 1])
+def test_candidates_equal_the_loop(rows_per_chunk):
+    """Also in chunks of a few windows, each cut to its own width, and with windows without context tokens."""
     rng = np.random.default_rng(0)
     for _ in range(20):
         start, end, mask = random_windows(rng)
-        window, s, e, score = span_candidates(start, end, mask, top_k=5, max_answer_length=4)
+        mask[rng.integers(len(mask))] = False
+        window, s, e, score = span_candidates(start, end, mask, top_k=5, max_answer_length=4,
+                                              rows_per_chunk=rows_per_chunk)
         got = {(int(w), int(i), int(j), round(float(x), 4)) for w, i, j, x in zip(window, s, e, score)}
         reference = loop_candidates(start, end, mask, 5, 4)
         lonely = {w for w in range(len(mask))} - {c[0] for c in reference}

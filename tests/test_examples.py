@@ -1,0 +1,87 @@
+"""The example scripts: the held-out article split and the results figures."""
+
+import gzip
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from metrics.squad_v2.compute_score import squad_v2_scores
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "examples"))
+from plot_results import best_spans, threshold_curve  # noqa: E402
+
+
+def squad(*titles):
+    return {"version": "v2.0", "data": [
+        {"title": title, "paragraphs": [{"context": f"{title} text.", "qas": [
+            {"id": f"{title}-q", "question": "What?", "is_impossible": False,
+             "answers": [{"text": title, "answer_start": 0}]}]}]} for title in titles]}
+
+
+def test_holdout_article_splits_by_title(tmp_path):
+    source = tmp_path / "train.json.gz"
+    with gzip.open(source, "wt", encoding="utf-8") as f:
+        json.dump(squad("A", "B", "C"), f)
+    train, holdout = tmp_path / "train.json", tmp_path / "holdout.json"
+    subprocess.run([sys.executable, ROOT / "examples" / "holdout_article.py", source, "B", train, holdout], check=True)
+    assert [a["title"] for a in json.loads(train.read_text())["data"]] == ["A", "C"]
+    assert json.loads(holdout.read_text()) == squad("B")
+
+
+def test_holdout_article_names_the_titles_when_the_one_asked_for_is_missing(tmp_path):
+    source = tmp_path / "train.json"
+    source.write_text(json.dumps(squad("A", "B")))
+    result = subprocess.run([sys.executable, ROOT / "examples" / "holdout_article.py", source, "Z", tmp_path / "t.json",
+                             tmp_path / "h.json"], capture_output=True, text=True)
+    assert result.returncode != 0 and "no article titled 'Z' (titles: A, B)" in result.stderr
+
+
+def test_best_spans_skip_the_empty_answer():
+    nbest = {"a": [{"text": ""}, {"text": "Paris"}, {"text": "France"}], "b": [{"text": ""}], "c": [{"text": "x"}]}
+    assert best_spans(nbest) == {"a": "Paris", "b": "", "c": "x"}
+
+
+def test_threshold_curve_agrees_with_the_metric_at_every_threshold():
+    rng = np.random.default_rng(0)
+    words = ["paris", "france", "the river", "1905", "blue"]
+    answers, spans, odds = {}, {}, {}
+    for i in range(60):
+        qid = f"q{i}"
+        answers[qid] = [] if i % 3 == 0 else [str(rng.choice(words))]
+        spans[qid] = str(rng.choice(words)) if i % 7 else ""
+        odds[qid] = float(rng.normal())
+    thresholds, exact, f1 = threshold_curve(spans, odds, answers)
+    # the metric, told the no-answer probability is the odds themselves, abstains where odds > threshold
+    predictions = {qid: (spans[qid], odds[qid]) for qid in answers}
+    for k in (0, 17, 31, len(thresholds) - 1):
+        scores = squad_v2_scores(predictions, answers, no_answer_threshold=thresholds[k])
+        assert (exact[k], f1[k]) == pytest.approx((scores["exact"], scores["f1"]))
+    assert f1.max() == pytest.approx(scores["best_f1"]) and exact.max() == pytest.approx(scores["best_exact"])
+
+
+def test_plot_renders_both_figures_from_run_folders(tmp_path):
+    from qa_data import questions_from_file
+    from tests.conftest import SAMPLE
+
+    dev = SAMPLE / "dev-v2.0.json"
+    ids = questions_from_file(str(dev))["id"]
+    rng = np.random.default_rng(0)
+    runs = []
+    for name, holdout in (("span", {"eval_best_f1_null_score_diff_threshold": -1.5}), ("crf", None)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "trainer_state.json").write_text(json.dumps(
+            {"log_history": [{"step": s, "loss": 5.0 / s} for s in range(1, 6)] + [{"step": 5, "train_loss": 2.0}]}))
+        (run / "eval_span_predictions.json").write_text(json.dumps({qid: "some text" for qid in ids}))
+        (run / "eval_null_odds.json").write_text(json.dumps({qid: float(rng.normal()) for qid in ids}))
+        if holdout:
+            (run / "holdout_results.json").write_text(json.dumps(holdout))
+        runs.append(run)
+    subprocess.run([sys.executable, ROOT / "examples" / "plot_results.py", "plot", "--dev", dev,
+                    "--out", tmp_path / "plots", *runs], check=True, capture_output=True)
+    for name in ("training_loss.png", "no_answer_threshold.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
