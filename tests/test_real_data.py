@@ -4,11 +4,16 @@ evaluated on a slice of the real dev set, for both heads. Skipped where ../share
 import collections
 import re
 import string
+import sys
 
 import pytest
 
 from qa_data import questions_from_file
+from tests.conftest import ROOT
 from tests.test_run_qa import read_json, run_qa
+
+sys.path.insert(0, str(ROOT / "examples"))
+from plot_results import applied_threshold, threshold_curve  # noqa: E402
 
 DEV_SLICE = 200
 
@@ -67,3 +72,28 @@ def test_minilm_on_real_squad_v2(script, squad_dir, minilm_dir, dev_slice, tmp_p
 
     losses = [log["loss"] for log in read_json(tmp_path, "trainer_state.json")["log_history"] if "loss" in log]
     assert losses[-1] < losses[0]
+
+
+RUNS = sorted(path for path in (ROOT / "results").iterdir() if (path / "eval_results.json").exists())
+
+
+@pytest.fixture(scope="module")
+def full_dev(squad_dir):
+    return questions_from_file(squad_dir / "dev-v2.0.json.gz")
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[run.name for run in RUNS])
+def test_committed_results_rescore_to_their_figures(run, full_dev):
+    """results/<run>/: the predictions score (independently) as eval_results.json says, and the best non-empty
+    answers with the null odds give the same exact/f1 at the applied threshold and the same best_f1."""
+    results = read_json(run, "eval_results.json")
+    predictions = read_json(run, "eval_predictions.json")
+    assert list(predictions) == full_dev["id"]
+    exact, f1 = independent_scores(predictions, full_dev)
+    assert (results["eval_exact"], results["eval_f1"]) == pytest.approx((exact, f1))
+
+    spans, odds = read_json(run, "eval_span_predictions.json"), read_json(run, "eval_null_odds.json")
+    threshold = applied_threshold(run)
+    assert predictions == {qid: "" if odds[qid] > threshold else spans[qid] for qid in predictions}
+    thresholds, _, f1_curve = threshold_curve(spans, odds, {qid: a["text"] for qid, a in zip(full_dev["id"], full_dev["answers"])})
+    assert f1_curve.max() == pytest.approx(results["eval_best_f1"])

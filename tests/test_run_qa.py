@@ -149,17 +149,21 @@ def test_load_best_model_at_end_keeps_the_checkpoint_with_the_best_exact(license
     assert read_json(tmp_path, "eval_results.json")["eval_exact"] == best["eval_exact"]
 
 
-@pytest.mark.parametrize("launcher", [
-    ["-m", "torch.distributed.run", "--nproc_per_node", "2"],
-    ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"],
-], ids=["torchrun", "accelerate"])
+TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+ACCELERATE = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+
+
+@pytest.mark.parametrize("launcher", [TORCHRUN, ACCELERATE], ids=["torchrun", "accelerate"])
 def test_two_cpu_processes_evaluate_as_one(trained_span, tmp_path, launcher):
     """19 questions in batches of 4 per process: the windows do not divide by processes x batch size."""
-    checkpoint = trained_span / "checkpoint-6"
+    assert_two_processes_evaluate_as_one(trained_span / "checkpoint-6", tmp_path, launcher, "run_qa.py")
+
+
+def assert_two_processes_evaluate_as_one(checkpoint, tmp_path, launcher, script):
     common = ["--model_name_or_path", checkpoint, "--validation_file", DEV, "--version_2_with_negative",
               "--do_eval", "--per_device_eval_batch_size", 4, "--report_to", "none", "--use_cpu"]
-    run_qa(*common, "--output_dir", tmp_path / "one")
-    result = run_qa(*common, "--output_dir", tmp_path / "two", launcher=[sys.executable, *launcher])
+    run_qa(*common, "--output_dir", tmp_path / "one", script=script)
+    result = run_qa(*common, "--output_dir", tmp_path / "two", launcher=[sys.executable, *launcher], script=script)
     assert "Process rank 0 of world size 2" in result.stdout and "Process rank 1 of world size 2" in result.stdout
     assert read_json(tmp_path / "two", "eval_predictions.json") == read_json(tmp_path / "one", "eval_predictions.json")
     two_odds, one_odds = read_json(tmp_path / "two", "eval_null_odds.json"), read_json(tmp_path / "one", "eval_null_odds.json")
@@ -173,7 +177,7 @@ def test_two_processes_train_and_keep_the_best_checkpoint(licensed_tiny_bert, tm
     run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--do_eval", "--max_steps", 4, "--use_cpu",
                       "--per_device_train_batch_size", 4, "--eval_strategy", "steps", "--eval_steps", 2,
                       "--save_steps", 2, "--load_best_model_at_end", "--metric_for_best_model", "f1"),
-           launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"])
+           launcher=[sys.executable, *TORCHRUN])
     state = read_json(tmp_path, "trainer_state.json")
     evaluations = [log for log in state["log_history"] if "eval_f1" in log]
     best = max(evaluations, key=lambda log: log["eval_f1"])
