@@ -17,6 +17,7 @@ import gzip
 import json
 import logging
 import operator
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -349,33 +350,67 @@ def require_negative_flag(questions, source, version_2_with_negative):
         )
 
 
-def with_unanswerable_pairs(questions, fraction, seed):
-    """`questions` followed by unanswerable copies of about `fraction` of its answerable questions, each asked of
-    another paragraph of the same article (same title) in which none of its answer texts occurs.
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
-    SQuAD v2's unanswerable questions were written against their paragraph; these pairs are easier negatives, a way
-    to teach the no-answer decision when the training data has few unanswerable questions. Copies get the id
-    `<id>-unanswerable`; the choice depends only on `seed`.
+
+def sentence_spans(text):
+    """(start, end) character spans of the sentences of `text` (split after . ! or ? and whitespace)."""
+    spans, start = [], 0
+    for gap in SENTENCE_END.finditer(text):
+        spans.append((start, gap.start()))
+        start = gap.end()
+    return spans + [(start, len(text))]
+
+
+def answer_cut(context, answers):
+    """`context` without the sentences that hold an answer, or None when nothing, or an answer text, would be left."""
+    answer_spans = [(start, start + len(text)) for text, start in zip(answers["text"], answers["answer_start"])]
+    kept = [context[s:e] for s, e in sentence_spans(context)
+            if not any(s < answer_end and answer_start < e for answer_start, answer_end in answer_spans)]
+    cut = " ".join(kept)
+    if not cut.strip() or any(text.lower() in cut.lower() for text in answers["text"]):
+        return None
+    return cut
+
+
+def with_unanswerable_copies(questions, cuts=0.0, pairs=0.0, seed=42):
+    """`questions` followed by unanswerable copies of some of its answerable questions, for training data with
+    few unanswerable questions. Each answerable question draws once: with probability `cuts` its copy keeps the
+    context without the sentences holding the answer (id `<id>-cut`); with probability `pairs` its copy is asked
+    of another paragraph of the same article (same title) in which no answer text occurs (id `<id>-pair`).
+
+    SQuAD v2's unanswerable questions were written against their paragraph; cut copies come closer to them than
+    pairs, which mostly teach whether a paragraph is about the question at all. Questions whose copy would still
+    hold an answer text get none. The choice depends only on `seed`.
     """
     rows = questions.to_dict()
     paragraphs = {}
     for title, context in zip(rows["title"], rows["context"]):
         paragraphs.setdefault(title, {})[context] = None  # distinct contexts, in order of appearance
     rng = np.random.default_rng(seed)
-    pairs = {name: [] for name in rows}
-    for i in np.flatnonzero(rng.random(len(questions)) < fraction):
-        texts = [text.lower() for text in rows["answers"][i]["text"]]
-        others = [context for context in paragraphs[rows["title"][i]]
-                  if texts and not any(text in context.lower() for text in texts)]
-        if not others:
+    draws = rng.random(len(questions))
+    copies = {name: [] for name in rows}
+    for i, draw in enumerate(draws):
+        answers = rows["answers"][i]
+        if not answers["text"] or draw >= cuts + pairs:
             continue
-        pairs["id"].append(f"{rows['id'][i]}-unanswerable")
-        pairs["title"].append(rows["title"][i])
-        pairs["context"].append(others[rng.integers(len(others))])
-        pairs["question"].append(rows["question"][i])
-        pairs["answers"].append({"text": [], "answer_start": []})
-    logger.info(f"Added {len(pairs['id'])} unanswerable pairs to {len(questions)} questions")
-    return datasets.concatenate_datasets([questions, datasets.Dataset.from_dict(pairs, features=questions.features)])
+        if draw < cuts:
+            kind, context = "cut", answer_cut(rows["context"][i], answers)
+        else:
+            texts = [text.lower() for text in answers["text"]]
+            others = [c for c in paragraphs[rows["title"][i]] if not any(text in c.lower() for text in texts)]
+            kind, context = "pair", others[rng.integers(len(others))] if others else None
+        if context is None:
+            continue
+        copies["id"].append(f"{rows['id'][i]}-{kind}")
+        copies["title"].append(rows["title"][i])
+        copies["context"].append(context)
+        copies["question"].append(rows["question"][i])
+        copies["answers"].append({"text": [], "answer_start": []})
+    kinds = Counter(qid.rsplit("-", 1)[1] for qid in copies["id"])
+    logger.info(f"Added {kinds['cut']} answer-cut and {kinds['pair']} other-paragraph unanswerable copies to "
+                f"{len(questions)} questions")
+    return datasets.concatenate_datasets([questions, datasets.Dataset.from_dict(copies, features=questions.features)])
 
 
 def load_questions(data_args, cache_dir=None):

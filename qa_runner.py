@@ -23,7 +23,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import model_card
-from qa_data import QADataError, load_questions, with_unanswerable_pairs
+from qa_data import QADataError, load_questions, with_unanswerable_copies
 from trainer_qa import QATrainingArguments, QuestionAnsweringTrainer
 from utils_qa import (
     WindowCollator,
@@ -86,11 +86,15 @@ class DataTrainingArguments:
     doc_stride: int = field(default=128, metadata={"help": "Overlap, in tokens, between consecutive windows."})
     n_best_size: int = field(default=20, metadata={"help": "Start and end candidates per window; answers kept per question."})
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
+    unanswerable_cuts: float = field(
+        default=0.0,
+        metadata={"help": "SQuAD v2 training: add, for this fraction of the answerable training questions, an "
+                          "unanswerable copy whose context lacks the sentences holding the answer."},
+    )
     unanswerable_pairs: float = field(
         default=0.0,
-        metadata={"help": "SQuAD v2 training: add unanswerable copies of this fraction of the answerable training "
-                          "questions, each asked of another paragraph of its article (for data with few "
-                          "unanswerable questions)."},
+        metadata={"help": "SQuAD v2 training: add, for this fraction of the answerable training questions, an "
+                          "unanswerable copy asked of another paragraph of the same article."},
     )
 
     def __post_init__(self):
@@ -98,10 +102,13 @@ class DataTrainingArguments:
             raise ValueError("Give a --dataset_name or at least one of --train_file/--validation_file/--test_file.")
         if self.doc_stride >= self.max_seq_length // 2:
             raise ValueError(f"--doc_stride {self.doc_stride} must be less than half of --max_seq_length {self.max_seq_length}.")
-        if self.unanswerable_pairs and not self.version_2_with_negative:
-            raise ValueError("--unanswerable_pairs adds unanswerable questions: it needs --version_2_with_negative.")
-        if not 0 <= self.unanswerable_pairs <= 1:
-            raise ValueError(f"--unanswerable_pairs {self.unanswerable_pairs} must be a fraction between 0 and 1.")
+        copies = self.unanswerable_cuts + self.unanswerable_pairs
+        if copies and not self.version_2_with_negative:
+            raise ValueError("--unanswerable_cuts/--unanswerable_pairs add unanswerable questions: they need "
+                             "--version_2_with_negative.")
+        if min(self.unanswerable_cuts, self.unanswerable_pairs) < 0 or copies > 1:
+            raise ValueError("--unanswerable_cuts and --unanswerable_pairs are fractions of the answerable questions: "
+                             "each at least 0, together at most 1.")
 
 
 @dataclass(frozen=True)
@@ -302,8 +309,9 @@ def run(head, model_args, data_args, training_args):
             if split not in questions:
                 raise QADataError(f"--{flag} needs {split} questions: give --{split}_file or a dataset with that split")
             chosen[split] = first(questions[split], limit)
-    if "train" in chosen and data_args.unanswerable_pairs:
-        chosen["train"] = with_unanswerable_pairs(chosen["train"], data_args.unanswerable_pairs, training_args.seed)
+    if "train" in chosen and data_args.unanswerable_cuts + data_args.unanswerable_pairs:
+        chosen["train"] = with_unanswerable_copies(chosen["train"], data_args.unanswerable_cuts,
+                                                   data_args.unanswerable_pairs, training_args.seed)
     train_windows = windows(chosen["train"], build_train, training_args, data_args, "Train windows") if "train" in chosen else None
     eval_windows = {
         split: windows(chosen[split], build_eval, training_args, data_args, f"{split} windows").sort("length")
@@ -357,8 +365,12 @@ def run(head, model_args, data_args, training_args):
 
 
 def main(head, argv=None):
-    """Entry point of a run script; data errors end the run with their message instead of a traceback."""
-    model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    """Entry point of a run script; argument and data errors end the run with their message instead of a
+    traceback."""
+    try:
+        model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     try:
         return run(head, model_args, data_args, training_args)
     except QADataError as err:

@@ -165,20 +165,19 @@ def ranked_answers(contexts, window_question, offsets, candidates, n_best, with_
     )
     null_rank = np.bincount(kept_question, weights=kept_score >= question_null[kept_question], minlength=len(contexts))
     bounds = np.searchsorted(kept_question, np.arange(len(contexts) + 1)).tolist()
-    # Python numbers for the per-question loop below: converting numpy scalars one by one is its main cost
+    # Python numbers for the loops below: converting numpy scalars one by one is their main cost
     char_start = offsets[candidates.window[keep], candidates.start[keep], 0].tolist()
     char_end = offsets[candidates.window[keep], candidates.end[keep], 1].tolist()
-    kept_score, probability = kept_score.tolist(), probability.tolist()
+    spans = [
+        {"text": contexts[q][s:e], "start": s, "end": e, "score": sc, "probability": p}
+        for q, s, e, sc, p in zip(kept_question.tolist(), char_start, char_end, kept_score.tolist(), probability.tolist())
+    ]
     nulls, null_rank = question_null.tolist(), null_rank.astype(int).tolist()
     null_probability = null_probability.tolist() if with_null else None
 
     ranked = []
-    for q, context in enumerate(contexts):
-        span = slice(bounds[q], bounds[q + 1])
-        answers = [
-            {"text": context[s:e], "start": s, "end": e, "score": sc, "probability": p}
-            for s, e, sc, p in zip(char_start[span], char_end[span], kept_score[span], probability[span])
-        ]
+    for q in range(len(contexts)):
+        answers = spans[bounds[q]:bounds[q + 1]]
         best = answers[0] if answers else None
         if with_null:
             answers.insert(null_rank[q], {"text": "", "start": 0, "end": 0, "score": nulls[q],

@@ -651,31 +651,65 @@ def test_local_dataset_folder_refuses_v2_without_the_flag_and_files_replace_its_
     assert splits["validation"].to_list() == ANSWERABLE[:1]
 
 
+def sample_questions(rows, contexts):
+    from qa_data import QUESTION_FEATURES
+
+    return datasets.Dataset.from_dict({
+        "id": [r[0] for r in rows], "title": [r[1] for r in rows], "context": [contexts[r[1]][r[2]] for r in rows],
+        "question": [r[3] for r in rows],
+        "answers": [{"text": [r[4]], "answer_start": [contexts[r[1]][r[2]].index(r[4])]} if r[4] else
+                    {"text": [], "answer_start": []} for r in rows],
+    }, features=QUESTION_FEATURES)
+
+
 def test_unanswerable_pairs_ask_a_question_of_another_paragraph_of_its_article():
-    from qa_data import QUESTION_FEATURES, with_unanswerable_pairs
+    from qa_data import with_unanswerable_copies
 
     contexts = {"A": ["Paris is in France.", "Berlin is in Germany.", "Rome is in Italy, not France."],
                 "B": ["Oslo is in Norway."]}
     rows = [("a1", "A", 0, "Where is Paris?", "France"), ("a2", "A", 1, "Where is Berlin?", "Germany"),
             ("a3", "A", 2, "What is in Italy?", "Rome"), ("b1", "B", 0, "Where is Oslo?", "Norway"),
             ("u1", "A", 0, "Where is Lyon?", None)]
-    questions = datasets.Dataset.from_dict({
-        "id": [r[0] for r in rows], "title": [r[1] for r in rows], "context": [contexts[r[1]][r[2]] for r in rows],
-        "question": [r[3] for r in rows],
-        "answers": [{"text": [r[4]], "answer_start": [contexts[r[1]][r[2]].index(r[4])]} if r[4] else
-                    {"text": [], "answer_start": []} for r in rows],
-    }, features=QUESTION_FEATURES)
-    paired = with_unanswerable_pairs(questions, 1.0, seed=0)
+    questions = sample_questions(rows, contexts)
+    paired = with_unanswerable_copies(questions, pairs=1.0, seed=0)
     assert paired.select(range(len(questions))).to_dict() == questions.to_dict()
-    pairs = {row["id"]: row for row in paired.select(range(len(questions), len(paired)))}
+    copies = {row["id"]: row for row in paired.select(range(len(questions), len(paired)))}
     # b1's article has no other paragraph; a1's answer occurs in A's third paragraph, so only the second is left;
     # the unanswerable u1 gets no copy
-    assert set(pairs) == {"a1-unanswerable", "a2-unanswerable", "a3-unanswerable"}
-    assert pairs["a1-unanswerable"]["context"] == contexts["A"][1]
-    for qid, row in pairs.items():
-        original = questions[[r[0] for r in rows].index(qid.removesuffix("-unanswerable"))]
+    assert set(copies) == {"a1-pair", "a2-pair", "a3-pair"}
+    assert copies["a1-pair"]["context"] == contexts["A"][1]
+    for qid, row in copies.items():
+        original = questions[[r[0] for r in rows].index(qid.removesuffix("-pair"))]
         assert row["question"] == original["question"] and row["title"] == original["title"]
         assert row["context"] in contexts["A"] and row["context"] != original["context"]
         assert row["answers"] == {"text": [], "answer_start": []}
-    assert with_unanswerable_pairs(questions, 1.0, seed=0).to_dict() == paired.to_dict()
-    assert len(with_unanswerable_pairs(questions, 0.0, seed=0)) == len(questions)
+    assert with_unanswerable_copies(questions, pairs=1.0, seed=0).to_dict() == paired.to_dict()
+    assert len(with_unanswerable_copies(questions, seed=0)) == len(questions)
+
+
+def test_unanswerable_cuts_drop_the_sentences_holding_the_answer():
+    from qa_data import with_unanswerable_copies
+
+    contexts = {"A": ["The tower was built in 1889. It is in Paris! Many visit it each year.",
+                      "Berlin is big. Berlin is in Germany.",
+                      "Rome is old."]}
+    rows = [("a1", "A", 0, "When was the tower built?", "1889"), ("a2", "A", 1, "Where is Berlin?", "Berlin"),
+            ("a3", "A", 2, "What is old?", "Rome")]
+    copies = with_unanswerable_copies(sample_questions(rows, contexts), cuts=1.0, seed=0)
+    cut = {row["id"]: row for row in copies.select(range(len(rows), len(copies)))}
+    # a2's answer text is in both sentences, a3's paragraph is one sentence: neither gets a copy
+    assert set(cut) == {"a1-cut"}
+    assert cut["a1-cut"]["context"] == "It is in Paris! Many visit it each year."
+    assert cut["a1-cut"]["question"] == "When was the tower built?" and cut["a1-cut"]["answers"]["text"] == []
+
+
+def test_cuts_and_pairs_are_drawn_once_per_question():
+    from qa_data import with_unanswerable_copies
+
+    contexts = {"A": [f"Fact {i} is here. Filler {i} is there." for i in range(40)]}
+    rows = [(f"q{i}", "A", i, f"What is fact {i}?", f"Fact {i} is here") for i in range(40)]
+    copies = with_unanswerable_copies(sample_questions(rows, contexts), cuts=0.5, pairs=0.5, seed=1)
+    ids = copies["id"][40:]
+    originals = [qid.rsplit("-", 1)[0] for qid in ids]
+    assert len(set(originals)) == len(originals) == 40  # every question, each with exactly one copy
+    assert 5 < sum(qid.endswith("-cut") for qid in ids) < 35

@@ -129,6 +129,17 @@ def test_a_malformed_file_ends_the_run_with_its_name_and_position(licensed_tiny_
     assert "Traceback" not in result.stdout
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--unanswerable_cuts", 0.3], "they need --version_2_with_negative"),
+    (["--version_2_with_negative", "--unanswerable_cuts", 0.7, "--unanswerable_pairs", 0.5], "together at most 1"),
+    (["--version_2_with_negative", "--doc_stride", 200], "must be less than half of --max_seq_length"),
+])
+def test_inconsistent_arguments_end_the_run_with_a_message(licensed_tiny_bert, tmp_path, args, message):
+    result = run_script([sys.executable, str(ROOT / "run_qa.py"), "--model_name_or_path", licensed_tiny_bert,
+                         "--train_file", TRAIN, "--do_train", "--output_dir", str(tmp_path), *map(str, args)])
+    assert result.returncode != 0 and message in result.stdout and "Traceback" not in result.stdout
+
+
 def test_rerunning_in_the_same_output_dir_resumes_from_its_last_checkpoint(licensed_tiny_bert, tmp_path):
     run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 4, "--save_steps", 2))
     result = run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 6, "--save_steps", 2))
