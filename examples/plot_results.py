@@ -69,7 +69,9 @@ def plot_losses(runs, path):
     for run in runs:
         logs = [log for log in read_json(os.path.join(run, "trainer_state.json"))["log_history"] if "loss" in log]
         ax.plot([log["step"] for log in logs], [log["loss"] for log in logs], label=os.path.basename(run))
-    ax.set(xlabel="training step", ylabel="training loss", title="Training loss (MiniLM-L6-H384, SQuAD v2 subset)")
+    # log scale: the CRF loss (negative log-likelihood of a tag path) and the span loss differ in size
+    ax.set(xlabel="training step", ylabel="training loss (log scale)", yscale="log",
+           title="Training loss (MiniLM-L6-H384, SQuAD v2 subset)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
