@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,7 +19,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import sort_checkpoints
 
 import model_card
 from qa_data import QADataError, load_questions, with_unanswerable_copies
@@ -166,21 +165,18 @@ def setup_logging(training_args):
 
 
 def complete_checkpoints(output_dir):
-    """Checkpoint folders in `output_dir` whose trainer state (the file the Trainer writes last) reads back, by
-    step; a run killed while saving leaves a checkpoint without it."""
-    found = []
-    for name in os.listdir(output_dir):
-        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
-        path = os.path.join(output_dir, name)
-        if match and os.path.isdir(path):
-            try:
-                with open(os.path.join(path, TRAINER_STATE_NAME), encoding="utf-8") as f:
-                    json.load(f)
-            except (OSError, ValueError):
-                logger.warning(f"Ignoring {path}: it has no complete {TRAINER_STATE_NAME} (a save was interrupted)")
-                continue
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
+    """Checkpoint folders in `output_dir`, by step, whose trainer state (the file the Trainer writes last) reads
+    back; a run killed while saving leaves a checkpoint without it."""
+    complete = []
+    for path in sort_checkpoints(output_dir):
+        try:
+            with open(os.path.join(path, TRAINER_STATE_NAME), encoding="utf-8") as f:
+                json.load(f)
+        except (OSError, ValueError):
+            logger.warning(f"Ignoring {path}: it has no complete {TRAINER_STATE_NAME} (a save was interrupted)")
+            continue
+        complete.append(path)
+    return complete
 
 
 def checkpoint_to_resume(training_args):
