@@ -373,15 +373,67 @@ def answer_cut(context, answers):
     return cut
 
 
-def with_unanswerable_copies(questions, cuts=0.0, pairs=0.0, seed=42):
+AUXILIARY = re.compile(r"\b(?:is|are|was|were|do|does|did|can|could|will|would|should|has|have|had|might|must)\b",
+                       re.IGNORECASE)
+NEGATION = re.compile(r"\b(?:not|never|no)\b|n't", re.IGNORECASE)
+NUMBER = re.compile(r"\b\d+\b")
+MID_SENTENCE_NAME = re.compile(r"(?<=[a-z0-9,;] )[A-Z][a-z]+\b")
+
+
+def negated(question, context, answers, rng):
+    """`question` with "not" after its first auxiliary verb ("Who did not ..."), or None."""
+    auxiliary = AUXILIARY.search(question)
+    if auxiliary is None or NEGATION.search(question):
+        return None
+    return f"{question[:auxiliary.end()]} not{question[auxiliary.end():]}"
+
+
+def number_changed(question, context, answers, rng):
+    """`question` with one of its numbers moved by 1 to 9 to a number the context does not hold, or None."""
+    numbers = list(NUMBER.finditer(question))
+    if not numbers:
+        return None
+    number = numbers[rng.integers(len(numbers))]
+    moved = str(abs(int(number.group()) + int(rng.choice([-1, 1]) * rng.integers(1, 10))))
+    if re.search(rf"\b{moved}\b", context):
+        return None
+    return f"{question[:number.start()]}{moved}{question[number.end():]}"
+
+
+def name_swapped(question, context, answers, rng):
+    """`question` with a capitalised word that the context holds replaced by another one of the context that
+    neither the question nor an answer holds ("Who travels to Austria" for "Australia"), or None."""
+    names = [name for name in MID_SENTENCE_NAME.finditer(question) if name.group() in context]
+    taken = " ".join([question, *answers["text"]])
+    others = sorted({other for other in MID_SENTENCE_NAME.findall(context) if other not in taken})
+    if not names or not others:
+        return None
+    name = names[rng.integers(len(names))]
+    return f"{question[:name.start()]}{others[rng.integers(len(others))]}{question[name.end():]}"
+
+
+QUESTION_EDITS = (negated, number_changed, name_swapped)
+
+
+def question_edit(question, context, answers, rng):
+    """`question` changed by one small edit its context no longer answers, as SQuAD v2's writers made most of its
+    unanswerable questions (negation, another number, another name), or None when no edit applies."""
+    edits = [edit(question, context, answers, rng) for edit in QUESTION_EDITS]
+    edits = [edit for edit in edits if edit is not None]
+    return edits[rng.integers(len(edits))] if edits else None
+
+
+def with_unanswerable_copies(questions, cuts=0.0, pairs=0.0, edits=0.0, seed=42):
     """`questions` followed by unanswerable copies of some of its answerable questions, for training data with
     few unanswerable questions. Each answerable question draws once: with probability `cuts` its copy keeps the
     context without the sentences holding the answer (id `<id>-cut`); with probability `pairs` its copy is asked
-    of another paragraph of the same article (same title) in which no answer text occurs (id `<id>-pair`).
+    of another paragraph of the same article (same title) in which no answer text occurs (id `<id>-pair`); with
+    probability `edits` its copy asks an edited question of the same context (`question_edit`, id `<id>-edit`).
 
-    SQuAD v2's unanswerable questions were written against their paragraph; cut copies come closer to them than
-    pairs, which mostly teach whether a paragraph is about the question at all. Questions whose copy would still
-    hold an answer text get none. The choice depends only on `seed`.
+    SQuAD v2's unanswerable questions were written against their paragraph, mostly as small edits of answerable
+    ones; edited and cut copies come closer to them than pairs, which mostly teach whether a paragraph is about the
+    question at all. Questions whose copy would still hold an answer text, or that no edit applies to, get none.
+    The choice depends only on `seed`.
     """
     rows = questions.to_dict()
     paragraphs = {}
@@ -391,25 +443,27 @@ def with_unanswerable_copies(questions, cuts=0.0, pairs=0.0, seed=42):
     draws = rng.random(len(questions))
     copies = {name: [] for name in rows}
     for i, draw in enumerate(draws):
-        answers = rows["answers"][i]
-        if not answers["text"] or draw >= cuts + pairs:
+        answers, context, question = rows["answers"][i], rows["context"][i], rows["question"][i]
+        if not answers["text"] or draw >= cuts + pairs + edits:
             continue
         if draw < cuts:
-            kind, context = "cut", answer_cut(rows["context"][i], answers)
-        else:
+            kind, context = "cut", answer_cut(context, answers)
+        elif draw < cuts + pairs:
             texts = [text.lower() for text in answers["text"]]
             others = [c for c in paragraphs[rows["title"][i]] if not any(text in c.lower() for text in texts)]
             kind, context = "pair", others[rng.integers(len(others))] if others else None
-        if context is None:
+        else:
+            kind, question = "edit", question_edit(question, context, answers, rng)
+        if context is None or question is None:
             continue
         copies["id"].append(f"{rows['id'][i]}-{kind}")
         copies["title"].append(rows["title"][i])
         copies["context"].append(context)
-        copies["question"].append(rows["question"][i])
+        copies["question"].append(question)
         copies["answers"].append({"text": [], "answer_start": []})
     kinds = Counter(qid.rsplit("-", 1)[1] for qid in copies["id"])
-    logger.info(f"Added {kinds['cut']} answer-cut and {kinds['pair']} other-paragraph unanswerable copies to "
-                f"{len(questions)} questions")
+    logger.info(f"Added {kinds['cut']} answer-cut, {kinds['pair']} other-paragraph and {kinds['edit']} edited-question "
+                f"unanswerable copies to {len(questions)} questions")
     return datasets.concatenate_datasets([questions, datasets.Dataset.from_dict(copies, features=questions.features)])
 
 

@@ -95,19 +95,28 @@ class DataTrainingArguments:
         metadata={"help": "SQuAD v2 training: add, for this fraction of the answerable training questions, an "
                           "unanswerable copy asked of another paragraph of the same article."},
     )
+    unanswerable_edits: float = field(
+        default=0.0,
+        metadata={"help": "SQuAD v2 training: add, for this fraction of the answerable training questions, an "
+                          "unanswerable copy whose question is edited (negated, another number or name)."},
+    )
 
     def __post_init__(self):
         if not (self.dataset_name or self.train_file or self.validation_file or self.test_file):
             raise ValueError("Give a --dataset_name or at least one of --train_file/--validation_file/--test_file.")
         if self.doc_stride >= self.max_seq_length // 2:
             raise ValueError(f"--doc_stride {self.doc_stride} must be less than half of --max_seq_length {self.max_seq_length}.")
-        copies = self.unanswerable_cuts + self.unanswerable_pairs
-        if copies and not self.version_2_with_negative:
-            raise ValueError("--unanswerable_cuts/--unanswerable_pairs add unanswerable questions: they need "
-                             "--version_2_with_negative.")
-        if min(self.unanswerable_cuts, self.unanswerable_pairs) < 0 or copies > 1:
-            raise ValueError("--unanswerable_cuts and --unanswerable_pairs are fractions of the answerable questions: "
-                             "each at least 0, together at most 1.")
+        fractions = self.unanswerable_fractions()
+        if sum(fractions) and not self.version_2_with_negative:
+            raise ValueError("--unanswerable_cuts/--unanswerable_pairs/--unanswerable_edits add unanswerable "
+                             "questions: they need --version_2_with_negative.")
+        if min(fractions) < 0 or sum(fractions) > 1:
+            raise ValueError("--unanswerable_cuts, --unanswerable_pairs and --unanswerable_edits are fractions of the "
+                             "answerable questions: each at least 0, together at most 1.")
+
+    def unanswerable_fractions(self):
+        """(cuts, pairs, edits): the fractions of answerable training questions given each kind of unanswerable copy."""
+        return self.unanswerable_cuts, self.unanswerable_pairs, self.unanswerable_edits
 
 
 @dataclass(frozen=True)
@@ -305,9 +314,9 @@ def run(head, model_args, data_args, training_args):
             if split not in questions:
                 raise QADataError(f"--{flag} needs {split} questions: give --{split}_file or a dataset with that split")
             chosen[split] = first(questions[split], limit)
-    if "train" in chosen and data_args.unanswerable_cuts + data_args.unanswerable_pairs:
-        chosen["train"] = with_unanswerable_copies(chosen["train"], data_args.unanswerable_cuts,
-                                                   data_args.unanswerable_pairs, training_args.seed)
+    if "train" in chosen and sum(data_args.unanswerable_fractions()):
+        chosen["train"] = with_unanswerable_copies(chosen["train"], *data_args.unanswerable_fractions(),
+                                                   seed=training_args.seed)
     train_windows = windows(chosen["train"], build_train, training_args, data_args, "Train windows") if "train" in chosen else None
     eval_windows = {
         split: windows(chosen[split], build_eval, training_args, data_args, f"{split} windows").sort("length")

@@ -37,7 +37,7 @@ case "$RECIPE" in
     TRAIN_FILE="$OUT/data/train-subset-minus-holdout.json"; VALIDATION_FILE="$OUT/data/holdout-article.json"
     $PY examples/holdout_article.py "$DATA/train-v2.0-subset.json.gz" "$HOLDOUT_TITLE" "$TRAIN_FILE" "$VALIDATION_FILE"
     RECIPE_ARGS=(--num_train_epochs 2 --learning_rate 1e-4 --head_learning_rate 1e-3 --per_device_train_batch_size 16
-                 --warmup_steps 0.1 --weight_decay 0.01 --unanswerable_cuts 0.35 --unanswerable_pairs 0.1) ;;
+                 --warmup_steps 0.1 --weight_decay 0.01 --unanswerable_cuts 0.2 --unanswerable_pairs 0.05 --unanswerable_edits 0.45) ;;
   *) echo "unknown recipe $RECIPE" >&2; exit 2 ;;
 esac
 

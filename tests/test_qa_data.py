@@ -7,6 +7,7 @@ import logging
 from types import SimpleNamespace
 
 import datasets
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -713,3 +714,38 @@ def test_cuts_and_pairs_are_drawn_once_per_question():
     originals = [qid.rsplit("-", 1)[0] for qid in ids]
     assert len(set(originals)) == len(originals) == 40  # every question, each with exactly one copy
     assert 5 < sum(qid.endswith("-cut") for qid in ids) < 35
+
+
+def test_question_edits_negate_change_a_number_or_swap_a_name_the_context_holds():
+    from qa_data import name_swapped, negated, number_changed, question_edit
+
+    rng = np.random.default_rng(0)
+    context = "In 1889 Eiffel built the tower in Paris for the fair, and Koechlin drew it."
+    answers = {"text": ["Eiffel"], "answer_start": [8]}
+    assert negated("Who did build the tower?", context, answers, rng) == "Who did not build the tower?"
+    assert negated("Who did not build it?", context, answers, rng) is None
+    assert negated("Which tower?", context, answers, rng) is None
+    for _ in range(20):
+        changed = number_changed("Who built the tower in 1889?", context, answers, rng)
+        year = int(changed.removeprefix("Who built the tower in ").removesuffix("?"))
+        assert year != 1889 and abs(year - 1889) < 10
+        # the only other name of the context: never the answer, never one the question already holds
+        assert name_swapped("Who built the tower in Paris?", context, answers, rng) == "Who built the tower in Koechlin?"
+    assert number_changed("Who built the tower?", context, answers, rng) is None
+    assert name_swapped("Who built the tower in Rome?", context, answers, rng) is None
+    assert question_edit("Which tower?", context, answers, rng) is None
+
+
+def test_unanswerable_edits_ask_an_edited_question_of_the_same_context():
+    from qa_data import with_unanswerable_copies
+
+    contexts = {"A": ["In 1889 Eiffel built the tower in Paris, and Koechlin drew it.", "Rome is old."]}
+    rows = [("a1", "A", 0, "Who did build the tower in 1889?", "Eiffel"), ("a2", "A", 1, "Which city?", "Rome")]
+    questions = sample_questions(rows, contexts)
+    edited = with_unanswerable_copies(questions, edits=1.0, seed=0)
+    assert edited["id"][2:] == ["a1-edit"]  # no edit applies to a2's question
+    copy = edited[2]
+    assert copy["context"] == contexts["A"][0] and copy["answers"] == {"text": [], "answer_start": []}
+    assert copy["question"] in {"Who did not build the tower in 1889?", "Who did build the tower in Koechlin?"} or (
+        copy["question"].startswith("Who did build the tower in ") and copy["question"][-5:-1] != "1889")
+    assert with_unanswerable_copies(questions, edits=1.0, seed=0).to_dict() == edited.to_dict()

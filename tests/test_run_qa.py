@@ -132,6 +132,7 @@ def test_a_malformed_file_ends_the_run_with_its_name_and_position(licensed_tiny_
 @pytest.mark.parametrize("args,message", [
     (["--unanswerable_cuts", 0.3], "they need --version_2_with_negative"),
     (["--version_2_with_negative", "--unanswerable_cuts", 0.7, "--unanswerable_pairs", 0.5], "together at most 1"),
+    (["--version_2_with_negative", "--unanswerable_edits", -0.1], "each at least 0"),
     (["--version_2_with_negative", "--doc_stride", 200], "must be less than half of --max_seq_length"),
 ])
 def test_inconsistent_arguments_end_the_run_with_a_message(licensed_tiny_bert, tmp_path, args, message):
