@@ -9,8 +9,9 @@
 # recipe: the subset's article "The_Legend_of_Zelda:_Twilight_Princess" (374 questions, 160 of them unanswerable,
 # written against their paragraph as the dev set's are) is held out; the model trains on the other nine articles
 # for 2 epochs (lr 1e-4, the fresh head at 1e-3, batch 16, 10% warmup) with unanswerable copies added, since the
-# subset is 7% unanswerable (the official train set 33%): for 35% of the answerable questions the context without
-# the sentences holding the answer, for 10% another paragraph of the article. The no-answer threshold is the one
+# subset is 7% unanswerable (the official train set 33%): for 20% of the answerable questions the context without
+# the sentences holding the answer, for 5% another paragraph of the article, for 45% an edited question (negated,
+# another number or name) asked of the same context. The no-answer threshold is the one
 # that maximises F1 on the held-out article, and the dev set is evaluated once, at that threshold.
 #
 # Copies what re-scoring needs (predictions, best non-empty answers, null odds, metrics, trainer_state.json; no
