@@ -395,7 +395,7 @@ def number_changed(question, context, answers, rng):
         return None
     number = numbers[rng.integers(len(numbers))]
     moved = str(abs(int(number.group()) + int(rng.choice([-1, 1]) * rng.integers(1, 10))))
-    if re.search(rf"\b{moved}\b", context):
+    if moved == number.group() or re.search(rf"\b{moved}\b", context):  # abs() can land back on a small number
         return None
     return f"{question[:number.start()]}{moved}{question[number.end():]}"
 

@@ -11,8 +11,8 @@
 # for 2 epochs (lr 1e-4, the fresh head at 1e-3, batch 16, 10% warmup) with unanswerable copies added, since the
 # subset is 7% unanswerable (the official train set 33%): for 20% of the answerable questions the context without
 # the sentences holding the answer, for 5% another paragraph of the article, for 45% an edited question (negated,
-# another number or name) asked of the same context. The no-answer threshold is the one
-# that maximises F1 on the held-out article, and the dev set is evaluated once, at that threshold.
+# another number or name) asked of the same context. The no-answer threshold is the one that maximises F1 on the
+# held-out article, and the dev set is evaluated once, at that threshold.
 #
 # Copies what re-scoring needs (predictions, best non-empty answers, null odds, metrics, trainer_state.json; no
 # weights) to results/<run>/. Figures: python examples/plot_results.py plot --dev DEV --out results/plots RUN...
