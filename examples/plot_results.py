@@ -17,6 +17,7 @@ the SQuAD v2 metric scores at every no-answer threshold (the official script's `
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -26,6 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from metrics.squad_v2.compute_score import gold_answers, is_answerable, raw_scores  # noqa: E402
 from qa_data import questions_from_file  # noqa: E402
+
+PANELS_PER_ROW = 2  # runs are given in pairs (span, CRF)
 
 
 def read_json(path):
@@ -82,8 +85,12 @@ def plot_losses(runs, path):
 def plot_thresholds(runs, answers, path):
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4), squeeze=False)
-    for ax, run in zip(axes[0], runs):
+    columns = min(len(runs), PANELS_PER_ROW)
+    rows = math.ceil(len(runs) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(runs):]:
+        ax.set_visible(False)
+    for ax, run in zip(axes.flat, runs):
         spans = read_json(os.path.join(run, "eval_span_predictions.json"))
         thresholds, exact, f1 = threshold_curve(spans, read_json(os.path.join(run, "eval_null_odds.json")), answers)
         ax.plot(thresholds, f1, label="F1")
