@@ -68,7 +68,7 @@ for head in $HEADS; do
   if [ "$RECIPE" = recipe ]; then
     # The held-out article's F1-best threshold, chosen without the dev set; the dev set is evaluated at it.
     cp "$OUT/$run/eval_results.json" "results/$run/holdout_results.json"
-    threshold=$($PY -c "$THRESHOLD_OF" "$OUT/$run/eval_results.json")
+    threshold=$($PY -c "$THRESHOLD_OF" "results/$run/holdout_results.json")
     dev="$OUT/$run-dev"
     $PY "$script" --model_name_or_path "$OUT/$run" --validation_file "$DATA/dev-v2.0.json.gz" --do_eval \
       --null_score_diff_threshold "$threshold" --output_dir "$dev" "${COMMON[@]}"
