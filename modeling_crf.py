@@ -272,6 +272,13 @@ def crf_all_o_scores(emissions: torch.Tensor, mask: torch.Tensor, start, end, tr
     )
 
 
+def crf_single_span_tags(span_start: torch.Tensor, span_end: torch.Tensor, seq: int) -> torch.Tensor:
+    """`(batch, seq)` tags of the path `O.. B I.. O..` with its span at `span_start..span_end` `(batch,)`, inclusive."""
+    positions = torch.arange(seq, device=span_start.device)
+    inside = (positions > span_start[:, None]) & (positions <= span_end[:, None])
+    return torch.where(positions == span_start[:, None], TAG_B, torch.where(inside, TAG_I, TAG_O))
+
+
 def _forward_backward(emissions, mask, start, end, trans):
     """`(alphas, betas, log_z)`: `(batch, seq, K)`, `(batch, seq, K)`, `(batch,)`."""
     alphas = crf_forward_alphas(emissions, mask, start, trans)
@@ -758,8 +765,16 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
         if log_z is None:
             log_z = crf_log_partition(emissions, mask, start, end, trans)
         span_start, span_end, best = crf_decode_single_span(emissions, mask, context_mask, start, end, trans)
-        null_score = crf_all_o_scores(emissions, mask, start, end, trans) - log_z
-        return span_start, span_end, best - log_z, null_score
+        # The closed form's running sums reach ~1e4 on a confident window, where float32 keeps ~1e-3: good enough to
+        # pick the span, not for the null odds (null_score - span_score), which would tie across questions. The two
+        # paths are rescored in float64, where that difference is exact (log Z is common to both).
+        exact = [value.double() for value in (emissions, start, end, trans)]
+        span_tags = crf_single_span_tags(span_start, span_end, emissions.shape[1])
+        span_score = torch.where(
+            torch.isfinite(best), crf_path_scores(exact[0], span_tags, mask, *exact[1:]), float("-inf")
+        )
+        null_score = crf_all_o_scores(exact[0], mask, *exact[1:])
+        return span_start, span_end, (span_score - log_z).float(), (null_score - log_z).float()
 
     # ---- forward -------------------------------------------------------------------------------------------------
 

@@ -115,7 +115,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
 
     Call parameters: `top_k` (answers per question, default 1), `doc_stride`, `max_seq_len`, `max_question_len`,
     `max_answer_len`, `handle_impossible_answer` (allow "" as the answer, decided with the no-answer threshold
-    tuned at evaluation, or `null_score_diff_threshold` if given), `align_to_words` (default True), and
+    the model's config holds, or `null_score_diff_threshold` if given), `align_to_words` (default True), and
     `batch_size` (windows per forward pass). Defaults come from the settings the model was evaluated with;
     parameters given when the pipeline is built hold for every call, and a call overrides only those it names.
     """

@@ -79,9 +79,13 @@ class DataTrainingArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test questions."})
     version_2_with_negative: bool = field(default=False, metadata={"help": "SQuAD v2: some questions have no answer."})
-    null_score_diff_threshold: float = field(
-        default=0.0, metadata={"help": "Answer '' when null score - best span score exceeds this (SQuAD v2)."}
+    null_score_diff_threshold: float | None = field(
+        default=None,
+        metadata={"help": "Answer '' when null score - best span score exceeds this (SQuAD v2; default 0.0). A "
+                          "training run saves it in the model's config for the pipeline or, when it is not given, "
+                          "the threshold that maximised F1 at evaluation."},
     )
+    threshold_given: bool = field(init=False, default=False)
     doc_stride: int = field(default=128, metadata={"help": "Overlap, in tokens, between consecutive windows."})
     n_best_size: int = field(default=20, metadata={"help": "Start and end candidates per window; answers kept per question."})
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
@@ -102,6 +106,9 @@ class DataTrainingArguments:
     )
 
     def __post_init__(self):
+        self.threshold_given = self.null_score_diff_threshold is not None
+        if not self.threshold_given:
+            self.null_score_diff_threshold = 0.0
         if not (self.dataset_name or self.train_file or self.validation_file or self.test_file):
             raise ValueError("Give a --dataset_name or at least one of --train_file/--validation_file/--test_file.")
         if self.doc_stride >= self.max_seq_length // 2:
@@ -354,7 +361,7 @@ def run(head, model_args, data_args, training_args):
     if training_args.do_eval:
         metrics = trainer.evaluate()
         save_metrics(trainer, "eval", metrics)
-        if training_args.do_train:
+        if training_args.do_train and not data_args.threshold_given:
             save_tuned_threshold(trainer, metrics)
         all_metrics["eval"] = metrics
     if training_args.do_predict:

@@ -380,6 +380,27 @@ def test_decode_long_sequences_match_exhaustive_float64():
         )
 
 
+def test_null_odds_are_exact_when_path_scores_are_large():
+    """A confident model's windows score ~1e4 per path (here a strong `O` emission over 384 tokens), where float32
+    keeps only ~1e-3; the null odds `null_score - span_score` (what the no-answer threshold reads) must still be the
+    exact difference of the two paths' scores, or questions tie in the threshold search."""
+    model = tiny_model()
+    randomize_crf(model, scale=2.0, seed=21)
+    start, end, trans = crf_params(model)
+    generator = torch.Generator().manual_seed(21)
+    batch, seq = 6, 384
+    emissions = torch.randn(batch, seq, 3, generator=generator) * 2.0
+    emissions[:, :, O] += 30.0
+    mask = length_mask([seq, seq, 300, 200, 129, 2], seq)
+    span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask)
+    for b, length in enumerate(mask.sum(1).tolist()):
+        em = emissions[b].double()
+        span = span_tags(length, span_start[b].item(), span_end[b].item())
+        exact = path_score(em, [O] * length, start, end, trans) - path_score(em, span, start, end, trans)
+        odds = (null_score[b] - span_score[b]).item()
+        assert odds == pytest.approx(exact, rel=1e-6, abs=1e-5), b
+
+
 @pytest.mark.parametrize("seq", [1, 2, 3, 5, 8, 13, 64, 100])
 def test_log_partition_matches_forward_recursion(seq):
     generator = torch.Generator().manual_seed(seq)

@@ -95,6 +95,9 @@ def test_model_folder_is_hub_format_with_pipeline_and_card(trained_span):
     config = read_json(trained_span, "config.json")
     assert config["custom_pipelines"]["question-answering"]["impl"] == "qa_pipeline.QuestionAnsweringPipeline"
     assert config["qa_settings"]["max_seq_length"] == 384
+    # No threshold given: the pipeline gets the one evaluation found best.
+    tuned = read_json(trained_span, "eval_results.json")["eval_best_f1_null_score_diff_threshold"]
+    assert config["qa_settings"]["null_score_diff_threshold"] == tuned != 0.0
     card = (trained_span / "README.md").read_text()
     assert "license: cc-by-nc-4.0" in card and "learning_rate | 0.001" in card and "train-v2.0.json" in card
     assert "name: f1" in card and "| exact |" in card
@@ -109,6 +112,15 @@ def test_a_json_config_file_is_the_sole_argument(licensed_tiny_bert, tmp_path):
     run_qa(tmp_path / "args.json")
     assert read_json(tmp_path, "train_results.json")["train_questions"] == 7
     assert len(read_json(tmp_path, "eval_predictions.json")) == 5
+
+
+def test_a_given_threshold_is_the_one_evaluated_and_saved(licensed_tiny_bert, tmp_path):
+    run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--do_eval", "--max_steps", 1,
+                      "--max_train_samples", 7, "--max_eval_samples", 5, "--null_score_diff_threshold", 1.5))
+    odds = read_json(tmp_path, "eval_null_odds.json")
+    assert {qid for qid, text in read_json(tmp_path, "eval_predictions.json").items() if text == ""} == {
+        qid for qid, value in odds.items() if value > 1.5}
+    assert read_json(tmp_path, "config.json")["qa_settings"]["null_score_diff_threshold"] == 1.5
 
 
 def test_squad_v2_data_without_the_flag_is_refused_with_a_clear_message(licensed_tiny_bert, tmp_path):
