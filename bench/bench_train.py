@@ -8,7 +8,9 @@ seed:
 * dynamic (the package default): windows tokenized without padding, `WindowCollator` pads each batch to its longest
   window, `train_sampling_strategy="group_by_length"` (the Trainer's `LengthGroupedSampler` over the windows'
   `length` column) so that a batch holds windows of similar length;
-* static: windows padded to 384 when tokenized (`--pad_to_max_length`), random sampling.
+* static: windows padded to 384 when tokenized (`--pad_to_max_length`), random sampling;
+* with `--bf16`, also dynamic in bf16 autocast (`--bf16`, with `--use_cpu` on a machine without a GPU), which CPUs
+  with AMX or AVX512-BF16 run faster than float32.
 
 Both take the TrainingArguments defaults qa_runner applies (`qa_runner.TRAINING_DEFAULTS`), the static variant with
 `train_sampling_strategy="random"` instead.
@@ -95,8 +97,9 @@ def make_trainer_parts():
     return StepTimer, WidthRecordingCollator
 
 
-def train_once(head, model_path, tokenizer, windows, sampling, args, output_dir, steps=None):
+def train_once(head, model_path, tokenizer, windows, sampling, bf16, args, output_dir, steps=None):
     """(seconds of the steps, steps run, padded widths of the batches) of one training run."""
+    import torch
     from transformers import PrinterCallback, TrainingArguments, set_seed
 
     from trainer_qa import QuestionAnsweringTrainer
@@ -108,6 +111,7 @@ def train_once(head, model_path, tokenizer, windows, sampling, args, output_dir,
         output_dir=output_dir, per_device_train_batch_size=args.batch, max_steps=steps or args.steps, seed=args.seed,
         report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
         **package_defaults(train_sampling_strategy=sampling),
+        **({"bf16": True, "use_cpu": not torch.cuda.is_available()} if bf16 else {}),
     )
     collator = WidthRecordingCollator(tokenizer.pad_token_id, tokenizer.padding_side)
     collator.widths = []
@@ -149,6 +153,7 @@ def main(argv=None):
     parser.add_argument("--max_seq_length", type=int, default=384)
     parser.add_argument("--doc_stride", type=int, default=128)
     parser.add_argument("--tiny", action="store_true", help="smoke size: 3 steps on the first 50 questions")
+    parser.add_argument("--bf16", action="store_true", help="also time the dynamic variant in bf16 autocast")
     args = parser.parse_args(argv)
     args.steps = args.steps or (3 if args.tiny else 30)
     common.set_threads(args)
@@ -166,17 +171,27 @@ def main(argv=None):
                                         pad_to_max_length=pad)
         windows[name] = common.build_windows(questions, tokenizer, data_args, "train", head.label_scheme)
 
-    sampling = {"dynamic": "group_by_length", "static": "random"}
-    seconds = {name: [] for name in windows}
+    # variant: (windows, sampling, bf16, label)
+    variants = {
+        "dynamic": ("dynamic", "group_by_length", False, "dynamic padding + group_by_length (package default)"),
+        "bf16": ("dynamic", "group_by_length", True, "the same in bf16 autocast (`--bf16`)"),
+        "static": ("static", "random", False, f"static padding to {args.max_seq_length} + random sampling"),
+    }
+    if not args.bf16:
+        del variants["bf16"]
+    seconds = {name: [] for name in variants}
     widths, steps = {}, {}
+
+    def train_variant(name, output_dir, **kwargs):
+        windows_name, sampling, bf16, _ = variants[name]
+        return train_once(head, model_path, tokenizer, windows[windows_name], sampling, bf16, args, output_dir, **kwargs)
+
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("dynamic", "static"):  # untimed warm-up: first-call costs of the process
-            train_once(head, model_path, tokenizer, windows[name], sampling[name], args, os.path.join(tmp, name),
-                       steps=min(2, args.steps))
+        for name in variants:  # untimed warm-up: first-call costs of the process
+            train_variant(name, os.path.join(tmp, name), steps=min(2, args.steps))
         for _ in range(args.repeats):
-            for name in ("dynamic", "static"):
-                elapsed, steps[name], widths[name] = train_once(
-                    head, model_path, tokenizer, windows[name], sampling[name], args, os.path.join(tmp, name))
+            for name in variants:
+                elapsed, steps[name], widths[name] = train_variant(name, os.path.join(tmp, name))
                 seconds[name].append(elapsed)
     sampler = sampler_timings(windows["dynamic"], args.batch, args.repeats, args.seed)
 
@@ -184,8 +199,7 @@ def main(argv=None):
     rate = {name: steps[name] * args.batch / med[name] for name in med}
     real_length = sum(windows["dynamic"]["length"][:]) / len(windows["dynamic"])
     rows = []
-    for name, label in (("dynamic", "dynamic padding + group_by_length (package default)"),
-                        ("static", f"static padding to {args.max_seq_length} + random sampling")):
+    for name, (_, _, _, label) in variants.items():
         mean_width = sum(widths[name]) / len(widths[name])
         rows.append((label, steps[name], f"{mean_width:.0f}", f"{med[name]:.2f}", common.runs_text(seconds[name], 2),
                      f"{rate[name]:.2f}", f"{common.ratio(rate[name], rate['static']):.2f}"))

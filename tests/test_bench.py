@@ -43,13 +43,14 @@ def test_bench_crf_decode():
     assert "| decode_spans span = that path's span | 4 / 4 |" in output
 
 
-@pytest.mark.parametrize("head", ["span", "crf"])
-def test_bench_train(tiny_bert_dir, head):
+@pytest.mark.parametrize("head, bf16", [("span", True), ("crf", False)])
+def test_bench_train(tiny_bert_dir, head, bf16):
     output = run_bench("bench_train.py", "--model", tiny_bert_dir, "--train_file", TRAIN, "--head", head,
-                       "--steps", 2)
+                       "--steps", 2, *(["--bf16"] if bf16 else []))
     assert_report(output, f"Training throughput ({head} head)",
                   "| dynamic padding + group_by_length (package default) | 2 |",
                   "| static padding to 384 + random sampling | 2 | 384 |")
+    assert ("| the same in bf16 autocast (`--bf16`) | 2 |" in output) == bf16
 
 
 @pytest.mark.parametrize("head", ["span", "crf"])
