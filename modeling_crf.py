@@ -768,12 +768,11 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
         # The closed form's running sums reach ~1e4 on a confident window, where float32 keeps ~1e-3: good enough to
         # pick the span, not for the null odds (null_score - span_score), which would tie across questions. The two
         # paths are rescored in float64, where that difference is exact (log Z is common to both).
-        exact = [value.double() for value in (emissions, start, end, trans)]
+        emissions64, *parameters64 = (value.double() for value in (emissions, start, end, trans))
         span_tags = crf_single_span_tags(span_start, span_end, emissions.shape[1])
-        span_score = torch.where(
-            torch.isfinite(best), crf_path_scores(exact[0], span_tags, mask, *exact[1:]), float("-inf")
-        )
-        null_score = crf_all_o_scores(exact[0], mask, *exact[1:])
+        span_path = crf_path_scores(emissions64, span_tags, mask, *parameters64)
+        span_score = torch.where(torch.isfinite(best), span_path, float("-inf"))
+        null_score = crf_all_o_scores(emissions64, mask, *parameters64)
         return span_start, span_end, (span_score - log_z).float(), (null_score - log_z).float()
 
     # ---- forward -------------------------------------------------------------------------------------------------
