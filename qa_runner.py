@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,9 +18,10 @@ import datasets
 import evaluate
 import torch
 import transformers
-from transformers import AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoTokenizer, HfArgumentParser, PreTrainedConfig, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
+from transformers.utils import CONFIG_NAME
 
 import model_card
 from qa_data import QADataError, load_questions, with_unanswerable_copies
@@ -30,9 +32,8 @@ from utils_qa import (
     eval_features,
     padded_offsets,
     question_predictions,
-    logit,
-    sigmoid,
     train_features,
+    write_atomically,
     write_json_atomically,
     write_prediction_files,
 )
@@ -57,6 +58,11 @@ class ModelArguments:
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the model on the Hub."})
     token: str | None = field(default=None, metadata={"help": "Hub token (default: the one `hf auth login` stored)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
+    do_lower_case: bool | None = field(
+        default=None,
+        metadata={"help": "Lowercase the input (default: as the tokenizer's files say); SpanBERT and other cased "
+                          "checkpoints whose Hub repo has only vocab.txt need --do_lower_case false"},
+    )
     emission_relu: bool = field(
         default=False, metadata={"help": "run_qa_crf.py: ReLU on the CRF emissions, as the original notebook had."}
     )
@@ -234,8 +240,10 @@ def references(questions):
 def metric_function(data_args):
     """`(metric_predictions, references) -> dict`: the project's offline SQuAD v1.1/v2.0 metric.
 
-    For SQuAD v2 the best thresholds are also given in score units (null score - best span score), the units
-    of --null_score_diff_threshold.
+    For SQuAD v2 the metric is given the raw null odds (null score - best span score) as `no_answer_probability`
+    and --null_score_diff_threshold as its threshold, so its best_exact_thresh/best_f1_thresh are in null-odds
+    units and, applied as --null_score_diff_threshold, give back best_exact/best_f1 exactly; they are also
+    reported under their historical names best_exact_null_score_diff_threshold/best_f1_null_score_diff_threshold.
     """
     if not data_args.version_2_with_negative:
         metric = evaluate.load(METRIC_DIR, "squad")
@@ -245,10 +253,10 @@ def metric_function(data_args):
     def compute(predictions, refs):
         scores = metric.compute(
             predictions=predictions, references=refs,
-            no_answer_threshold=sigmoid(data_args.null_score_diff_threshold),
+            no_answer_threshold=data_args.null_score_diff_threshold,
         )
         for name in ("best_exact", "best_f1"):
-            scores[f"{name}_null_score_diff_threshold"] = logit(scores[f"{name}_thresh"])
+            scores[f"{name}_null_score_diff_threshold"] = scores[f"{name}_thresh"]
         return scores
 
     return compute
@@ -269,7 +277,14 @@ def save_tuned_threshold(trainer, metrics):
     trainer.model.config.qa_settings = {**trainer.model.config.qa_settings, "null_score_diff_threshold": tuned}
     logger.info(f"Saved the F1-best no-answer threshold {tuned:.4f} in the model's config")
     if trainer.is_world_process_zero():
-        trainer.model.config.save_pretrained(trainer.args.output_dir)
+        # config.save_pretrained writes config.json in place; the model folder is already saved (auto_map, bundled
+        # code), so only the JSON is rewritten, as save_pretrained would (validated, diff against the defaults),
+        # under a temporary name and renamed
+        config = trainer.model.config
+        if hasattr(config, "validate"):
+            config.validate()
+        write_atomically(os.path.join(trainer.args.output_dir, CONFIG_NAME),
+                         config.to_json_string(use_diff=True).encode("utf-8"))
 
 
 def save_metrics(trainer, split, metrics):
@@ -288,6 +303,82 @@ def save_metrics(trainer, split, metrics):
     write_json_atomically(all_path, combined)
 
 
+# Words whose case a tokenizer keeps or drops; a tokenizer that lowercases turns them into lower case only.
+CASING_PROBE = "Paris THE Question"
+# Vocabulary entries that are special tokens, not word pieces: [CLS], [unused0], <s>, <extra_id_0> ...
+SPECIAL_ENTRY = re.compile(r"\[[^\]]*\]|<[^>]*>")
+
+
+def load_tokenizer(model_args, hub_kwargs):
+    """The run's tokenizer: --tokenizer_name's or the checkpoint's, lowercasing as --do_lower_case says when it is
+    given (else as the tokenizer's files say). It must be fast (windows need its offset mapping); a tokenizer that
+    lowercases the input of a cased checkpoint is logged as a warning."""
+    casing = {} if model_args.do_lower_case is None else {"do_lower_case": model_args.do_lower_case}
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path,
+                                              **hub_kwargs, **casing)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: windows need its offset mapping.")
+    warn_on_casing_mismatch(tokenizer, model_args, hub_kwargs)
+    return tokenizer
+
+
+def tokenizer_lowercases(tokenizer):
+    """Whether the tokenizer lowercases its input: its normalizer turns upper-case letters into lower case (fast
+    tokenizers), or no token it makes of upper-case words keeps an upper-case letter."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.normalizer is not None:
+        return not any(char.isupper() for char in backend.normalizer.normalize_str(CASING_PROBE))
+    pieces = [piece for piece in tokenizer.tokenize(CASING_PROBE) if piece != tokenizer.unk_token]
+    return bool(pieces) and not any(char.isupper() for piece in pieces for char in piece)
+
+
+def cased_vocabulary(tokenizer, min_fraction=0.01):
+    """Whether at least `min_fraction` of the vocabulary's word pieces (special tokens aside) hold an upper-case
+    letter: a cased vocabulary has thousands (BERT cased: "Paris", "##A"), an uncased one next to none (BERT
+    uncased has "ℝ", whose lower case is itself, and no other)."""
+    special = set(tokenizer.all_special_tokens)
+    pieces = [entry for entry in tokenizer.get_vocab() if entry not in special and not SPECIAL_ENTRY.fullmatch(entry)]
+    cased = sum(entry != entry.lower() for entry in pieces)
+    return cased > 0 and cased >= min_fraction * len(pieces)
+
+
+def checkpoint_cased_because(tokenizer, model_args, hub_kwargs):
+    """Why the checkpoint is cased, or None: its name (a Hub id's model name, a folder's own name: not the folders
+    above it) says "cased" and not "uncased", its config says do_lower_case false, or its vocabulary holds cased
+    word pieces."""
+    name = model_args.model_name_or_path
+    own_name = os.path.basename(os.path.normpath(name)).lower()
+    if "cased" in own_name and "uncased" not in own_name:
+        return f"its name {name} says cased"
+    config_name = model_args.config_name or name
+    try:
+        config, _ = PreTrainedConfig.get_config_dict(
+            config_name, **{key: hub_kwargs[key] for key in ("cache_dir", "revision", "token")})
+    except (OSError, ValueError) as err:
+        logger.debug(f"No config read for the casing check of {config_name}: {err}")
+        config = {}
+    if config.get("do_lower_case") is False:
+        return f"the config of {config_name} says do_lower_case false"
+    if cased_vocabulary(tokenizer):
+        return "its vocabulary holds cased word pieces"
+    return None
+
+
+def warn_on_casing_mismatch(tokenizer, model_args, hub_kwargs):
+    """Log a warning when the tokenizer lowercases the input of a cased checkpoint (a cased BERT-family checkpoint
+    whose repo has only vocab.txt, such as SpanBERT, loads a lowercasing tokenizer); returns whether it warned."""
+    if not tokenizer_lowercases(tokenizer):
+        return False
+    reason = checkpoint_cased_because(tokenizer, model_args, hub_kwargs)
+    if reason is None:
+        return False
+    logger.warning(
+        f"The tokenizer lowercases its input but the checkpoint {model_args.model_name_or_path} is cased ({reason}): "
+        f"its cased word pieces would never be used. Pass --do_lower_case false (\"do_lower_case\": false in a "
+        f"JSON config) to keep the case.")
+    return True
+
+
 def run(head, model_args, data_args, training_args):
     """Train, evaluate and predict as the arguments ask; returns {split: metrics}."""
     setup_logging(training_args)
@@ -300,9 +391,7 @@ def run(head, model_args, data_args, training_args):
     questions = load_questions(data_args, model_args.cache_dir)
     hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision,
                   "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: windows need its offset mapping.")
+    tokenizer = load_tokenizer(model_args, hub_kwargs)
     model = head.load_model(model_args, hub_kwargs)
     model.config.custom_pipelines = PIPELINE_ENTRY
     model.config.qa_settings = qa_settings(data_args)

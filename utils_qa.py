@@ -177,29 +177,17 @@ def question_predictions(examples, features, offsets, candidates, args):
     return result
 
 
-def sigmoid(x):
-    """The probability of no answer given the null odds `x` (null score - best span score)."""
-    return 0.5 * (1.0 + math.tanh(0.5 * x))
-
-
-def logit(p):
-    """The null odds at which `sigmoid` reaches the probability `p`.
-
-    0 and 1 (abstain on every question, or on none) are clipped to keep the value finite, as JSON needs.
-    """
-    p = min(max(p, 1e-15), 1.0 - 1e-15)
-    return math.log(p / (1.0 - p))
-
-
 def metric_prediction(qid, best_text, null_odds, args):
-    """The metric's input for one question: its best non-null answer and the probability of no answer.
+    """The metric's input for one question: its best non-null answer and, as `no_answer_probability`, the raw
+    null odds (the metric only compares these values, so any real number works, and no squashing merges them).
 
-    The metric applies the threshold itself (`no_answer_threshold` = sigmoid of `null_score_diff_threshold`), so it
-    scores the same answers as the predictions file while best_exact/best_f1 search every threshold.
+    The metric applies the threshold itself (`no_answer_threshold` = `null_score_diff_threshold`, the same rule
+    "null odds > threshold" as above), so it scores the same answers as the predictions file while
+    best_exact/best_f1 search every threshold and report it in null-odds units.
     """
     if not args.version_2_with_negative:
         return {"id": qid, "prediction_text": best_text}
-    return {"id": qid, "prediction_text": best_text, "no_answer_probability": sigmoid(null_odds)}
+    return {"id": qid, "prediction_text": best_text, "no_answer_probability": float(null_odds)}
 
 
 def write_atomically(path, data):

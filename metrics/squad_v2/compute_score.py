@@ -3,7 +3,10 @@
 Answers are compared after normalisation, by exact match and by token F1,
 taking the best score over a question's gold answers. SQuAD v2.0 adds
 unanswerable questions, whose only gold answer is the empty string, and a
-no-answer probability per prediction that a threshold turns into abstaining.
+no-answer score per prediction (historically a probability; any real number
+where higher means "more likely unanswerable", such as null odds) that a
+threshold turns into abstaining: a question abstains when its score is above
+the threshold.
 
 Questions are identified by id. References are given as
 ``{question_id: [gold answer texts]}``; a reference without a prediction
@@ -11,10 +14,12 @@ scores 0, as a wrong answer, and is reported once through a logged warning.
 """
 
 import logging
+import math
 import re
 import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from fractions import Fraction
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +115,12 @@ def warn_missing_predictions(predicted_ids: Iterable[str], reference_ids: Iterab
 
 
 def percent(scores: Mapping[str, float], qids: list[str]) -> float:
-    """Return the mean of ``scores`` over ``qids`` as a percentage."""
-    return 100.0 * sum(scores[qid] for qid in qids) / len(qids)
+    """Return the mean of ``scores`` over ``qids`` as a percentage.
+
+    The sum is correctly rounded (``math.fsum``), so it does not depend on the order of ``qids`` and equals
+    the exact total :func:`best_threshold` keeps, rounded once.
+    """
+    return 100.0 * math.fsum(scores[qid] for qid in qids) / len(qids)
 
 
 def abstention_scores(answerable: Mapping[str, bool], predicted_ids: Iterable[str]) -> dict[str, float]:
@@ -130,7 +139,7 @@ def apply_no_answer_threshold(
     no_answer_probabilities: Mapping[str, float],
     threshold: float,
 ) -> dict[str, float]:
-    """Return ``scores`` with abstention scores where the no-answer probability exceeds ``threshold``.
+    """Return ``scores`` with abstention scores where the no-answer probability (score) exceeds ``threshold``.
 
     ``abstentions`` comes from :func:`abstention_scores`; a question missing
     from ``no_answer_probabilities`` keeps its score.
@@ -149,19 +158,57 @@ def best_threshold(
 ) -> tuple[float, float]:
     """Return (best score in percent, threshold reaching it) over all no-answer thresholds.
 
-    Starts from abstaining on every question (right on the unanswerable ones), then answers the questions one
-    by one in increasing no-answer probability: an answerable question gains its score, an unanswerable one
-    loses its point if the predicted text is not empty. The threshold is the probability at which the best
-    total was first reached, 0.0 if abstaining everywhere is never beaten.
+    The official SQuAD v2.0 search (``find_best_thresh``), made exact for any real no-answer scores (a
+    probability, or null odds of any size): starts from abstaining on every question (right on the
+    unanswerable ones), then answers the questions in increasing no-answer score: an answerable question
+    gains its score, an unanswerable one loses its point if the predicted text is not empty. Questions
+    sharing a score are answered together (the rule "abstain when score > threshold" cannot separate them),
+    so a total is a candidate only once its whole block of tied scores is answered; the first strict maximum
+    wins. Totals are kept exactly (fractions), and the score returned is their value rounded once.
+
+    The threshold is the score of the last block answered, or, when abstaining everywhere is never beaten,
+    :func:`threshold_below` the smallest score (the smallest score minus 1; the official script reports 0.0,
+    right for probabilities above 0 only; 0.0 here too when no question has a prediction). Applied with
+    :func:`apply_no_answer_threshold` it gives back the best score exactly, with one exception kept from the
+    official script: an unanswerable question answered with a non-empty text that normalises to nothing
+    ("the", ".") loses its point here but is scored 1 there. Without tied scores the result is the official
+    one, except that the official script sums floats as it goes: where its running total rounds, its best
+    can differ from this exact one in the last bits, and a total that only rounding makes larger than an
+    earlier equal one can move its threshold.
+
+    A score of -inf can never abstain, so abstaining everywhere is then not a candidate and the threshold
+    may be -inf; +inf is returned where the best needs the questions scored +inf answered (the scripts give
+    +inf to a question without any non-empty candidate, whose empty answer rarely gains). NaN is refused.
     """
+    probabilities = no_answer_probabilities
+    for qid, value in probabilities.items():
+        if math.isnan(value):
+            raise ValueError(f"the no-answer probability of question {qid!r} is NaN")
+    order = sorted(probabilities, key=probabilities.__getitem__)
     # a question without a prediction cannot abstain either: it is wrong at every threshold
-    total = sum(not answerable[qid] for qid in no_answer_probabilities)
-    best, threshold = total, 0.0
-    for qid in sorted(no_answer_probabilities, key=no_answer_probabilities.__getitem__):
-        total += scores[qid] if answerable[qid] else -float(bool(texts[qid]))
-        if total > best:
-            best, threshold = total, no_answer_probabilities[qid]
-    return 100.0 * best / len(scores), threshold
+    total = Fraction(sum(not answerable[qid] for qid in probabilities))
+    if order and probabilities[order[0]] == -math.inf:
+        best, threshold = None, -math.inf  # some questions are answered at every threshold
+    else:
+        best, threshold = total, threshold_below(probabilities[order[0]]) if order else 0.0
+    for i, qid in enumerate(order):
+        total += Fraction(scores[qid]) if answerable[qid] else -int(bool(texts[qid]))
+        value = probabilities[qid]
+        if i + 1 < len(order) and probabilities[order[i + 1]] == value:
+            continue  # the rest of this block of tied scores is answered at the same threshold
+        if best is None or total > best:
+            best, threshold = total, value
+    return 100.0 * float(best) / len(scores), threshold
+
+
+def threshold_below(value: float) -> float:
+    """Return the threshold at which a question scored ``value`` (and every higher one) abstains.
+
+    ``value - 1``, or the next float below ``value`` where subtracting 1 does not change it (``|value|`` of
+    2**53 or more, or +inf: the largest finite float).
+    """
+    below = value - 1.0
+    return below if below < value else math.nextafter(value, -math.inf)
 
 
 def breakdown(
@@ -183,19 +230,24 @@ def squad_v2_scores(
     """Return the SQuAD v2.0 summary for ``predictions`` against ``references``.
 
     Args:
-        predictions: ``{question_id: (predicted text, no-answer probability)}``.
-            Ids absent from ``references`` are ignored.
+        predictions: ``{question_id: (predicted text, no-answer probability)}``;
+            the "probability" may be any real score where higher means more
+            likely unanswerable (the scripts pass null odds). Ids absent from
+            ``references`` are ignored.
         references: ``{question_id: [gold answer texts]}``, with no (or only
             empty) texts for an unanswerable question.
         no_answer_threshold: predictions whose no-answer probability is above
-            it count as "no answer".
+            it count as "no answer" (in the units of the probabilities).
 
     Returns:
         ``exact``, ``f1`` (percent) and ``total`` over all references;
         ``HasAns_*`` and ``NoAns_*`` the same over answerable and unanswerable
         questions, each present only when there are such questions;
         ``best_exact``, ``best_f1`` (percent) with ``best_exact_thresh``,
-        ``best_f1_thresh``, the scores at the best no-answer threshold.
+        ``best_f1_thresh``, the scores at the best no-answer threshold and
+        that threshold, in the units of the probabilities: given back as
+        ``no_answer_threshold``, it scores ``exact``/``f1`` equal to
+        ``best_exact``/``best_f1`` (see :func:`best_threshold`).
     """
     if not references:
         raise ValueError("no references to score")

@@ -33,7 +33,12 @@ F1, keeping the best score over a question's gold answers.
 The default configuration is SQuAD v2.0, where some questions have no answer:
 their only gold answer is the empty string, and a prediction whose
 no-answer probability is above `no_answer_threshold` counts as "no answer".
-It also reports the scores at the best no-answer threshold.
+The "probability" may be any real score where higher means more likely
+unanswerable (a probability, or null odds, as this package's scripts pass):
+the evaluation only compares these values with each other and with the
+threshold. It also reports the scores at the best no-answer threshold, and
+that threshold in the same units: passed back as `no_answer_threshold`, it
+gives `exact`/`f1` equal to `best_exact`/`best_f1`.
 The "squad" configuration is SQuAD v1.1: every question has an answer.
 
 Predictions and references are matched by id. A reference without a
@@ -45,14 +50,17 @@ Args:
     predictions: list of dicts, one per question:
         - 'id': question id,
         - 'prediction_text': the predicted answer ("" for no answer),
-        - 'no_answer_probability': probability that the question has no
-          answer (default configuration only).
+        - 'no_answer_probability': (default configuration only) how likely the
+          question is to have no answer: a probability, or any real score where
+          higher means more likely unanswerable (the scripts pass the null
+          odds, null score - best span score, of any size).
     references: list of dicts, one per question:
         - 'id': question id,
         - 'answers': {'text': [gold answers], 'answer_start': [their character
           offsets]}; empty lists for an unanswerable question.
-    no_answer_threshold: (default configuration only, default 1.0) a
-        prediction whose no-answer probability is above it counts as "no answer".
+    no_answer_threshold: (default configuration only, default 1.0, in the units
+        of 'no_answer_probability') a prediction whose no-answer probability is
+        strictly above it counts as "no answer" (its text is replaced by "").
 Returns:
     default (SQuAD v2.0) configuration, scores in percent:
         'exact', 'f1': over all questions,
@@ -60,7 +68,15 @@ Returns:
         'HasAns_exact', 'HasAns_f1', 'HasAns_total': over answerable questions (if any),
         'NoAns_exact', 'NoAns_f1', 'NoAns_total': over unanswerable questions (if any),
         'best_exact', 'best_exact_thresh', 'best_f1', 'best_f1_thresh': the scores
-            at the best no-answer threshold, and that threshold.
+            at the best no-answer threshold, and that threshold, in the units of
+            'no_answer_probability'. Questions with equal values are answered or
+            abstain together, and the threshold is the value of the last
+            question answered, or, when abstaining on every question is best,
+            the smallest value minus 1 (the official script says 0.0 there).
+            Passed back as `no_answer_threshold`, a best threshold gives exactly
+            best_exact / best_f1 (except where an unanswerable question is
+            answered with a text that normalises to nothing, such as "the":
+            the official best-threshold search counts it wrong, exact/f1 right).
     "squad" (SQuAD v1.1) configuration, scores in percent:
         'exact_match', 'f1'.
 Examples:
@@ -79,7 +95,8 @@ _ANSWERS = {
     "answer_start": datasets.List(datasets.Value("int32")),
 }
 _V1_PREDICTION = {"id": datasets.Value("string"), "prediction_text": datasets.Value("string")}
-# float64 rather than float32 so that best_*_thresh echo the probabilities as given.
+# float64 rather than float32: the values reach the search and the threshold rule as given (float32 would round
+# null odds to 24 bits, merge distinct values into ties and report thresholds that are not the inputs).
 _V2_PREDICTION = {**_V1_PREDICTION, "no_answer_probability": datasets.Value("float64")}
 _PREDICTION_FEATURES = {"default": _V2_PREDICTION, "squad": _V1_PREDICTION}
 
