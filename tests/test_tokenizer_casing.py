@@ -3,11 +3,13 @@
 
 import json
 import logging
+import os
 
 import pytest
 from transformers import AutoTokenizer, BertConfig
 
 import qa_runner
+import tokenizer_casing
 
 SPECIALS = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 CASED_PIECES = ["The", "the", "Paris", "paris", "France", "france", "is", "in", "capital", "of", "##s", "?", "."]
@@ -33,11 +35,11 @@ def hub_kwargs(model_args):
 
 def load(folder, **model_args):
     args = qa_runner.ModelArguments(model_name_or_path=folder, **model_args)
-    return qa_runner.load_tokenizer(args, hub_kwargs(args))
+    return tokenizer_casing.load_tokenizer(args, hub_kwargs(args))
 
 
 def casing_warnings(caplog):
-    return [r.getMessage() for r in caplog.records if r.name == "qa_runner" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "tokenizer_casing" and r.levelno == logging.WARNING]
 
 
 # A folder named as SpanBERT's repo (the name rule) and one with a neutral name (the vocabulary rule alone).
@@ -51,11 +53,11 @@ def test_vocab_only_cased_checkpoint_loads_a_lowercasing_tokenizer(cased_dir):
     tokenizer = AutoTokenizer.from_pretrained(cased_dir)
     assert tokenizer.tokenize(TEXT)[:5] == ["the", "capital", "of", "france", "is"]
     assert tokenizer("Paris")["input_ids"] == tokenizer("paris")["input_ids"]
-    assert qa_runner.tokenizer_lowercases(tokenizer)
+    assert tokenizer_casing.tokenizer_lowercases(tokenizer)
 
 
 def test_lowercasing_tokenizer_of_cased_checkpoint_warns(cased_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="qa_runner"):
+    with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
         tokenizer = load(cased_dir)
     assert tokenizer.tokenize("Paris") == ["paris"]
     [message] = casing_warnings(caplog)
@@ -65,38 +67,38 @@ def test_lowercasing_tokenizer_of_cased_checkpoint_warns(cased_dir, caplog):
 
 
 def test_do_lower_case_false_keeps_the_case_without_warning(cased_dir, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="qa_runner"):
+    with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
         tokenizer = load(cased_dir, do_lower_case=False)
     assert tokenizer.tokenize(TEXT) == ["The", "capital", "of", "France", "is", "Paris", "."]
-    assert not qa_runner.tokenizer_lowercases(tokenizer)
+    assert not tokenizer_casing.tokenizer_lowercases(tokenizer)
     assert casing_warnings(caplog) == []
     # The saved model folder (and so the pipeline) keeps the case without the argument.
     saved = tmp_path / "saved"
     tokenizer.save_pretrained(saved)
     assert AutoTokenizer.from_pretrained(saved).tokenize("Paris") == ["Paris"]
-    with caplog.at_level(logging.WARNING, logger="qa_runner"):
+    with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
         load(str(saved))
     assert casing_warnings(caplog) == []
 
 
 def test_uncased_vocabulary_with_lowercasing_tokenizer_does_not_warn(tmp_path, caplog):
     folder = checkpoint(tmp_path, "tiny-encoder", UNCASED_PIECES)
-    with caplog.at_level(logging.WARNING, logger="qa_runner"):
+    with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
         tokenizer = load(folder)
-    assert qa_runner.tokenizer_lowercases(tokenizer)
+    assert tokenizer_casing.tokenizer_lowercases(tokenizer)
     assert casing_warnings(caplog) == []
 
 
 def test_uncased_name_with_lowercasing_tokenizer_does_not_warn(tmp_path, caplog):
     folder = checkpoint(tmp_path, "tiny-encoder-uncased", UNCASED_PIECES)
-    with caplog.at_level(logging.WARNING, logger="qa_runner"):
+    with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
         load(folder)
     assert casing_warnings(caplog) == []
 
 
 def test_config_saying_do_lower_case_false_warns(tmp_path, caplog):
     folder = checkpoint(tmp_path, "tiny-encoder", UNCASED_PIECES, do_lower_case=False)
-    with caplog.at_level(logging.WARNING, logger="qa_runner"):
+    with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
         load(folder)
     [message] = casing_warnings(caplog)
     assert "do_lower_case false" in message and "config" in message
@@ -104,10 +106,10 @@ def test_config_saying_do_lower_case_false_warns(tmp_path, caplog):
 
 def test_minilm_tokenizer_does_not_warn(minilm_dir, caplog):
     """MiniLM: uncased, lowercasing tokenizer (its vocabulary's one upper-case entry, "ℝ", has no lower case)."""
-    with caplog.at_level(logging.WARNING, logger="qa_runner"):
+    with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
         tokenizer = load(minilm_dir)
-    assert qa_runner.tokenizer_lowercases(tokenizer)
-    assert not qa_runner.cased_vocabulary(tokenizer)
+    assert tokenizer_casing.tokenizer_lowercases(tokenizer)
+    assert not tokenizer_casing.cased_vocabulary(tokenizer)
     assert casing_warnings(caplog) == []
 
 
@@ -115,21 +117,21 @@ def test_parsed_do_lower_case_reaches_the_tokenizer(cased_dir, tmp_path, caplog)
     common = ["--model_name_or_path", cased_dir, "--validation_file", "dev.json", "--output_dir", str(tmp_path / "out")]
     model_args, _, _ = qa_runner.parse_args(common + ["--do_lower_case", "false"])
     assert model_args.do_lower_case is False
-    with caplog.at_level(logging.WARNING, logger="qa_runner"):
-        tokenizer = qa_runner.load_tokenizer(model_args, hub_kwargs(model_args))
+    with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
+        tokenizer = tokenizer_casing.load_tokenizer(model_args, hub_kwargs(model_args))
     assert tokenizer.tokenize("The Paris") == ["The", "Paris"]
     assert casing_warnings(caplog) == []
 
     model_args, _, _ = qa_runner.parse_args(common)
     assert model_args.do_lower_case is None
-    with caplog.at_level(logging.WARNING, logger="qa_runner"):
-        tokenizer = qa_runner.load_tokenizer(model_args, hub_kwargs(model_args))
+    with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
+        tokenizer = tokenizer_casing.load_tokenizer(model_args, hub_kwargs(model_args))
     assert tokenizer.tokenize("The Paris") == ["the", "paris"]
     assert len(casing_warnings(caplog)) == 1
 
 
 def test_spanbert_config_keeps_the_case():
-    with open(qa_runner.os.path.join(qa_runner.HERE, "configs", "spanbert_squad_v2.json"), encoding="utf-8") as f:
+    with open(os.path.join(qa_runner.HERE, "configs", "spanbert_squad_v2.json"), encoding="utf-8") as f:
         config = json.load(f)
     assert config["model_name_or_path"] == "SpanBERT/spanbert-base-cased"
     assert config["do_lower_case"] is False
