@@ -205,27 +205,18 @@ def test_tied_values_are_answered_together():
 
 
 def official_find_best_thresh(preds, scores, na_probs, qid_to_has_ans):
-    """find_best_thresh of the official SQuAD v2.0 evaluation script (evaluate-v2.0.py), as published."""
-    num_no_ans = sum(1 for k in qid_to_has_ans if not qid_to_has_ans[k])
-    cur_score = num_no_ans
-    best_score = cur_score
-    best_thresh = 0.0
-    qid_list = sorted(na_probs, key=lambda k: na_probs[k])
-    for qid in qid_list:
-        if qid not in scores:
-            continue
-        if qid_to_has_ans[qid]:
-            diff = scores[qid]
-        else:
-            if preds[qid]:
-                diff = -1
-            else:
-                diff = 0
-        cur_score += diff
-        if cur_score > best_score:
-            best_score = cur_score
-            best_thresh = na_probs[qid]
-    return 100.0 * best_score / len(scores), best_thresh
+    """The official SQuAD v2.0 script's threshold search, restated: from abstaining everywhere, questions are
+    answered one at a time in increasing no-answer value (a float running total: + the score of an answerable
+    one, - 1 for an unanswerable one with a non-empty text); the first strict maximum and the value where it was
+    reached are kept, 0.0 when abstaining everywhere is never beaten."""
+    total = best = float(sum(not has_answer for has_answer in qid_to_has_ans.values()))
+    threshold = 0.0
+    for qid in sorted(na_probs, key=na_probs.get):
+        if qid in scores:
+            total += scores[qid] if qid_to_has_ans[qid] else -float(bool(preds[qid]))
+            if total > best:
+                best, threshold = total, na_probs[qid]
+    return 100.0 * best / len(scores), threshold
 
 
 def official_inputs(predictions, references, name):

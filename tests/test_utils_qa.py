@@ -276,17 +276,23 @@ def test_a_write_stopped_midway_leaves_the_old_file_or_none(tmp_path, stop_write
     assert json.loads(old.read_text()) == {"eval_f1": 50.0}
 
 
-def test_tuned_threshold_rewrites_config_json_under_a_temporary_name(tmp_path, stop_writes_midway):
+def trainer_with_saved_config(output_dir):
+    """A stand-in for the trainer of `save_tuned_threshold`: a tiny model config, saved in `output_dir` as training
+    saves it."""
     from transformers import BertConfig
-
-    from qa_runner import save_tuned_threshold
 
     config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
     config.qa_settings = {"max_seq_length": 64, "null_score_diff_threshold": 0.0}
-    config.save_pretrained(tmp_path)  # the model folder as training saved it
-    trainer = types.SimpleNamespace(model=types.SimpleNamespace(config=config),
-                                    args=types.SimpleNamespace(output_dir=str(tmp_path)),
-                                    is_world_process_zero=lambda: True)
+    config.save_pretrained(output_dir)
+    return types.SimpleNamespace(model=types.SimpleNamespace(config=config),
+                                 args=types.SimpleNamespace(output_dir=str(output_dir)),
+                                 is_world_process_zero=lambda: True)
+
+
+def test_tuned_threshold_rewrites_config_json_under_a_temporary_name(tmp_path, stop_writes_midway):
+    from qa_runner import save_tuned_threshold
+
+    trainer = trainer_with_saved_config(tmp_path)
     metrics = {"eval_best_f1_null_score_diff_threshold": -61.25}  # null odds units, past sigmoid's range
     stop_writes_midway()
     with pytest.raises(OSError, match="midway"):
@@ -301,14 +307,9 @@ def test_tuned_threshold_rewrite_writes_what_save_pretrained_writes(tmp_path):
 
     from qa_runner import save_tuned_threshold
 
-    config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
-    config.qa_settings = {"max_seq_length": 64, "null_score_diff_threshold": 0.0}
-    config.save_pretrained(tmp_path / "model")
-    trainer = types.SimpleNamespace(model=types.SimpleNamespace(config=config),
-                                    args=types.SimpleNamespace(output_dir=str(tmp_path / "model")),
-                                    is_world_process_zero=lambda: True)
+    trainer = trainer_with_saved_config(tmp_path / "model")
     save_tuned_threshold(trainer, {"eval_best_f1_null_score_diff_threshold": -61.25})
-    config.save_pretrained(tmp_path / "reference")
+    trainer.model.config.save_pretrained(tmp_path / "reference")
     assert (tmp_path / "model" / "config.json").read_text() == (tmp_path / "reference" / "config.json").read_text()
     assert BertConfig.from_pretrained(tmp_path / "model").qa_settings["null_score_diff_threshold"] == -61.25
     assert final_files(tmp_path / "model") == os.listdir(tmp_path / "model") == ["config.json"]
