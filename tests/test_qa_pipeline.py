@@ -25,12 +25,6 @@ def offline_env(**extra):
     return {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **extra}
 
 
-@pytest.fixture(scope="module")
-def folders(learned):
-    """{head: model folder} of the learned span and CRF models, with their evaluation's output files."""
-    return learned
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny models run far faster on one thread than on threads that wait for a busy machine's cores."""
@@ -41,22 +35,16 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def pipes(folders):
-    """{head: pipeline} loaded in this process from the folders' own code."""
+def pipes(learned):
+    """{head: pipeline} loaded in this process from the model learned' own code."""
     return {head: pipeline("question-answering", model=str(folder), trust_remote_code=True)
-            for head, folder in folders.items()}
+            for head, folder in learned.items()}
 
 
 @pytest.fixture(scope="module")
-def dev(learned_questions):
-    """The questions evaluation answered (the learned models' training questions)."""
-    return learned_questions
-
-
-@pytest.fixture(scope="module")
-def long_context(dev):
+def long_context(learned_questions):
     """Every distinct sample context in one text: several 64-token windows long."""
-    return " ".join(dict.fromkeys(dev["context"]))
+    return " ".join(dict.fromkeys(learned_questions["context"]))
 
 
 def dicts(questions):
@@ -87,14 +75,14 @@ USER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_the_users_call_in_a_fresh_process_outside_the_project(folders, tmp_path):
+def test_the_users_call_in_a_fresh_process_outside_the_project(learned, tmp_path):
     env = offline_env()
     env.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, "-c", USER_SCRIPT, *map(str, folders.values())], cwd=tmp_path, env=env,
+    result = subprocess.run([sys.executable, "-c", USER_SCRIPT, *map(str, learned.values())], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert result.returncode == 0, result.stderr[-5000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert [line["folder"] for line in lines] == [str(f) for f in folders.values()]
+    assert [line["folder"] for line in lines] == [str(f) for f in learned.values()]
     for line in lines:
         assert line["module"].startswith("transformers_modules.") and line["module"].endswith(".qa_pipeline")
         assert line["answer"] and line["answer"] == line["context"][line["start"] : line["end"]]
@@ -126,34 +114,35 @@ def tie_blocks(keys, scores, tolerance=1e-4):
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_answers_equal_the_evaluation_predictions(pipes, folders, dev, head):
-    predictions = read_json(folders[head], "eval_predictions.json")
+def test_answers_equal_the_evaluation_predictions(pipes, learned, learned_questions, head):
+    predictions = read_json(learned[head], "eval_predictions.json")
     assert sum(text != "" for text in predictions.values()) >= len(predictions) // 2
-    results = pipes[head](dicts(dev), handle_impossible_answer=True, align_to_words=False,
+    results = pipes[head](dicts(learned_questions), handle_impossible_answer=True, align_to_words=False,
                           null_score_diff_threshold=EVAL_THRESHOLD)
-    assert {qid: r["answer"] for qid, r in zip(dev["id"], results)} == predictions
+    assert {qid: r["answer"] for qid, r in zip(learned_questions["id"], results)} == predictions
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_any_threshold_decides_no_answer_as_evaluation_would(pipes, folders, dev, head):
+def test_any_threshold_decides_no_answer_as_evaluation_would(pipes, learned, learned_questions, head):
     """Evaluation answers "" when its null odds exceed the threshold, else its best span (the first n-best text)."""
-    null_odds = read_json(folders[head], "eval_null_odds.json")
-    nbest = read_json(folders[head], "eval_nbest_predictions.json")
+    null_odds = read_json(learned[head], "eval_null_odds.json")
+    nbest = read_json(learned[head], "eval_nbest_predictions.json")
     threshold = split_threshold(null_odds.values())
     expected = {qid: "" if null_odds[qid] > threshold else next(a["text"] for a in nbest[qid] if a["text"])
-                for qid in dev["id"]}
+                for qid in learned_questions["id"]}
     assert 0 < sum(text == "" for text in expected.values()) < len(expected)
-    results = pipes[head](dicts(dev), handle_impossible_answer=True, align_to_words=False,
+    results = pipes[head](dicts(learned_questions), handle_impossible_answer=True, align_to_words=False,
                           null_score_diff_threshold=threshold)
-    assert {qid: r["answer"] for qid, r in zip(dev["id"], results)} == expected
+    assert {qid: r["answer"] for qid, r in zip(learned_questions["id"], results)} == expected
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_top_k_answers_are_the_evaluation_n_best_in_order(pipes, folders, dev, head):
-    nbest = read_json(folders[head], "eval_nbest_predictions.json")
-    n_best_size = read_json(folders[head], "config.json")["qa_settings"]["n_best_size"]
-    results = pipes[head](dicts(dev), top_k=n_best_size, handle_impossible_answer=False, align_to_words=False)
-    for qid, answers in zip(dev["id"], results):
+def test_top_k_answers_are_the_evaluation_n_best_in_order(pipes, learned, learned_questions, head):
+    nbest = read_json(learned[head], "eval_nbest_predictions.json")
+    n_best_size = read_json(learned[head], "config.json")["qa_settings"]["n_best_size"]
+    results = pipes[head](dicts(learned_questions), top_k=n_best_size, handle_impossible_answer=False,
+                          align_to_words=False)
+    for qid, answers in zip(learned_questions["id"], results):
         spans = [a for a in nbest[qid] if a["text"]]
         scores = [a["score"] for a in spans]
         expected = tie_blocks([(a["text"], a["start"], a["end"]) for a in spans], scores)
@@ -161,11 +150,11 @@ def test_top_k_answers_are_the_evaluation_n_best_in_order(pipes, folders, dev, h
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_window_and_threshold_defaults_come_from_the_config(pipes, folders, dev, long_context, head):
-    settings = read_json(folders[head], "config.json")["qa_settings"]
+def test_window_and_threshold_defaults_come_from_the_config(pipes, learned, learned_questions, long_context, head):
+    settings = read_json(learned[head], "config.json")["qa_settings"]
     assert (settings["max_seq_length"], settings["doc_stride"]) == (64, 16)
     explicit = {"max_seq_len": 64, "doc_stride": 16, "null_score_diff_threshold": settings["null_score_diff_threshold"]}
-    question = {"question": dev["question"][0], "context": long_context}
+    question = {"question": learned_questions["question"][0], "context": long_context}
     defaults = pipes[head](question, top_k=5, handle_impossible_answer=True)
     assert defaults == pipes[head](question, top_k=5, handle_impossible_answer=True, **explicit)
 
@@ -173,10 +162,11 @@ def test_window_and_threshold_defaults_come_from_the_config(pipes, folders, dev,
 # --- long contexts, batches -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("head", HEADS)
-def test_a_context_of_several_windows_gives_the_same_answers_in_any_batch_size(pipes, dev, long_context, head):
+def test_a_context_of_several_windows_gives_the_same_answers_in_any_batch_size(pipes, learned_questions, long_context,
+                                                                               head):
     pipe = pipes[head]
     assert len(pipe.tokenizer(long_context)["input_ids"]) > 3 * 64
-    questions = [{"question": q, "context": long_context} for q in dev["question"][:3]]
+    questions = [{"question": q, "context": long_context} for q in learned_questions["question"][:3]]
     by_batch = {size: pipe(questions, max_seq_len=64, doc_stride=16, top_k=5, batch_size=size) for size in (1, 4)}
     for one, four in zip(by_batch[1], by_batch[4]):
         assert spans(one) == spans(four)
@@ -186,9 +176,9 @@ def test_a_context_of_several_windows_gives_the_same_answers_in_any_batch_size(p
             assert answer["answer"] == long_context[answer["start"] : answer["end"]]
 
 
-def test_a_batch_of_questions_gets_one_answer_each_in_order(pipes, dev):
+def test_a_batch_of_questions_gets_one_answer_each_in_order(pipes, learned_questions):
     pipe = pipes["span"]
-    questions = dicts(dev.select(range(5)))
+    questions = dicts(learned_questions.select(range(5)))
     one_by_one = [pipe(**q) for q in questions]
     assert pipe(question=[q["question"] for q in questions], context=[q["context"] for q in questions]) == one_by_one
     assert pipe(questions) == one_by_one
@@ -206,8 +196,8 @@ def test_a_batch_of_questions_gets_one_answer_each_in_order(pipes, dev):
 # --- no answer ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("head", HEADS)
-def test_the_threshold_decides_between_no_answer_and_a_span(pipes, dev, head):
-    pipe, questions = pipes[head], dicts(dev.select(range(6)))
+def test_the_threshold_decides_between_no_answer_and_a_span(pipes, learned_questions, head):
+    pipe, questions = pipes[head], dicts(learned_questions.select(range(6)))
     for result in pipe(questions, handle_impossible_answer=True, null_score_diff_threshold=-1e9):
         assert (result["answer"], result["start"], result["end"]) == ("", 0, 0)
     for result in pipe(questions, handle_impossible_answer=True, null_score_diff_threshold=1e9):
@@ -217,22 +207,24 @@ def test_the_threshold_decides_between_no_answer_and_a_span(pipes, dev, head):
             assert all(a["answer"] for a in answers)
 
 
-def test_parameters_given_when_building_the_pipeline_stay_in_force(folders, dev):
-    pipe = pipeline("question-answering", model=str(folders["span"]), trust_remote_code=True, top_k=3,
+def test_parameters_given_when_building_the_pipeline_stay_in_force(learned, learned_questions):
+    pipe = pipeline("question-answering", model=str(learned["span"]), trust_remote_code=True, top_k=3,
                     handle_impossible_answer=True, null_score_diff_threshold=-1e9)
-    answers = pipe(question=dev["question"][0], context=dev["context"][0])
+    first = learned_questions[0]
+    answers = pipe(question=first["question"], context=first["context"])
     assert len(answers) == 3 and answers[0]["answer"] == ""
     # a call-time parameter overrides only itself
-    assert pipe(question=dev["question"][0], context=dev["context"][0], top_k=1)["answer"] == ""
+    assert pipe(question=first["question"], context=first["context"], top_k=1)["answer"] == ""
 
 
 # --- ranking and word alignment ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("threshold", [None, -5.0, 5.0])
-def test_top_k_is_sorted_by_score(pipes, dev, long_context, head, threshold):
+def test_top_k_is_sorted_by_score(pipes, learned_questions, long_context, head, threshold):
     """Also with a no-answer threshold, which moves the empty answer away from its raw score's place."""
-    questions = dicts(dev.select(range(4))) + [{"question": dev["question"][0], "context": long_context}]
+    questions = dicts(learned_questions.select(range(4))) + [
+        {"question": learned_questions["question"][0], "context": long_context}]
     for answers in pipes[head](questions, top_k=10, handle_impossible_answer=threshold is not None,
                                null_score_diff_threshold=threshold, max_seq_len=64, doc_stride=16):
         scores = [a["score"] for a in answers]
@@ -255,8 +247,8 @@ LONG_WORDS = ("Pneumonoultramicroscopicsilicovolcanoconiosis and floccinaucinihi
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_aligned_answers_never_cut_a_word(pipes, dev, head):
-    questions = dicts(dev) + [{"question": "Which words are long?", "context": LONG_WORDS}]
+def test_aligned_answers_never_cut_a_word(pipes, learned_questions, head):
+    questions = dicts(learned_questions) + [{"question": "Which words are long?", "context": LONG_WORDS}]
     aligned = pipes[head](questions, top_k=20, align_to_words=True)
     raw = pipes[head](questions, top_k=20, align_to_words=False)
     widened = 0
