@@ -3,18 +3,21 @@
 
 The model tags every token of a (question, context) window with one of three BIO tags
 (``O`` = 0, ``B`` = 1, ``I`` = 2) and scores whole tag sequences with a linear-chain CRF
-(pytorch-crf). An answer is the single ``B I*`` run of the best admissible tag path.
+(pytorch-crf). An answer is the single ``B I*`` run of an admissible tag path: evaluation keeps each window's
+``n_best_size`` most probable ones.
 
-This file is deliberately self-contained (it imports only ``torch``, ``torchcrf``, ``transformers`` and the
-standard library): ``save_pretrained`` copies it next to the weights, and ``trust_remote_code=True`` imports it
-from there in processes that know nothing about the project it came from.
+This file and ``crf_decoding.py`` (the CRF algorithms and decoders) are deliberately self-contained (they import only
+``torch``, ``torchcrf``, ``transformers``, the standard library and each other): ``save_pretrained`` copies both next
+to the weights (``crf_decoding`` as a relative import of this file), and ``trust_remote_code=True`` imports them from
+there in processes that know nothing about the project they came from.
 
 Conventions used throughout:
 
 * ``emissions`` are ``(batch, seq, 3)`` per-token tag scores, ``mask`` is a ``(batch, seq)`` bool tensor.
-* The mask must be a *length prefix* (right padding): pytorch-crf, and the recursions below, read it as
+* The mask must be a *length prefix* (right padding): pytorch-crf, and the recursions of crf_decoding.py, read it as
   "the first ``L`` positions are real". Position 0 must always be on. Left-padded batches are not supported.
-* All CRF arithmetic runs in float32 with autocast disabled, whatever dtype the encoder runs in.
+* All CRF arithmetic runs in float32 with autocast disabled, whatever dtype the encoder runs in (the span decoding's
+  search and its path scores in float64).
 """
 
 import copy
@@ -37,14 +40,50 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import ModelOutput
 
 
-# Tag ids of the BIO scheme. The CRF's transition matrix is indexed with these.
-TAG_O, TAG_B, TAG_I = 0, 1, 2
-BIO_TAGS = ("O", "B", "I")
+# The CRF algorithms live in crf_decoding.py. A model folder loads this file as a module of a package
+# (`trust_remote_code`), where only the relative import resolves (and makes `save_pretrained` copy crf_decoding.py);
+# the project imports it as a top-level module, where only the absolute one does.
+try:
+    from .crf_decoding import (
+        MASKED_SCORE,
+        TAG_B,
+        TAG_I,
+        TAG_O,
+        crf_all_o_scores,
+        crf_backward_betas,
+        crf_boundary_logits,
+        crf_decode_nbest_spans,
+        crf_decode_single_span,
+        crf_forward_alphas,
+        crf_kbest_single_spans,
+        crf_log_partition,
+        crf_path_scores,
+        crf_single_span_tags,
+        crf_single_span_terms,
+        crf_tag_log_marginals,
+    )
+except ImportError:
+    from crf_decoding import (
+        MASKED_SCORE,
+        TAG_B,
+        TAG_I,
+        TAG_O,
+        crf_all_o_scores,
+        crf_backward_betas,
+        crf_boundary_logits,
+        crf_decode_nbest_spans,
+        crf_decode_single_span,
+        crf_forward_alphas,
+        crf_kbest_single_spans,
+        crf_log_partition,
+        crf_path_scores,
+        crf_single_span_tags,
+        crf_single_span_terms,
+        crf_tag_log_marginals,
+    )
 
-# Score given to positions that must never be chosen (padding) in the boundary logits. It is finite so that
-# adding a few of them (start + end, or a sum with real log-probabilities) neither overflows to -inf nor yields
-# NaN, yet it is far below any real log-probability, so it cannot win a max.
-MASKED_SCORE = torch.finfo(torch.float32).min / 8
+
+BIO_TAGS = ("O", "B", "I")
 
 # Hub/download arguments of `from_pretrained` that are needed to read a config file.
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
@@ -72,6 +111,11 @@ class CrfQAConfig(PreTrainedConfig):
             `hidden_dropout_prob`, or 0.1 when the encoder has none.
         emission_relu (`bool`, *optional*, defaults to `False`):
             Apply a ReLU to the emission scores (as the original notebook did).
+        n_best_size (`int`, *optional*, defaults to 20):
+            Spans per window the eval-mode forward returns: the `n_best_size` most probable single-span paths
+            (evaluation sets it to its `--n_best_size`).
+        max_answer_length (`int`, *optional*):
+            The most tokens a decoded span may cover; `None` (the default) for no limit.
 
     Example:
 
@@ -83,7 +127,7 @@ class CrfQAConfig(PreTrainedConfig):
     """
 
     model_type = "crf_qa"
-    # The Trainer gathers every other output: evaluation decodes with the constrained best spans, and the marginal
+    # The Trainer gathers every other output: evaluation decodes with the constrained n-best spans, and the marginal
     # start/end logits (for span-model code) would only cost memory there.
     keys_to_ignore_at_inference = ["start_logits", "end_logits"]
     sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
@@ -92,6 +136,8 @@ class CrfQAConfig(PreTrainedConfig):
     num_tags: int = 3
     classifier_dropout: float | None = None
     emission_relu: bool = False
+    n_best_size: int = 20
+    max_answer_length: int | None = None
 
     def __post_init__(self, **kwargs):
         # Name the tags unless the caller did: `id2label` documents the meaning of the emission columns.
@@ -146,12 +192,13 @@ class CrfQuestionAnsweringOutput(ModelOutput):
         end_logits (`torch.FloatTensor` of shape `(batch, seq)`):
             `log P(a span ends at i)`, i.e. `y_i` is `B` or `I` and `y_{i+1}` is `O` or `B` (or `i` is the last
             real token). Position 0 and padding as for `start_logits`.
-        span_start (`torch.LongTensor` of shape `(batch,)`, *optional*, eval mode only):
-            First token of the answer span of the best path with exactly one span inside `context_mask`.
-        span_end (`torch.LongTensor` of shape `(batch,)`, *optional*, eval mode only):
-            Last token (inclusive) of that span.
-        span_score (`torch.FloatTensor` of shape `(batch,)`, *optional*, eval mode only):
-            `log P(that path)`; `-inf` (with `span_start = span_end = 0`) when no token may be covered.
+        span_start (`torch.LongTensor` of shape `(batch, n_best_size)`, *optional*, eval mode only):
+            First tokens of the answer spans of the `n_best_size` most probable paths with exactly one span inside
+            `context_mask` (and at most `max_answer_length` tokens), best first.
+        span_end (`torch.LongTensor` of shape `(batch, n_best_size)`, *optional*, eval mode only):
+            Last tokens (inclusive) of those spans.
+        span_score (`torch.FloatTensor` of shape `(batch, n_best_size)`, *optional*, eval mode only):
+            `log P(path)` of each; `-inf` (with `span_start = span_end = 0`) past the window's last allowed span.
         null_score (`torch.FloatTensor` of shape `(batch,)`, *optional*, eval mode only):
             `log P(all tags O)`.
         hidden_states, attentions:
@@ -167,320 +214,6 @@ class CrfQuestionAnsweringOutput(ModelOutput):
     null_score: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# CRF algorithms (batched, float32; the forward/backward recursions loop over positions, log Z and decoding do not)
-#
-# All functions take the CRF parameters explicitly: `start` (K,), `end` (K,) and `trans` (K, K) where
-# `trans[i, j]` scores a transition from tag i to tag j -- the layout of pytorch-crf. A path y of length L
-# scores  start[y_0] + sum_t emissions[t, y_t] + sum_{t>=1} trans[y_{t-1}, y_t] + end[y_{L-1}].
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def crf_forward_alphas(emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, trans: torch.Tensor):
-    """
-    Forward recursion in log space.
-
-    Args:
-        emissions: `(batch, seq, K)` float32.
-        mask: `(batch, seq)` bool length prefix.
-        start, trans: CRF parameters, `(K,)` and `(K, K)`.
-
-    Returns:
-        `(batch, seq, K)`: `alphas[b, t, j]` = log-sum of the scores of all prefixes `y_0..y_t` with `y_t = j`
-        (transitions and emissions up to `t`, no end score). Past the end of a sequence the last real value is
-        carried along, so `alphas[:, -1]` is each sequence's final alpha.
-    """
-    alpha = start + emissions[:, 0]
-    alphas = [alpha]
-    for t in range(1, emissions.shape[1]):
-        # (batch, K_prev, 1) + (K_prev, K_next) -> reduce over the previous tag
-        step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
-        alpha = torch.where(mask[:, t, None], step, alpha)
-        alphas.append(alpha)
-    return torch.stack(alphas, dim=1)
-
-
-def crf_backward_betas(emissions: torch.Tensor, mask: torch.Tensor, end: torch.Tensor, trans: torch.Tensor):
-    """
-    Backward recursion in log space.
-
-    Args:
-        emissions: `(batch, seq, K)` float32.
-        mask: `(batch, seq)` bool length prefix.
-        end, trans: CRF parameters, `(K,)` and `(K, K)`.
-
-    Returns:
-        `(batch, seq, K)`: `betas[b, t, i]` = log-sum of the scores of all suffixes after position `t` given
-        `y_t = i` (transitions and emissions of `t+1..L-1`, plus the end score). At the last real position and
-        beyond it equals `end`.
-    """
-    batch, seq, num_tags = emissions.shape
-    beta = end.expand(batch, num_tags)
-    betas = [beta]
-    for t in range(seq - 2, -1, -1):
-        # (K_prev, K_next) + (batch, 1, K_next) -> reduce over the next tag
-        step = torch.logsumexp(trans + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
-        # When t + 1 is padding, t is the last real token (or padding itself): only the end score follows.
-        beta = torch.where(mask[:, t + 1, None], step, end)
-        betas.append(beta)
-    return torch.stack(betas[::-1], dim=1)
-
-
-def crf_path_scores(
-    emissions: torch.Tensor,
-    tags: torch.Tensor,
-    mask: torch.Tensor,
-    start: torch.Tensor,
-    end: torch.Tensor,
-    trans: torch.Tensor,
-):
-    """
-    Unnormalised score of given tag paths.
-
-    Args:
-        emissions: `(batch, seq, K)` float32.
-        tags: `(batch, seq)` long, valid tag ids everywhere (padding included; it is ignored).
-        mask: `(batch, seq)` bool length prefix.
-
-    Returns:
-        `(batch,)` path scores.
-    """
-    maskf = mask.to(emissions.dtype)
-    emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (batch, seq)
-    moves = trans[tags[:, :-1], tags[:, 1:]]  # (batch, seq - 1)
-    last = mask.long().sum(1) - 1
-    last_tags = tags.gather(1, last.unsqueeze(1)).squeeze(1)
-    return (
-        start[tags[:, 0]]
-        + (emitted * maskf).sum(1)
-        + (moves * maskf[:, 1:]).sum(1)
-        + end[last_tags]
-    )
-
-
-def crf_all_o_scores(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
-    """Score of the all-`O` path, `(batch,)` -- the "no answer" path. Same inputs as `crf_path_scores`."""
-    maskf = mask.to(emissions.dtype)
-    lengths = maskf.sum(1)
-    return (
-        start[TAG_O]
-        + (emissions[:, :, TAG_O] * maskf).sum(1)
-        + (lengths - 1) * trans[TAG_O, TAG_O]
-        + end[TAG_O]
-    )
-
-
-def crf_single_span_tags(span_start: torch.Tensor, span_end: torch.Tensor, seq: int) -> torch.Tensor:
-    """`(batch, seq)` tags of the path `O.. B I.. O..` with its span at `span_start..span_end` `(batch,)`, inclusive."""
-    positions = torch.arange(seq, device=span_start.device)
-    inside = (positions > span_start[:, None]) & (positions <= span_end[:, None])
-    return torch.where(positions == span_start[:, None], TAG_B, torch.where(inside, TAG_I, TAG_O))
-
-
-def _forward_backward(emissions, mask, start, end, trans):
-    """`(alphas, betas, log_z)`: `(batch, seq, K)`, `(batch, seq, K)`, `(batch,)`."""
-    alphas = crf_forward_alphas(emissions, mask, start, trans)
-    betas = crf_backward_betas(emissions, mask, end, trans)
-    log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
-    return alphas, betas, log_z
-
-
-def crf_tag_log_marginals(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
-    """
-    Per-position tag log-marginals.
-
-    Args:
-        emissions: `(batch, seq, K)` float32.
-        mask: `(batch, seq)` bool length prefix.
-
-    Returns:
-        `(log_marginals, log_z)`: `(batch, seq, K)` with `log P(y_t = k)` (meaningless past the end of a sequence)
-        and the `(batch,)` log-partition.
-    """
-    alphas, betas, log_z = _forward_backward(emissions, mask, start, end, trans)
-    return alphas + betas - log_z[:, None, None], log_z
-
-
-def crf_boundary_logits(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
-    """
-    Span-boundary log-marginals by forward-backward.
-
-    Args:
-        emissions: `(batch, seq, 3)` float32 BIO emission scores.
-        mask: `(batch, seq)` bool length prefix.
-
-    Returns:
-        `(start_logits, end_logits, log_z)`: two `(batch, seq)` tensors and `(batch,)` log-partition.
-        `start_logits[b, i] = log P(y_i = B)`,
-        `end_logits[b, i] = log P(y_i in {B, I} and (i is last or y_{i+1} in {O, B}))`,
-        position 0 of both holds `log P(all O)`, padding holds `MASKED_SCORE`.
-    """
-    alphas, betas, log_z = _forward_backward(emissions, mask, start, end, trans)
-    unary = alphas + betas - log_z[:, None, None]  # log P(y_t = k), (batch, seq, 3)
-
-    start_logits = unary[:, :, TAG_B]
-
-    # log P(y_t = i, y_{t+1} = j) for t < seq - 1, restricted to the pairs that close a span: i in {B, I},
-    # j in {O, B}.  alphas[t, i] + trans[i, j] + emissions[t+1, j] + betas[t+1, j] - log Z.
-    inside, after = [TAG_B, TAG_I], [TAG_O, TAG_B]
-    pair = (
-        alphas[:, :-1, inside, None]
-        + trans[inside][:, after]
-        + (emissions[:, 1:, after] + betas[:, 1:, after])[:, :, None, :]
-        - log_z[:, None, None, None]
-    )
-    closes_next = torch.logsumexp(pair.flatten(2), dim=2)  # (batch, seq - 1)
-    # At the last real token any span still open ends there: P(y_t in {B, I}).
-    closes_last = torch.logsumexp(unary[:, :, inside], dim=2)  # (batch, seq)
-    has_next = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
-    end_logits = torch.where(has_next, torch.cat([closes_next, closes_last[:, -1:]], dim=1), closes_last)
-
-    # [CLS] carries the null answer so that span-model post-processing (null = start[0] + end[0]) still works.
-    null = (crf_all_o_scores(emissions, mask, start, end, trans) - log_z).unsqueeze(1)
-    is_first = torch.zeros_like(mask)
-    is_first[:, 0] = True
-    masked = torch.full_like(start_logits, MASKED_SCORE)
-    start_logits = torch.where(is_first, null, torch.where(mask, start_logits, masked))
-    end_logits = torch.where(is_first, null, torch.where(mask, end_logits, masked))
-    return start_logits, end_logits, log_z
-
-
-def crf_log_partition(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
-    """
-    Log-partition `log Z` by a tree reduction of per-position transfer matrices: `ceil(log2(seq))` batched steps
-    instead of the `seq - 1` sequential steps of the forward recursion.
-
-    Position 0 is the matrix `M_0[a, b] = start[b] + emissions[0, b]` (every row alike) and position `t >= 1` is
-    `M_t[a, b] = trans[a, b] + emissions[t, b]`, so `log Z = logsumexp_b((M_0 * M_1 * ... * M_{L-1})[0, b] + end[b])`
-    with `*` the log-semiring product `(P * Q)[a, c] = logsumexp_b(P[a, b] + Q[b, c])`. That product is associative,
-    so neighbouring matrices can be multiplied pairwise, level after level. Padding positions are the identity (0 on
-    the diagonal, a huge negative finite number elsewhere, so that no NaN arises even in gradients).
-
-    Args:
-        emissions: `(batch, seq, K)` float32.
-        mask: `(batch, seq)` bool length prefix.
-        start, end, trans: CRF parameters, `(K,)`, `(K,)` and `(K, K)`, finite (unlike the forward recursion, the
-            shifted log-sum-exp below would turn an all -inf set of terms into NaN). Emissions may be anything on
-            padding.
-
-    Returns:
-        `(batch,)`: `log Z`, equal up to float32 rounding to
-        `logsumexp(crf_forward_alphas(emissions, mask, start, trans)[:, -1] + end)`.
-    """
-    batch, seq, num_tags = emissions.shape
-    # The matrices are stored entry-major, `(K_from, K_to, batch, positions)`: every operation below then works on
-    # long contiguous rows and broadcasts over leading dimensions only, several times faster on CPU than (.., K, K)
-    # blocks.
-    scores = emissions.permute(2, 0, 1).contiguous()  # (K, batch, seq)
-    moves = torch.cat(
-        [start.expand(num_tags, num_tags).unsqueeze(2), trans.unsqueeze(2).expand(num_tags, num_tags, seq - 1)], dim=2
-    )  # (K, K, seq)
-    identity = torch.full((num_tags, num_tags, 1, 1), MASKED_SCORE, dtype=emissions.dtype, device=emissions.device)
-    identity[range(num_tags), range(num_tags)] = 0.0
-    steps = torch.where(mask, moves.unsqueeze(2) + scores.unsqueeze(0), identity)  # (K, K, batch, seq)
-    while steps.shape[3] > 1:
-        if steps.shape[3] % 2:
-            steps = torch.cat([steps, identity.expand(num_tags, num_tags, batch, 1)], dim=3)
-        left, right = steps[..., 0::2], steps[..., 1::2]
-        terms = left.transpose(0, 1).unsqueeze(2) + right.unsqueeze(1)  # [b, a, c] = left[a, b] + right[b, c]
-        # logsumexp over b, shifted by the largest term (the result does not depend on the shift, hence `detach`).
-        # Terms more than 64 below it are raised to e^-64 of it: a relative change under 1e-27, invisible in float32,
-        # which keeps `exp` off its much slower underflow path.
-        top = terms.detach().amax(dim=0)
-        steps = top + torch.log(torch.exp((terms - top).clamp_min(-64.0)).sum(dim=0))
-    # Every row of the product is the same (position 0 ignores the previous tag): take row 0.
-    return torch.logsumexp(steps[0, :, :, 0].t() + end, dim=1)
-
-
-def _orderable_int(values: torch.Tensor) -> torch.Tensor:
-    """float32 -> int64 in `[0, 2**32)` with the same order (for non-NaN values; -0.0 sorts just below +0.0)."""
-    bits = values.detach().contiguous().view(torch.int32)
-    # Negative floats order backwards in their bit patterns: flip all but the sign bit.
-    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return bits.long() + 2**31
-
-
-def crf_decode_single_span(emissions, mask, context_mask, start, end, trans):
-    """
-    Best tag path with exactly one `B I*` span lying inside `context_mask`, in closed form (no loop over positions).
-
-    Args:
-        emissions: `(batch, seq, 3)` float32 BIO emission scores.
-        mask: `(batch, seq)` bool length prefix.
-        context_mask: `(batch, seq)` bool, the tokens the span may cover (any pattern: it is intersected with
-            `mask` here, and the span must not cross a position where it is False).
-        start, end, trans: CRF parameters, `(3,)`, `(3,)` and `(3, 3)`.
-
-    The parameters and the emissions of real tokens must be finite (as trained pytorch-crf parameters and emission
-    layers give): the closed form takes differences of running sums, which an infinite term would turn into NaN.
-    Padding may hold anything.
-
-    Returns:
-        `(span_start, span_end, best_score)`: `(batch,)` long, long and float32. `best_score` is the unnormalised
-        path score, `-inf` when no token is allowed (then `span_start = span_end = 0`).
-    """
-    # Why this is exact: a path with one span (i..j) and O everywhere else is fixed by (i, j), and its score is a
-    # sum of three independent pieces (n = sequence length, T = trans, x = emissions):
-    #   before:  start[B] if i = 0, else  start[O] + sum_{u<i} (x[u,O] + T[O,O]) - T[O,O] + T[O,B]
-    #   span:    x[i,B], and for j > i  + T[B,I] + sum_{i<u<=j} (x[u,I] + T[I,I]) - T[I,I]
-    #   after:   end[l] if j = n - 1, else  T[l,O] + sum_{j<u<n} (x[u,O] + T[O,O]) - T[O,O] + end[O]
-    # (l = B if j = i else I). With running sums of (x[:,O] + T[O,O]) and (x[:,I] + T[I,I]) every piece is a
-    # difference of two running-sum entries, so for j > i the score splits as open(i) + close(j), and for j = i it is
-    # single(i). The best multi-token span is then max_j close(j) + max_{i<j} open(i), the inner max running only over
-    # positions i with i..j inside the context: a prefix maximum that restarts after every disallowed position.
-    batch, seq, _ = emissions.shape
-    neg_inf = torch.tensor(float("-inf"), dtype=emissions.dtype, device=emissions.device)
-    positions = torch.arange(seq, device=emissions.device)
-    allowed = context_mask & mask
-    lengths = mask.sum(1, keepdim=True)  # (batch, 1)
-    is_last = positions == lengths - 1  # (batch, seq)
-
-    # run_o[:, t] = sum_{u<t} (x[u,O] + T[O,O]) for t = 0..seq, run_i likewise. Entries past a sequence's end
-    # (which may read padding) are only ever used at masked positions, which `allowed` discards.
-    zero = emissions.new_zeros(batch, 1)
-    run_o = torch.cat([zero, torch.cumsum(emissions[:, :, TAG_O] + trans[TAG_O, TAG_O], dim=1)], dim=1)
-    run_i = torch.cat([zero, torch.cumsum(emissions[:, :, TAG_I] + trans[TAG_I, TAG_I], dim=1)], dim=1)
-
-    # Score of everything up to and including the B at i: (batch, seq).
-    before = torch.where(
-        positions == 0, start[TAG_B], start[TAG_O] + run_o[:, :-1] - trans[TAG_O, TAG_O] + trans[TAG_O, TAG_B]
-    )
-    head = before + emissions[:, :, TAG_B]
-    # Score after the span ends at j, but for the transition out of its last tag.
-    rest_o = run_o.gather(1, lengths) - run_o[:, 1:] - trans[TAG_O, TAG_O] + end[TAG_O]
-    after_b = torch.where(is_last, end[TAG_B], trans[TAG_B, TAG_O] + rest_o)
-    after_i = torch.where(is_last, end[TAG_I], trans[TAG_I, TAG_O] + rest_o)
-
-    single = torch.where(allowed, head + after_b, neg_inf)  # span i..i
-    opened = torch.where(allowed, head + trans[TAG_B, TAG_I] - run_i[:, 1:] - trans[TAG_I, TAG_I], neg_inf)
-    closed = torch.where(allowed, run_i[:, 1:] + after_i, neg_inf)
-
-    # Prefix argmax of `opened` restarting after each disallowed position, exactly: `gaps` (disallowed positions
-    # up to and including t) is constant over a run of allowed positions and grows from run to run, and it is the
-    # same at the disallowed position that precedes a run (where `opened` is -inf). Ordering by (gaps, opened)
-    # packed into one int64 makes the running maximum at t-1 the best opening within t's own run (or that -inf
-    # position when t opens its run), with no rounding: the float is only reinterpreted, never added to.
-    gaps = torch.cumsum(~allowed, dim=1)
-    _, best_open = torch.cummax((gaps << 32) + _orderable_int(opened), dim=1)
-    open_at = torch.cat([torch.zeros_like(best_open[:, :1]), best_open[:, :-1]], dim=1)  # best i < j (j = 0: none)
-    open_score = torch.where(positions > 0, opened.gather(1, open_at), neg_inf)
-    pair = closed + open_score  # best span i..j with i < j, for each j
-
-    # argmax + gather rather than `max(dim=...)`: the latter is oddly slow on small CPU tensors.
-    pair_end = pair.argmax(dim=1, keepdim=True)
-    pair_score = pair.gather(1, pair_end)
-    single_at = single.argmax(dim=1, keepdim=True)
-    single_score = single.gather(1, single_at)
-    use_pair = pair_score > single_score
-    span_start = torch.where(use_pair, open_at.gather(1, pair_end), single_at)
-    span_end = torch.where(use_pair, pair_end, single_at)
-    best_score = torch.maximum(pair_score, single_score)
-    found = torch.isfinite(best_score)
-    span_start = torch.where(found, span_start, 0).squeeze(1)
-    span_end = torch.where(found, span_end, 0).squeeze(1)
-    return span_start, span_end, best_score.squeeze(1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -540,7 +273,7 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
 
     Training minimises the CRF negative log-likelihood of gold BIO tags. Every forward returns span-boundary
     log-marginals shaped like a span model's `start_logits` / `end_logits`; in eval mode it also decodes, per
-    sequence, the best path with exactly one answer span inside the context.
+    sequence, the `n_best_size` most probable paths with exactly one answer span inside the context.
     """
 
     def __init__(self, config: CrfQAConfig, encoder: PreTrainedModel | None = None):
@@ -736,7 +469,7 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
     def decode_spans(self, emissions: torch.Tensor, attention_mask=None, context_mask=None):
         """
         Constrained decoding: the most probable tag path under valid BIO with exactly one `B I*` span that lies
-        entirely inside `context_mask`.
+        entirely inside `context_mask` (and covers at most `config.max_answer_length` tokens, when set).
 
         Args:
             emissions: `(batch, seq, 3)`.
@@ -747,33 +480,55 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
         Returns:
             `(span_start, span_end, span_score, null_score)`, each `(batch,)`: inclusive token indices (long),
             `log P(best single-span path)` and `log P(all O)` (float32). Without any allowed token:
-            `span_score = -inf` and `span_start = span_end = 0`.
+            `span_score = -inf` and `span_start = span_end = 0`. The first of `decode_nbest_spans`'s spans.
+        """
+        span_start, span_end, span_score, null_score = self.decode_nbest_spans(
+            emissions, attention_mask, context_mask, n_best_size=1
+        )
+        return span_start[:, 0], span_end[:, 0], span_score[:, 0], null_score
+
+    def decode_nbest_spans(
+        self, emissions: torch.Tensor, attention_mask=None, context_mask=None, n_best_size=None, max_answer_length=None
+    ):
+        """
+        Constrained n-best decoding: the `n_best_size` most probable tag paths under valid BIO with exactly one
+        `B I*` span that lies entirely inside `context_mask`, exactly (see `crf_decoding.crf_kbest_single_spans`).
+
+        Args:
+            emissions: `(batch, seq, 3)`.
+            attention_mask: `(batch, seq)` length-prefix mask, or `None`.
+            context_mask: `(batch, seq)` bool, True where the answer may be; `None` means every attended token
+                but position 0.
+            n_best_size: paths per sequence (default `config.n_best_size`).
+            max_answer_length: the most tokens a span may cover (default `config.max_answer_length`; `None`: no
+                limit).
+
+        Returns:
+            `(span_start, span_end, span_score, null_score)`: `(batch, n_best_size)` inclusive token indices (long)
+            and `log P(path)` (float32), best first, `-inf` (with `span_start = span_end = 0`) past the last allowed
+            span; and `(batch,)` `log P(all O)`.
         """
         emissions = emissions.float()
         mask = self._as_mask(attention_mask, emissions)
         with torch.autocast(emissions.device.type, enabled=False):
-            return self._decode_spans(emissions, mask, context_mask)
+            return self._decode_spans(emissions, mask, context_mask, n_best_size, max_answer_length)
 
-    def _decode_spans(self, emissions, mask, context_mask, log_z=None):
-        """`decode_spans` on float32 emissions and a bool mask, reusing `log_z` `(batch,)` when already known."""
+    def _decode_spans(self, emissions, mask, context_mask, n_best_size=None, max_answer_length=None, log_z=None):
+        """`decode_nbest_spans` on float32 emissions and a bool mask, reusing `log_z` `(batch,)` when already known."""
         if context_mask is None:
             context_mask = mask.clone()
             context_mask[:, 0] = False
         else:
             context_mask = context_mask.bool() & mask
-        start, end, trans = self._crf_parameters()
-        if log_z is None:
-            log_z = crf_log_partition(emissions, mask, start, end, trans)
-        span_start, span_end, best = crf_decode_single_span(emissions, mask, context_mask, start, end, trans)
-        # The closed form's running sums reach ~1e4 on a confident window, where float32 keeps ~1e-3: good enough to
-        # pick the span, not for the null odds (null_score - span_score), which would tie across questions. The two
-        # paths are rescored in float64, where that difference is exact (log Z is common to both).
-        emissions64, *parameters64 = (value.double() for value in (emissions, start, end, trans))
-        span_tags = crf_single_span_tags(span_start, span_end, emissions.shape[1])
-        span_path = crf_path_scores(emissions64, span_tags, mask, *parameters64)
-        span_score = torch.where(torch.isfinite(best), span_path, float("-inf"))
-        null_score = crf_all_o_scores(emissions64, mask, *parameters64)
-        return span_start, span_end, (span_score - log_z).float(), (null_score - log_z).float()
+        n_best_size = self.config.n_best_size if n_best_size is None else n_best_size
+        if max_answer_length is None:
+            max_answer_length = self.config.max_answer_length
+        # The spans are chosen on float64 terms (the closed form's running sums reach ~1e4 on a confident window,
+        # where float32 keeps ~1e-3) and each kept path and the all-O path are rescored in float64, where the null
+        # odds (null_score - span_score) are exact (log Z is common to both).
+        return crf_decode_nbest_spans(
+            emissions, mask, context_mask, *self._crf_parameters(), n_best_size, max_answer_length, log_z=log_z
+        )
 
     # ---- forward -------------------------------------------------------------------------------------------------
 
@@ -785,6 +540,8 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
         labels: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        n_best_size: int | None = None,
+        max_answer_length: int | None = None,
         **kwargs,
     ) -> CrfQuestionAnsweringOutput | tuple:
         r"""
@@ -803,12 +560,17 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
                 decoding only; defaults to every attended token but position 0.
             return_dict (`bool`, *optional*):
                 Return a `CrfQuestionAnsweringOutput` (default: `config.return_dict`) or a tuple.
+            n_best_size (`int`, *optional*):
+                Spans per window the eval-mode decoding returns (default `config.n_best_size`).
+            max_answer_length (`int`, *optional*):
+                The most tokens a decoded span may cover (default `config.max_answer_length`, no limit when `None`).
             kwargs:
                 Passed to the encoder (`position_ids`, `inputs_embeds`, `output_hidden_states`, ...).
 
         Returns:
             [`CrfQuestionAnsweringOutput`]: `loss` when `labels` are given, `start_logits`/`end_logits`
-            `(batch, seq)` always, and in eval mode `span_start`, `span_end`, `span_score`, `null_score` `(batch,)`.
+            `(batch, seq)` always, and in eval mode `span_start`, `span_end`, `span_score` `(batch, n_best_size)`
+            (the n-best single-span paths, best first) and `null_score` `(batch,)`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         kwargs.pop("num_items_in_batch", None)  # a Trainer loss kwarg, meaningless to the encoder
@@ -827,7 +589,7 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
             if not self.training:
                 # The constrained decode serves inference only; training skips it.
                 span_start, span_end, span_score, null_score = self._decode_spans(
-                    emissions, mask, context_mask, log_z=log_z
+                    emissions, mask, context_mask, n_best_size, max_answer_length, log_z=log_z
                 )
 
         output = CrfQuestionAnsweringOutput(

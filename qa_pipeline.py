@@ -8,9 +8,11 @@ transformers 5.3 removed the "question-answering" task; a model folder brings it
     qa(question="Who?", context="...")  # {"score": ..., "start": ..., "end": ..., "answer": ...}
 
 Windows are cut and answers decoded by the same code as evaluation; a CRF model's answers come from its
-constrained Viterbi decoding, a span model's from its start/end logits.
+constrained n-best decoding (the most probable single-span tag paths of each window), a span model's from its
+start/end logits.
 """
 
+from collections.abc import Iterable, Mapping
 from numbers import Integral
 
 import numpy as np
@@ -18,7 +20,7 @@ import torch
 from transformers.pipelines.base import ChunkPipeline
 
 from .qa_windows import cls_indices, context_offsets, max_question_tokens, tokenized_windows
-from .span_decoding import WindowCandidates, null_scores, ranked_answers, softmax, span_candidates
+from .span_decoding import WindowCandidates, null_scores, rank_within_groups
 
 # Evaluation settings run_qa.py stores in the config; these defaults serve other models.
 DEFAULTS = {"max_seq_length": 384, "doc_stride": 128, "max_answer_length": 30, "n_best_size": 20,
@@ -40,38 +42,54 @@ def paired(questions, contexts):
     return [{"question": q, "context": c} for q, c in zip(questions, contexts)]
 
 
-def check_input(item, where):
-    """Refuse an input that is not a dict with a non-empty "question" and "context" string."""
-    if not isinstance(item, dict):
+def checked(item, where):
+    """`item` as the pipeline's {"question", "context"} input (other keys, such as a dataset row's, are ignored).
+
+    As transformers 4's pipeline: KeyError for a dict without one of the keys, ValueError for a text that is None,
+    empty or not a string.
+    """
+    if not isinstance(item, Mapping):
         raise ValueError(f"{where}: expected a {{'question': ..., 'context': ...}} dict, got {item!r:.100}")
     for name in ("question", "context"):
-        value = item.get(name)
+        if name not in item:
+            raise KeyError(f"{where}: the dict has no '{name}' key; give {{'question': ..., 'context': ...}}")
+        value = item[name]
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{where}: '{name}' must be a non-empty string, got {value!r:.100}")
+    return {"question": item["question"], "context": item["context"]}
 
 
-def questions_and_contexts(args, kwargs):
-    """The pipeline's input as a list of {"question", "context"} dicts, and whether a single one was given.
+def pipeline_inputs(args, kwargs):
+    """The call's input: one {"question", "context"} dict, a list of them, or a generator of them (streamed).
 
-    Accepts question=..., context=... (strings or lists), a dict or a list of dicts, or (question, context)
-    positionally as the old transformers pipeline did.
+    Accepts what transformers 4's pipeline accepted: question=..., context=... (strings or lists), (question,
+    context) positionally, a dict, a list or tuple of dicts, X=... or data=..., and any other iterable of dicts (a
+    generator, a `datasets.Dataset`), which is streamed: the call returns an iterator of results, checked and
+    answered as they are read.
     """
-    if args and ("question" in kwargs or "context" in kwargs):
+    keyword = [name for name in ("X", "data") if name in kwargs]
+    if args and (keyword or "question" in kwargs or "context" in kwargs):
         raise ValueError("Give the input either positionally or as question=... and context=..., not both")
     if len(args) == 2:
         inputs = paired(*args)
     elif len(args) == 1:
-        inputs = list(args[0]) if isinstance(args[0], tuple) else args[0]
-    elif not args and "question" in kwargs and "context" in kwargs:
+        inputs = args[0]
+    elif args:
+        raise ValueError(f"Expected (question, context) or one input, got {len(args)} positional arguments")
+    elif keyword:
+        inputs = kwargs.pop(keyword[0])
+    elif "question" in kwargs and "context" in kwargs:
         inputs = paired(kwargs.pop("question"), kwargs.pop("context"))
     else:
         raise ValueError("Give question=... and context=... (strings or lists), or {'question', 'context'} dicts")
-    single = isinstance(inputs, dict)
-    if not single and not isinstance(inputs, list):
-        raise ValueError(f"Expected a {{'question', 'context'}} dict or a list of them, got {type(inputs).__name__}")
-    for i, item in enumerate([inputs] if single else inputs):
-        check_input(item, "input" if single else f"input {i}")
-    return inputs, single
+    if isinstance(inputs, Mapping):
+        return checked(inputs, "input")
+    if isinstance(inputs, (list, tuple)):
+        return [checked(item, f"input {i}") for i, item in enumerate(inputs)]
+    if isinstance(inputs, str) or not isinstance(inputs, Iterable):
+        raise ValueError(f"Expected a {{'question', 'context'}} dict, a list or an iterable of them, got "
+                         f"{type(inputs).__name__}")
+    return (checked(item, f"input {i}") for i, item in enumerate(inputs))
 
 
 def given(**params):
@@ -87,27 +105,102 @@ def check_counts(minimum, **params):
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def thresholded(answers, threshold):
-    """Answers with the empty one's score lowered by `threshold`, re-ranked, and their probabilities recomputed.
+def context_words(tokenizer, context):
+    """(words, 2) character spans of the tokenizer's words in `context`, in order: tokenized alone, so a word
+    that a window boundary cuts is still whole."""
+    encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+    ids = np.array([-1 if i is None else i for i in encoded.word_ids()], dtype=np.int64)
+    offsets = np.array(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)[ids >= 0]
+    ids = ids[ids >= 0]
+    spans = np.stack([np.full(ids.max() + 1, np.iinfo(np.int64).max), np.full(ids.max() + 1, -1)], axis=1)
+    np.minimum.at(spans[:, 0], ids, offsets[:, 0])
+    np.maximum.at(spans[:, 1], ids, offsets[:, 1])
+    spans = spans[spans[:, 1] >= 0]
+    return spans[np.argsort(spans[:, 0], kind="stable")]
 
-    Evaluation answers "" when null score - best span score > threshold; lowering the null score by the threshold
-    ranks it first exactly then (a tie goes to the span). Recomputing the probabilities keeps the scores in the
-    order of the ranking.
+
+def word_spans(words, offsets):
+    """(length, 2) character span of the word holding each of a window's context tokens, -1 off the context.
+
+    words: `context_words` of the context; offsets: the window's (length, 2) context offsets, -1 off it.
     """
-    shifted = [dict(a, score=a["score"] - threshold) if a["text"] == "" else a for a in answers]
-    shifted.sort(key=lambda a: (-a["score"], a["text"] == ""))
-    for answer, probability in zip(shifted, softmax(np.array([a["score"] for a in shifted]))):
-        answer["probability"] = float(probability)
-    return shifted
+    spans = np.full_like(offsets, -1)
+    context = offsets[:, 0] >= 0
+    spans[context] = words[np.searchsorted(words[:, 0], offsets[context, 0], side="right") - 1]
+    return spans
 
 
-def word_aligned(context, start, end):
-    """(start, end) widened to whole words: runs of letters and digits are not cut."""
-    while start > 0 and context[start - 1].isalnum() and context[start].isalnum():
-        start -= 1
-    while end < len(context) and context[end - 1].isalnum() and context[end].isalnum():
-        end += 1
-    return start, end
+def valid_spans(allowed, max_answer_len):
+    """(window, start, end) of every span that starts and ends on an allowed token, with end >= start and at most
+    `max_answer_len` tokens. allowed: (windows, length) bool."""
+    length = allowed.shape[1]
+    start, end = np.nonzero(np.tril(np.triu(np.ones((length, length), dtype=bool)), max_answer_len - 1))
+    window, pair = np.nonzero(allowed[:, start] & allowed[:, end])
+    return window, start[pair], end[pair]
+
+
+def log_softmax(logits, mask):
+    """Row-wise log-softmax of `logits` over the tokens where `mask` is True (-inf elsewhere), in float64."""
+    masked = np.where(mask, logits.astype(np.float64), -np.inf)
+    top = masked.max(axis=1, keepdims=True)
+    return masked - top - np.log(np.exp(masked - top).sum(axis=1, keepdims=True))
+
+
+def library_scores(start_logits, end_logits, context, cls_index, candidates):
+    """transformers 4's scores: each span's probability within its window (softmax of the window's start logits
+    times softmax of its end logits, both over its context tokens and [CLS]), and each window's no-answer
+    probability (the same at [CLS])."""
+    rows = np.arange(len(cls_index))
+    mask = context.copy()
+    mask[rows, cls_index] = True
+    log_start, log_end = log_softmax(start_logits, mask), log_softmax(end_logits, mask)
+    span = log_start[candidates.window, candidates.start] + log_end[candidates.window, candidates.end]
+    return np.exp(span), np.exp(log_start[rows, cls_index] + log_end[rows, cls_index])
+
+
+def distinct_answers(context, candidates, score, char_start, char_end, top_k, per_window):
+    """Answers best first (by the candidates' scores, as evaluation ranks them), merged as transformers 4 merges
+    them: spans whose texts are equal (ignoring case) are one answer, at the best one's place, with the sum of
+    their `score`s. Like the library, each window contributes its `per_window` best spans; as long as that gives
+    fewer than `top_k` distinct answers and more spans exist, it contributes more.
+
+    Returns dicts {"answer", "start", "end", "rank", "score"}; "rank" is the ranking score.
+    """
+    order, within = rank_within_groups(candidates.window, candidates.score)
+    limit = per_window
+    while True:
+        taken = order[within < limit]
+        taken = taken[np.argsort(-candidates.score[taken], kind="stable")].tolist()
+        answers = {}
+        for i in taken:
+            start, end = char_start[i], char_end[i]
+            text = context[start:end]
+            merged = answers.get(text.lower())
+            if merged:
+                merged["score"] += score[i]
+            else:
+                answers[text.lower()] = {"answer": text, "start": start, "end": end,
+                                         "rank": float(candidates.score[i]), "score": score[i]}
+        if len(answers) >= top_k or len(taken) == len(order):
+            return list(answers.values())
+        limit *= 2
+
+
+def with_no_answer(answers, null_rank, null_score, threshold):
+    """`answers` with the empty answer at its place: evaluation answers "" when null score - best span score >
+    threshold, so the empty answer ranks as its null score lowered by the threshold (a tie goes to the span)."""
+    place = sum(answer["rank"] >= null_rank - threshold for answer in answers)
+    return [*answers[:place], {"answer": "", "start": 0, "end": 0, "score": null_score}, *answers[place:]]
+
+
+def stacked(windows, key):
+    """(windows, longest window, 2) int array of a per-token (length, 2) field of a question's windows, -1 in the
+    padding."""
+    rows = [w[key] for w in windows]
+    array = np.full((len(rows), max(len(r) for r in rows), 2), -1, dtype=np.int64)
+    for i, row in enumerate(rows):
+        array[i, : len(row)] = row
+    return array
 
 
 class QuestionAnsweringPipeline(ChunkPipeline):
@@ -121,11 +214,10 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     """
 
     def __call__(self, *args, **kwargs):
-        inputs, single = questions_and_contexts(args, kwargs)
-        if not single and not inputs:
+        inputs = pipeline_inputs(args, kwargs)
+        if isinstance(inputs, list) and not inputs:
             return []
-        results = super().__call__([inputs] if single else inputs, **kwargs)
-        return results[0] if single else results
+        return super().__call__(inputs, **kwargs)
 
     @property
     def settings(self):
@@ -142,7 +234,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         preprocess = given(max_seq_len=max_seq_len, doc_stride=doc_stride, max_question_len=max_question_len)
         postprocess = given(top_k=top_k, max_answer_len=max_answer_len, align_to_words=align_to_words,
                             handle_impossible_answer=handle_impossible_answer, null_threshold=null_score_diff_threshold)
-        return preprocess, {}, postprocess
+        # top_k also goes to the forward pass: a CRF model decodes that many spans per window if evaluation's n-best
+        # holds fewer
+        return preprocess, given(top_k=top_k), postprocess
 
     def window_sizes(self, max_seq_len, doc_stride):
         """(max_seq_len, doc_stride): the given ones, else evaluation's.
@@ -173,18 +267,21 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             # e.g. only control or zero-width characters, which the tokenizer drops: there is nothing to answer from
             raise ValueError(f"The context {context!r:.100} has no text the tokenizer keeps")
         cls_index = cls_indices(encoded, self.tokenizer)
+        words = context_words(self.tokenizer, context)
         names = [n for n in self.tokenizer.model_input_names if n in encoded]
         for w in range(len(encoded["input_ids"])):
             window = {name: torch.tensor([encoded[name][w]]) for name in names}
             window["context_mask"] = torch.from_numpy(offsets[w][:, 0] >= 0)[None]
-            yield {**window, "offsets": offsets[w], "cls_index": cls_index[w], "context": context,
-                   "is_last": w == len(encoded["input_ids"]) - 1}
+            yield {**window, "offsets": offsets[w], "words": word_spans(words, offsets[w]),
+                   "cls_index": cls_index[w], "context": context, "is_last": w == len(encoded["input_ids"]) - 1}
 
-    def _forward(self, inputs):
-        keep = ("offsets", "cls_index", "context", "is_last")
+    def _forward(self, inputs, top_k=1):
+        keep = ("offsets", "words", "cls_index", "context", "is_last")
         model_inputs = {k: v for k, v in inputs.items() if k not in keep}
         if not hasattr(self.model, "crf"):
             model_inputs.pop("context_mask")
+        else:  # the CRF's n-best paths per window: as many as evaluation's n-best lists hold, or top_k if more
+            model_inputs["n_best_size"] = max(self.settings["n_best_size"], top_k)
         outputs = self.model(**model_inputs)
         fields = ("span_start", "span_end", "span_score", "null_score") if hasattr(self.model, "crf") else (
             "start_logits", "end_logits")
@@ -196,47 +293,62 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         settings = self.settings
         max_answer_len = settings["max_answer_length"] if max_answer_len is None else max_answer_len
         null_threshold = settings["null_score_diff_threshold"] if null_threshold is None else null_threshold
-        n_best = max(settings["n_best_size"], top_k)
         context = windows[0]["context"]
         for w in windows:  # batching adds a leading axis to arrays
-            w["offsets"] = np.asarray(w["offsets"]).reshape(-1, 2)
-        width = max(len(w["offsets"]) for w in windows)
-        offsets = np.full((len(windows), width, 2), -1, dtype=np.int64)
-        for i, w in enumerate(windows):
-            offsets[i, : len(w["offsets"])] = w["offsets"]
-        candidates = self.candidates(windows, offsets, n_best, max_answer_len)
-        [(answers, null, best)] = ranked_answers([context], np.zeros(len(windows), dtype=np.int64), offsets,
-                                                  candidates, n_best, handle_impossible_answer)
+            w["offsets"], w["words"] = (np.asarray(w[key]).reshape(-1, 2) for key in ("offsets", "words"))
+        offsets, words = (stacked(windows, key) for key in ("offsets", "words"))
+        candidates, score, window_null_score = self.scored_candidates(windows, offsets, max_answer_len)
+        bounds = words if align_to_words else offsets
+        char_start = bounds[candidates.window, candidates.start, 0].tolist()
+        char_end = bounds[candidates.window, candidates.end, 1].tolist()
+        per_window = top_k * 2 + 10 if align_to_words else top_k  # the spans transformers 4 takes from a window
+        answers = distinct_answers(context, candidates, score.tolist(), char_start, char_end, top_k, per_window)
         if handle_impossible_answer:
-            answers = thresholded(answers, null_threshold)
-        results = []
-        for answer in answers[:top_k]:
-            start, end = answer["start"], answer["end"]
-            if align_to_words and answer["text"]:
-                start, end = word_aligned(context, start, end)
-            results.append({"score": answer["probability"], "start": start, "end": end, "answer": context[start:end]})
+            answers = with_no_answer(answers, float(candidates.window_null.min()), float(window_null_score.min()),
+                                     null_threshold)
+        results = [{"score": float(a["score"]), "start": a["start"], "end": a["end"], "answer": a["answer"]}
+                   for a in answers[:top_k]]
         return results[0] if top_k == 1 else results
+
+    def scored_candidates(self, windows, offsets, max_answer_len):
+        """(WindowCandidates ranked as evaluation ranks them, each one's reported score, each window's reported
+        no-answer score).
+
+        A span model's candidates are all its valid spans, reported with transformers 4's scores
+        (`library_scores`); a CRF model's are its best single-span tag paths, reported with their probabilities.
+        """
+        if hasattr(self.model, "crf"):
+            candidates = self.crf_candidates(windows)
+            return (candidates, np.exp(candidates.score.astype(np.float64)),
+                    np.exp(candidates.window_null.astype(np.float64)))
+        start_logits, end_logits = (self.logits(windows, offsets, key) for key in ("start_logits", "end_logits"))
+        context = offsets[..., 0] >= 0
+        window, start, end = valid_spans(context, max_answer_len)
+        cls_index = np.array([w["cls_index"] for w in windows])
+        candidates = WindowCandidates(window, start, end, start_logits[window, start] + end_logits[window, end],
+                                      null_scores(start_logits, end_logits, cls_index))
+        score, null_score = library_scores(start_logits, end_logits, context, cls_index, candidates)
+        return candidates, score, null_score
+
+    def logits(self, windows, offsets, key):
+        """(windows, longest window) float32 `key` logits of a question's windows, padded with -1e4."""
+        logits = np.full(offsets.shape[:2], -1e4, dtype=np.float32)
+        for i, w in enumerate(windows):
+            logits[i, : len(w["offsets"])] = self.unpadded(w[key], len(w["offsets"]))
+        return logits
 
     def unpadded(self, logits, length):
         """The `length` logits of a window's own tokens, out of a row padded to its batch's longest window."""
         row = logits.reshape(-1).numpy()
         return row[len(row) - length :] if self.tokenizer.padding_side == "left" else row[:length]
 
-    def candidates(self, windows, offsets, n_best, max_answer_len):
-        """`WindowCandidates` of a question's windows, from the CRF's Viterbi spans or the span decoder."""
-        if hasattr(self.model, "crf"):
-            score = np.array([w["span_score"].item() for w in windows], dtype=np.float32)
-            window = np.flatnonzero(np.isfinite(score))
-            start = np.array([w["span_start"].item() for w in windows])[window]
-            end = np.array([w["span_end"].item() for w in windows])[window]
-            null = np.array([w["null_score"].item() for w in windows], dtype=np.float32)
-            return WindowCandidates(window, start, end, score[window], null)
-        start_logits = np.full(offsets.shape[:2], -1e4, dtype=np.float32)
-        end_logits = np.full(offsets.shape[:2], -1e4, dtype=np.float32)
-        for i, w in enumerate(windows):
-            start_logits[i, : len(w["offsets"])] = self.unpadded(w["start_logits"], len(w["offsets"]))
-            end_logits[i, : len(w["offsets"])] = self.unpadded(w["end_logits"], len(w["offsets"]))
-        window, start, end, score = span_candidates(start_logits, end_logits, offsets[..., 0] >= 0, n_best, max_answer_len)
-        cls_index = np.array([w["cls_index"] for w in windows])
-        return WindowCandidates(window, start, end, score, null_scores(start_logits, end_logits, cls_index))
-
+    @staticmethod
+    def crf_candidates(windows):
+        """`WindowCandidates` of a CRF model's windows: each window's n-best spans, best first (-inf scores past a
+        window's last span, as evaluation reads them)."""
+        score, start, end = (np.stack([w[key].reshape(-1).numpy() for w in windows])
+                             for key in ("span_score", "span_start", "span_end"))
+        window, slot = np.nonzero(np.isfinite(score))
+        null = np.array([w["null_score"].item() for w in windows], dtype=np.float32)
+        return WindowCandidates(window, start[window, slot], end[window, slot], score[window, slot].astype(np.float32),
+                                null)

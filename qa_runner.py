@@ -93,7 +93,8 @@ class DataTrainingArguments:
     )
     threshold_given: bool = field(init=False, default=False)
     doc_stride: int = field(default=128, metadata={"help": "Overlap, in tokens, between consecutive windows."})
-    n_best_size: int = field(default=20, metadata={"help": "Start and end candidates per window; answers kept per question."})
+    n_best_size: int = field(default=20, metadata={"help": "Start and end candidates (CRF: single-span tag paths) per "
+                                                           "window; answers kept per question."})
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
     unanswerable_cuts: float = field(
         default=0.0,
@@ -320,6 +321,8 @@ def run(head, model_args, data_args, training_args):
     model = head.load_model(model_args, hub_kwargs)
     model.config.custom_pipelines = PIPELINE_ENTRY
     model.config.qa_settings = qa_settings(data_args)
+    if hasattr(model.config, "n_best_size"):  # the CRF model: spans per window its evaluation forward returns
+        model.config.n_best_size = data_args.n_best_size
 
     def build_train(batch, indices):
         return train_features(batch, indices, tokenizer, data_args, head.label_scheme)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Fine-tune and evaluate SpanBERT+CRF for extractive QA: BIO tags per token, constrained Viterbi decoding.
+"""Fine-tune and evaluate SpanBERT+CRF for extractive QA: BIO tags per token, constrained n-best decoding (each
+window's most probable single-span tag paths).
 
     accelerate launch run_qa_crf.py --model_name_or_path SpanBERT/spanbert-base-cased \
         --dataset_name rajpurkar/squad_v2 --version_2_with_negative --do_train --do_eval --output_dir out

@@ -217,9 +217,13 @@ def write_prediction_files(result, output_dir, prefix):
 
 
 def crf_head_candidates(outputs, features, offsets, args):
-    """Candidates of a CRF model: each window's Viterbi span. outputs: (span_start, span_end, span_score, null_score)."""
-    span_start, span_end, span_score, null_score = (np.asarray(o) for o in outputs[:4])
-    window = np.flatnonzero(np.isfinite(span_score))
+    """Candidates of a CRF model: each window's n-best single-span paths (the model's `n_best_size`, which the run sets
+    to `--n_best_size`), best first. outputs: (span_start, span_end, span_score, null_score), the first three
+    (windows, n) with -inf scores past a window's last span (or (windows,), one span each), null_score (windows,)."""
+    null_score = np.asarray(outputs[3]).reshape(-1)
+    span_start, span_end, span_score = (np.asarray(o).reshape(len(null_score), -1) for o in outputs[:3])
+    window, slot = np.nonzero(np.isfinite(span_score))  # by window, then best first
     return WindowCandidates(
-        window, span_start[window], span_end[window], span_score[window].astype(np.float32), null_score.astype(np.float32)
+        window, span_start[window, slot], span_end[window, slot], span_score[window, slot].astype(np.float32),
+        null_score.astype(np.float32),
     )

@@ -3,14 +3,18 @@
 
 1. Decoding, batch 32 x 384, 3 tags, random N(0, 1) emissions (fixed seed), a full attention mask and a context
    mask covering positions 16..382 (a 14-token question between [CLS] and [SEP], the final [SEP] excluded):
-   `CrfForQuestionAnswering.decode_spans` (the exact best single-span path in closed form, plus a parallel-scan
-   log Z and the all-O score) against `model.crf.decode` (pytorch-crf's Viterbi, whose backtracking is a Python
-   loop per sequence). The span search alone (`modeling_crf.crf_decode_single_span`) is timed too.
+   `CrfForQuestionAnswering.decode_nbest_spans` with n_best_size 20, what evaluation runs (the exact 20 best
+   single-span paths, searched on float64 terms, each rescored in float64, plus a parallel-scan log Z and the all-O
+   score), and `decode_spans` (the same for the best path only), against `model.crf.decode` (pytorch-crf's Viterbi,
+   whose backtracking is a Python loop per sequence). The 20-best search alone
+   (`crf_decoding.crf_kbest_single_spans`) and the closed-form best-path search (`crf_decode_single_span`, float32
+   prefix maxima) are timed too.
 2. Agreement where no constraint binds: emissions are built so that the unconstrained best path is one `B I*` span
    inside the context (strong emissions, +8 on the chosen tag of every token, over N(0, 0.5) noise); the script
    checks that `crf.decode` returns that path, that `decode_spans` returns its span, and that its `span_score`
    equals the log-likelihood of that path (up to float32 rounding: 1e-5 of the path's score, which sums ~seq
-   emissions of about 8).
+   emissions of about 8), and that `decode_nbest_spans`' 20 spans start with that span, with the same score, and
+   are in order.
 3. Training step (forward + backward, dropout on, no optimizer step) at batch 8 x 384 with MiniLM-L6-H384's config
    and random weights: `CrfForQuestionAnswering` (BIO labels, CRF negative log-likelihood) against
    `BertForQuestionAnswering` (start/end positions). The CRF head is also timed alone on the same emissions: the
@@ -70,24 +74,30 @@ def agreement(model, batch, seq, seed):
     with torch.no_grad():
         paths = model.crf.decode(emissions, attention_mask)
         span_start, span_end, span_score, _ = model.decode_spans(emissions, attention_mask, context_mask)
+        nbest_start, nbest_end, nbest_score, _ = model.decode_nbest_spans(emissions, attention_mask, context_mask,
+                                                                          n_best_size=20)
         log_likelihood = model.log_likelihood(emissions, tags, attention_mask)
         path_score = crf_path_scores(emissions, tags, attention_mask, *model._crf_parameters())
     same_path = sum(path == row.tolist() for path, row in zip(paths, tags))
     same_span = sum((int(s), int(e)) == span for s, e, span in zip(span_start, span_end, spans))
+    same_first = sum((int(s), int(e)) == span for s, e, span in zip(nbest_start[:, 0], nbest_end[:, 0], spans))
+    ordered = bool((nbest_score[:, 1:] <= nbest_score[:, :-1]).all()) and torch.equal(nbest_score[:, 0], span_score)
     # Both sides sum ~seq float32 terms in different orders: allow float32 rounding relative to the path's score.
     relative = float(((span_score - log_likelihood).abs() / path_score.abs()).max())
-    if same_path != batch or same_span != batch or relative > 1e-5:
+    if same_path != batch or same_span != batch or same_first != batch or not ordered or relative > 1e-5:
         raise SystemExit(f"error: decode_spans disagrees with crf.decode where no constraint binds "
-                         f"(paths {same_path}/{batch}, spans {same_span}/{batch}, relative score diff {relative:.2e})")
+                         f"(paths {same_path}/{batch}, spans {same_span}/{batch}, first of 20 {same_first}/{batch}, "
+                         f"20 best in order with the best's score {ordered}, relative score diff {relative:.2e})")
     return [
         ("crf.decode path = the constructed single-span path", f"{same_path} / {batch}"),
         ("decode_spans span = that path's span", f"{same_span} / {batch}"),
+        ("decode_nbest_spans (20) first span = that path's span", f"{same_first} / {batch}"),
         ("max abs(span_score - log-likelihood of that path) / abs(path score)", f"{relative:.1e}"),
     ]
 
 
-def decode_timings(model, batch, seq, repeats, seed):
-    from modeling_crf import crf_decode_single_span
+def decode_timings(model, batch, seq, repeats, seed, n_best=20):
+    from modeling_crf import crf_decode_single_span, crf_kbest_single_spans
 
     generator = torch.Generator().manual_seed(seed)
     emissions = torch.randn(batch, seq, 3, generator=generator)
@@ -96,9 +106,19 @@ def decode_timings(model, batch, seq, repeats, seed):
     mask = attention_mask.bool()
     start, end, trans = model._crf_parameters()
 
+    def decode_nbest():
+        with torch.no_grad():
+            return model.decode_nbest_spans(emissions, attention_mask, context_mask, n_best_size=n_best)
+
     def decode_spans():
         with torch.no_grad():
             return model.decode_spans(emissions, attention_mask, context_mask)
+
+    emissions64, start64, end64, trans64 = (value.double() for value in (emissions, start, end, trans))
+
+    def kbest_only():
+        with torch.no_grad():
+            return crf_kbest_single_spans(emissions64, mask, context_mask, start64, end64, trans64, n_best)
 
     def viterbi_only():
         with torch.no_grad():
@@ -108,17 +128,23 @@ def decode_timings(model, batch, seq, repeats, seed):
         with torch.no_grad():
             return model.crf.decode(emissions, mask)
 
-    variants = [("crf.decode", crf_decode), ("decode_spans", decode_spans), ("viterbi", viterbi_only)]
+    variants = [("crf.decode", crf_decode), ("decode_nbest", decode_nbest), ("kbest", kbest_only),
+                ("decode_spans", decode_spans), ("viterbi", viterbi_only)]
     seconds, _ = common.interleaved(variants, repeats, warmup=True)
     med = {name: common.median(values) for name, values in seconds.items()}
     base = med["crf.decode"]
+
+    def row(label, name):
+        return (label, f"{1000 * med[name]:.1f}", common.runs_text([1000 * v for v in seconds[name]], 1),
+                f"{med[name] / base:.2f}")
+
     return [
-        ("pytorch-crf `model.crf.decode(emissions, mask)`", f"{1000 * base:.1f}",
-         common.runs_text([1000 * v for v in seconds["crf.decode"]], 1), "1.00"),
-        ("`model.decode_spans(emissions, attention_mask, context_mask)`", f"{1000 * med['decode_spans']:.1f}",
-         common.runs_text([1000 * v for v in seconds["decode_spans"]], 1), f"{med['decode_spans'] / base:.2f}"),
-        ("  of which the single-span search (`crf_decode_single_span`)", f"{1000 * med['viterbi']:.1f}",
-         common.runs_text([1000 * v for v in seconds["viterbi"]], 1), f"{med['viterbi'] / base:.2f}"),
+        row("pytorch-crf `model.crf.decode(emissions, mask)`", "crf.decode"),
+        row(f"`model.decode_nbest_spans(emissions, attention_mask, context_mask, n_best_size={n_best})` (evaluation)",
+            "decode_nbest"),
+        row(f"  of which the {n_best}-best search (`crf_kbest_single_spans`, float64)", "kbest"),
+        row("`model.decode_spans(emissions, attention_mask, context_mask)` (the best path only)", "decode_spans"),
+        row("closed-form best-path search alone (`crf_decode_single_span`, float32)", "viterbi"),
     ]
 
 

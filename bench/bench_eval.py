@@ -156,8 +156,9 @@ def logits_check(predictions, windows, head_name):
     shapes = ", ".join(f"{a.dtype}{list(a.shape)}" for a in arrays)
     if head_name == "span":
         one_copy = len(windows) * width * 4 * 2
-    else:  # span_start, span_end (int64), span_score, null_score (float32), one value per window
-        one_copy = len(windows) * (8 + 8 + 4 + 4)
+    else:  # span_start, span_end (int64), span_score (float32): n_best_size per window; null_score (float32)
+        n_best = arrays[0].shape[1] if arrays[0].ndim == 2 else 1
+        one_copy = len(windows) * (n_best * (8 + 8 + 4) + 4)
     return held, one_copy, shapes
 
 
@@ -227,7 +228,7 @@ def main(argv=None):
     metrics = runs["dynamic"][-1]["metrics"]
     resettable = all(run["resettable"] for name in runs for run in runs[name])
     one_copy_label = ("windows x widest batch x 4 B x 2 (MiB)" if args.head == "span"
-                      else "windows x 24 B (MiB)")
+                      else "windows x (n_best x 20 B + 4 B) (MiB)")
     common.print_report(
         f"Evaluation ({args.head} head): dynamic vs static padding",
         [

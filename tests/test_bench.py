@@ -59,3 +59,9 @@ def test_bench_eval(tiny_bert_dir, head):
     assert_report(output, f"Evaluation ({head} head)", "| dynamic padding, sorted by length (package default) |",
                   "Peak RSS of the whole evaluation")
     assert "MORE than one copy" not in output
+
+
+def test_bench_pipeline(learned):
+    output = run_bench("bench_pipeline.py", "--model", learned["span"], "--dev_file", DEV)
+    assert_report(output, "Pipeline against evaluation (span head)", "| evaluation |", "| pipeline |")
+    assert "| pipeline answers equal to eval_predictions.json | 19 of 19 |" in output

@@ -401,6 +401,196 @@ def test_null_odds_are_exact_when_path_scores_are_large():
         assert odds == pytest.approx(exact, rel=1e-6, abs=1e-5), b
 
 
+# ---- n-best decoding ---------------------------------------------------------------------------------------------
+
+
+def brute_nbest_spans(emissions, length, context, start, end, trans, max_length=None):
+    """Every single-span path inside `context` (and of at most `max_length` tokens), scored exactly by enumeration:
+    [(score, i, j), ...], best first, equal scores by end then start."""
+    spans = []
+    for i in range(length):
+        for j in range(i, length):
+            if not all(context[t] for t in range(i, j + 1)) or (max_length is not None and j - i + 1 > max_length):
+                continue
+            spans.append((path_score(emissions, span_tags(length, i, j), start, end, trans), i, j))
+    return sorted(spans, key=lambda span: (-span[0], span[2], span[1]))
+
+
+def test_nbest_matches_brute_force():
+    """The k best single-span paths of small random CRFs are exactly the k best of every single-span path scored by
+    enumeration (pieces of context, length limits, k above and below the number of spans), in order, each with its
+    log-probability (also equal to pytorch-crf's log-likelihood of that path), then -inf with span 0..0."""
+    model = tiny_model()
+    generator = torch.Generator().manual_seed(30)
+    batch, seq = 8, 7
+    for trial in range(8):
+        randomize_crf(model, scale=2.0, seed=400 + trial)
+        start, end, trans = crf_params(model)
+        lengths = torch.randint(1, seq + 1, (batch,), generator=generator).tolist()
+        lengths[:2] = [seq, seq]
+        mask = length_mask(lengths, seq)
+        emissions = torch.randn(batch, seq, 3, generator=generator) * 2
+        context = (torch.rand(batch, seq, generator=generator) < 0.75) & mask
+        context[0] = mask[0]
+        context[0, [0, seq - 1]] = False  # one piece, as in a QA window
+        context[1] = False  # nothing allowed
+        # numpy scalars: enumerating is several times faster than with torch ones
+        parameters = [value.numpy() for value in (start, end, trans)]
+        exact = []
+        for b, length in enumerate(lengths):
+            em = emissions[b].double().numpy()
+            exact.append((brute_log_z(em, length, *parameters),
+                          brute_nbest_spans(em, length, context[b].tolist(), *parameters),
+                          path_score(em, [O] * length, *parameters)))
+        for k, max_length in ((12, None), (3, None), (12, 1), (5, 2), (40, 3), (1, None)):
+            span_start, span_end, span_score, null_score = model.decode_nbest_spans(
+                emissions, mask, context, n_best_size=k, max_answer_length=max_length
+            )
+            assert span_start.shape == span_end.shape == span_score.shape == (batch, k)
+            for b, length in enumerate(lengths):
+                log_z, spans, null = exact[b]
+                expected = [span for span in spans if max_length is None or span[2] - span[1] < max_length][:k]
+                found = int(torch.isfinite(span_score[b]).sum())
+                where = (trial, k, max_length, b)
+                assert found == len(expected), where
+                spans = list(zip(span_start[b, :found].tolist(), span_end[b, :found].tolist()))
+                assert spans == [(i, j) for _, i, j in expected], where
+                for (score, _, _), log_p in zip(expected, span_score[b, :found].tolist()):
+                    assert log_p == pytest.approx(score - log_z, abs=1e-5), where
+                if found:
+                    tags = torch.tensor([span_tags(length, i, j) + [O] * (seq - length) for _, i, j in expected])
+                    likelihood = model.crf(emissions[b : b + 1].expand(found, seq, 3), tags,
+                                           mask[b : b + 1].expand(found, seq), reduction="none")
+                    torch.testing.assert_close(span_score[b, :found], likelihood, rtol=1e-4, atol=1e-4)
+                assert (span_score[b, found:] == float("-inf")).all(), where
+                assert (span_start[b, found:] == 0).all() and (span_end[b, found:] == 0).all(), where
+                assert null_score[b].item() == pytest.approx(null - log_z, abs=1e-5), where
+
+
+def exhaustive_nbest_spans(emissions, mask, context, start, end, trans, k, max_length=None):
+    """Per row, the k best [(i, j, exact score)] of every single-span path inside `context` (at most `max_length`
+    tokens), each scored in float64 by `crf_path_scores`; best first, equal scores by end then start."""
+    batch, seq, _ = emissions.shape
+    first, last = torch.triu_indices(seq, seq)  # every i <= j
+    positions = torch.arange(seq)
+    tags = torch.where((positions >= first[:, None]) & (positions <= last[:, None]), I, O)
+    tags[torch.arange(len(first)), first] = B
+    results = []
+    for b in range(batch):
+        outside = torch.cumsum((~context[b]).long(), 0)
+        crossed = outside[last] - outside[first] + (~context[b][first]).long()
+        valid = (crossed == 0) & (last < int(mask[b].sum()))
+        if max_length is not None:
+            valid &= last - first < max_length
+        count = len(first)
+        scores = modeling_crf.crf_path_scores(
+            emissions[b].double().expand(count, seq, 3), tags, mask[b].expand(count, seq), start, end, trans
+        )
+        ranked = sorted((-float(scores[n]), int(last[n]), int(first[n])) for n in torch.nonzero(valid).flatten())
+        results.append([(i, j, -score) for score, j, i in ranked[:k]])
+    return results
+
+
+@pytest.mark.parametrize("max_length", [None, 5])
+def test_nbest_long_sequences_match_exhaustive_float64(max_length):
+    """Windows of 48 tokens: the 20 best against every single-span path scored in float64; log-probabilities within
+    1e-4 relative. Padding may hold anything (here NaN)."""
+    model = tiny_model()
+    generator = torch.Generator().manual_seed(32)
+    batch, seq, k = 8, 48, 20
+    for trial, scale in enumerate((0.5, 2.0, 6.0)):
+        randomize_crf(model, scale=scale, seed=500 + trial)
+        start, end, trans = crf_params(model)
+        lengths = torch.randint(1, seq + 1, (batch,), generator=generator).tolist()
+        lengths[:3] = [seq, seq, 2]
+        mask = length_mask(lengths, seq)
+        context = torch.rand(batch, seq, generator=generator) < 0.85
+        context[0] = False
+        context[0, 16 : seq - 1] = True
+        context[1] = True
+        emissions = torch.randn(batch, seq, 3, generator=generator) * scale
+        emissions[:, :, B] -= scale
+        context &= mask
+
+        span_start, span_end, span_score, _ = model.decode_nbest_spans(
+            emissions, mask, context, n_best_size=k, max_answer_length=max_length
+        )
+        alphas = modeling_crf.crf_forward_alphas(emissions.double(), mask, start, trans)
+        log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
+        exhaustive = exhaustive_nbest_spans(emissions, mask, context, start, end, trans, k, max_length)
+        for b, expected in enumerate(exhaustive):
+            found = int(torch.isfinite(span_score[b]).sum())
+            assert found == len(expected), (trial, b)
+            assert list(zip(span_start[b, :found].tolist(), span_end[b, :found].tolist())) == [
+                (i, j) for i, j, _ in expected], (trial, b)
+            for (_, _, score), log_p in zip(expected, span_score[b, :found].tolist()):
+                exact = score - log_z[b].item()
+                assert abs(log_p - exact) <= 1e-4 * max(1.0, abs(exact)), (trial, b)
+
+        # The search reads nothing past each sequence's end.
+        dirty = emissions.masked_fill(~mask.unsqueeze(2), float("nan"))
+        params = [p.double() for p in model._crf_parameters()]
+        for clean, messy in zip(
+            modeling_crf.crf_kbest_single_spans(emissions.double(), mask, context, *params, k, max_length),
+            modeling_crf.crf_kbest_single_spans(dirty.double(), mask, context, *params, k, max_length),
+        ):
+            assert torch.equal(clean, messy)
+
+
+def test_nbest_first_span_and_null_odds_do_not_depend_on_k():
+    """Evaluation's best span per window, its score and the null score (so the null odds) are the same, bit for bit,
+    whether a window keeps 1, 5, 20 or 64 spans, and the k best are the first k of the 64 best; on 384-token windows,
+    confident ones included (path scores ~1e4). The best span is also the one the closed-form best-path search
+    (`crf_decode_single_span`) finds."""
+    model = tiny_model()
+    randomize_crf(model, scale=2.0, seed=36)  # transitions that favour spans of a few tokens
+    generator = torch.Generator().manual_seed(36)
+    batch, seq = 16, 384
+    emissions = torch.randn(batch, seq, 3, generator=generator) * 2.0
+    emissions[: batch // 2, :, O] += 30.0
+    for b in range(batch // 2):  # a confident answer of 1 to 6 tokens among confident O's
+        first = int(torch.randint(20, 300, (1,), generator=generator))
+        last = first + int(torch.randint(0, 6, (1,), generator=generator))
+        emissions[b, first, B] += 31.0
+        emissions[b, first + 1 : last + 1, I] += 31.0
+    lengths = [seq] * 4 + torch.randint(20, seq, (batch - 4,), generator=generator).tolist()
+    mask = length_mask(lengths, seq)
+    positions = torch.arange(seq)
+    context = (positions >= 16) & (positions < torch.tensor(lengths)[:, None] - 1)  # [CLS] question [SEP] ... [SEP]
+    context[4:8] &= torch.rand(4, seq, generator=generator) < 0.9  # pieces
+    runs = {k: model.decode_nbest_spans(emissions, mask, context, n_best_size=k) for k in (1, 5, 20, 64)}
+    widest = runs[64]
+    for k, (span_start, span_end, span_score, null_score) in runs.items():
+        assert span_start.shape == (batch, k) and torch.isfinite(span_score).all()
+        assert torch.equal(span_start, widest[0][:, :k]) and torch.equal(span_end, widest[1][:, :k])
+        assert torch.equal(span_score, widest[2][:, :k]) and torch.equal(null_score, widest[3])
+    best = model.decode_spans(emissions, mask, context)
+    for ours, first in zip(best, (runs[1][0][:, 0], runs[1][1][:, 0], runs[1][2][:, 0], runs[1][3])):
+        assert torch.equal(ours, first)
+    closed_form = modeling_crf.crf_decode_single_span(emissions, mask, context, *model._crf_parameters())
+    assert torch.equal(closed_form[0], best[0]) and torch.equal(closed_form[1], best[1])
+    assert (best[1] > best[0]).sum() >= batch // 2  # the multi-token spans' search is what is checked
+
+
+def test_nbest_ties_are_ordered_by_end_then_start_for_every_k():
+    """All-zero emissions and transitions: every single-span path scores the same. The order is fixed (by end, then
+    start), so the first span is the same for every k."""
+    model = tiny_model()
+    with torch.no_grad():
+        for param in (model.crf.start_transitions, model.crf.end_transitions, model.crf.transitions):
+            param.zero_()
+    emissions = torch.zeros(2, 6, 3)
+    mask = length_mask([6, 5], 6)
+    context = mask.clone()
+    context[:, 0] = False
+    expected = [(1, 1), (1, 2), (2, 2), (1, 3), (2, 3), (3, 3), (1, 4), (2, 4)]
+    for k in (1, 3, 8):
+        span_start, span_end, span_score, _ = model.decode_nbest_spans(emissions, mask, context, n_best_size=k)
+        for b in range(2):
+            assert list(zip(span_start[b].tolist(), span_end[b].tolist())) == expected[:k]
+            assert len(set(span_score[b].tolist())) == 1
+
+
 @pytest.mark.parametrize("seq", [1, 2, 3, 5, 8, 13, 64, 100])
 def test_log_partition_matches_forward_recursion(seq):
     generator = torch.Generator().manual_seed(seq)
@@ -489,18 +679,35 @@ def test_forward_eval_outputs_and_tuple_mode():
     context_mask = token_type_ids.bool() & attention_mask.bool()
     with torch.no_grad():
         out = model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, context_mask=context_mask)
-    for name in ("span_start", "span_end", "span_score", "null_score"):
-        assert getattr(out, name).shape == (3,)
+    assert model.config.n_best_size == 20
+    for name in ("span_start", "span_end", "span_score"):
+        assert getattr(out, name).shape == (3, 20)  # the config's n_best_size spans per window
+    assert out.null_score.shape == (3,)
     assert out.start_logits.shape == out.end_logits.shape == (3, 8)
-    assert ((out.span_start >= 3) & (out.span_end >= out.span_start)).all()
-    assert (out.span_end < attention_mask.sum(1)).all()
+    # 5 + 3 + 1 context tokens: 15, 6 and 1 spans; -inf and 0..0 past them
+    found = torch.isfinite(out.span_score)
+    assert found.sum(1).tolist() == [15, 6, 1]
+    assert (out.span_score[:, 1:] <= out.span_score[:, :-1]).all()
+    assert ((out.span_start >= 3) & (out.span_end >= out.span_start))[found].all()
+    assert (out.span_end < attention_mask.sum(1, keepdim=True))[found].all()
+    assert (out.span_start[~found] == 0).all() and (out.span_end[~found] == 0).all()
 
     with torch.no_grad():
         emissions = model.emission_scores(input_ids, attention_mask, token_type_ids)
-    again = model.decode_spans(emissions, attention_mask, context_mask)
-    for ours, theirs in zip(again, (out.span_start, out.span_end, out.span_score, out.null_score)):
+    nbest = model.decode_nbest_spans(emissions, attention_mask, context_mask)
+    for ours, theirs in zip(nbest, (out.span_start, out.span_end, out.span_score, out.null_score)):
+        torch.testing.assert_close(ours, theirs)
+    best = model.decode_spans(emissions, attention_mask, context_mask)
+    for ours, theirs in zip(best, (out.span_start[:, 0], out.span_end[:, 0], out.span_score[:, 0], out.null_score)):
         torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(out.null_score, out.start_logits[:, 0])
+
+    # n_best_size and max_answer_length per call
+    with torch.no_grad():
+        short = model(input_ids, attention_mask, token_type_ids, context_mask=context_mask, n_best_size=4,
+                      max_answer_length=2)
+    assert short.span_start.shape == (3, 4)
+    assert (short.span_end - short.span_start < 2).all()
 
     with torch.no_grad():
         as_tuple = model(input_ids, attention_mask, token_type_ids, context_mask=context_mask, return_dict=False)
@@ -579,6 +786,8 @@ def test_save_and_load_in_fresh_process_with_remote_code(tmp_path):
 
     assert (folder / "model.safetensors").exists()
     assert (folder / "modeling_crf.py").exists()
+    # the CRF algorithms: copied because modeling_crf.py imports them relatively
+    assert (folder / "crf_decoding.py").read_text() == (ROOT / "crf_decoding.py").read_text()
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "crf_qa"
     assert config["auto_map"] == {
@@ -606,12 +815,16 @@ def test_save_and_load_in_fresh_process_with_remote_code(tmp_path):
             assert type(model).__name__ == "CrfForQuestionAnswering", type(model)
             # The class must come from the saved folder, not from the project.
             assert "modeling_crf" not in sys.modules, "project module leaked into the subprocess"
+            assert "crf_decoding" not in sys.modules, "project module leaked into the subprocess"
             assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+            decoding = sys.modules[type(model).__module__.rsplit(".", 1)[0] + ".crf_decoding"]
+            assert decoding.__file__.startswith(sys.modules[type(model).__module__].__file__.rsplit("/", 1)[0])
             state = {{key: value.contiguous() for key, value in model.state_dict().items()}}
             with torch.no_grad():
                 out = model(torch.load({str(tmp_path / "input_ids.pt")!r}))
             state["__start_logits"] = out.start_logits
             state["__span_score"] = out.span_score
+            state["__span_start"] = out.span_start
             save_file(state, {str(tmp_path / "reloaded.safetensors")!r})
             """
         )
@@ -632,6 +845,7 @@ def test_save_and_load_in_fresh_process_with_remote_code(tmp_path):
         out = model(input_ids)
     torch.testing.assert_close(reloaded["__start_logits"], out.start_logits)
     torch.testing.assert_close(reloaded["__span_score"], out.span_score)
+    assert torch.equal(reloaded["__span_start"], out.span_start) and out.span_start.shape == (2, 20)
 
 
 # ---- gradients -----------------------------------------------------------------------------------------------------
@@ -654,11 +868,22 @@ def test_backward_reaches_crf_and_encoder():
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
-def test_module_is_self_contained():
-    source = Path(modeling_crf.__file__).read_text()
+def imported_modules(path):
     imported = set()
-    for line in source.splitlines():
+    for line in Path(path).read_text().splitlines():
         words = line.split()
         if words[:1] == ["import"] or (words[:1] == ["from"] and "import" in words):
-            imported.add(words[1].split(".")[0])
-    assert imported <= {"copy", "dataclasses", "torch", "torchcrf", "transformers"}, imported
+            imported.add(words[1] if words[1].startswith(".") else words[1].split(".")[0])
+    return imported
+
+
+def test_module_is_self_contained():
+    # crf_decoding: relatively inside a model folder, absolutely in the project (in a try block, which
+    # transformers' import check skips)
+    assert imported_modules(modeling_crf.__file__) == {
+        "copy", "dataclasses", "torch", "torchcrf", "transformers", ".crf_decoding", "crf_decoding"}
+    assert imported_modules(ROOT / "crf_decoding.py") == {"torch"}
+    from transformers.dynamic_module_utils import get_imports, get_relative_imports
+
+    assert get_relative_imports(modeling_crf.__file__) == ["crf_decoding"]
+    assert "crf_decoding" not in get_imports(modeling_crf.__file__)

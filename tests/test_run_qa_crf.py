@@ -22,7 +22,7 @@ def trained_crf(tiny_bert_dir, tmp_path_factory):
 def test_same_output_files_as_run_qa(trained_crf):
     for name in ("eval_predictions.json", "eval_nbest_predictions.json", "eval_null_odds.json", "eval_results.json",
                  "all_results.json", "train_results.json", "trainer_state.json", "model.safetensors", "config.json",
-                 "modeling_crf.py", "qa_pipeline.py", "README.md"):
+                 "modeling_crf.py", "crf_decoding.py", "qa_pipeline.py", "README.md"):
         assert (trained_crf / name).exists(), name
     predictions = read_json(trained_crf, "eval_predictions.json")
     assert len(predictions) == 19
@@ -33,15 +33,24 @@ def test_same_output_files_as_run_qa(trained_crf):
     assert "crf" in (trained_crf / "README.md").read_text()
 
 
-def test_crf_nbest_lists_hold_one_viterbi_span_per_window_and_the_null_answer(trained_crf):
+def test_crf_nbest_lists_hold_the_n_best_paths_and_the_null_answer(trained_crf):
+    """Each window contributes its n_best_size most probable single-span paths (not one), so a question's list holds
+    up to n_best_size spans, best first, and the null answer."""
+    config = read_json(trained_crf, "config.json")
+    assert config.get("n_best_size", 20) == config["qa_settings"]["n_best_size"] == 20  # 20: the default, not saved
     nbest = read_json(trained_crf, "eval_nbest_predictions.json")
     odds = read_json(trained_crf, "eval_null_odds.json")
+    lengths = []
     for qid, answers in nbest.items():
         texts = [a["text"] for a in answers]
         assert texts.count("") == 1
+        spans = [a for a in answers if a["text"]]
+        assert 1 < len(spans) <= 20
+        lengths.append(len(spans))
+        assert [a["score"] for a in spans] == sorted((a["score"] for a in spans), reverse=True)
         null = next(a["score"] for a in answers if a["text"] == "")
-        best = next(a["score"] for a in answers if a["text"])
-        assert odds[qid] == pytest.approx(null - best, abs=1e-4)
+        assert odds[qid] == pytest.approx(null - spans[0]["score"], abs=1e-4)
+    assert max(lengths) == 20
 
 
 def test_the_output_folder_loads_in_a_fresh_process_through_the_auto_class(trained_crf, tmp_path):
@@ -53,7 +62,7 @@ def test_the_output_folder_loads_in_a_fresh_process_through_the_auto_class(train
         "batch = tok('Who?', 'Margaret Hollis kept the light.', return_tensors='pt')\n"
         "out = model(**batch)\n"
         "print(json.dumps({'cls': type(model).__name__, 'transitions': model.crf.transitions.tolist(),\n"
-        "                  'start': out.span_start.tolist(), 'end_logits': list(out.end_logits.shape)}))\n"
+        "                  'start': list(out.span_start.shape), 'end_logits': list(out.end_logits.shape)}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", script, str(trained_crf)], cwd=tmp_path, env=env,
@@ -66,6 +75,7 @@ def test_the_output_folder_loads_in_a_fresh_process_through_the_auto_class(train
     assert loaded["cls"] == "CrfForQuestionAnswering"
     assert loaded["transitions"] == saved["crf.transitions"].tolist()
     assert loaded["end_logits"][0] == 1
+    assert loaded["start"] == [1, 20]  # the config's n_best_size spans
 
 
 def test_training_lowers_the_crf_loss(trained_crf):

@@ -17,6 +17,7 @@ from utils_qa import (
     TAG_I,
     TAG_O,
     WindowCollator,
+    crf_head_candidates,
     eval_features,
     metric_prediction,
     padded_offsets,
@@ -208,6 +209,76 @@ def test_every_question_gets_a_prediction_even_without_candidates():
         result = question_predictions(examples, features, padded_offsets(features), empty,
                                       settings(version_2_with_negative=version_2))
         assert result.predictions == {"a": ""} and len(result.metric_predictions) == 1
+
+
+def crf_windows(seed=0):
+    """Questions, windows, padded offsets, emissions and masks of a tiny random CRF: 3 questions over 6 windows of
+    12-16 tokens ([CLS], 2 question tokens, [SEP], context words, [SEP]), windows of a question overlapping."""
+    rng = np.random.default_rng(seed)
+    contexts = [" ".join(f"w{q}x{i}" for i in range(n)) for q, n in enumerate((14, 9, 20))]
+    starts = {0: [0, 6], 1: [0], 2: [0, 6, 12]}  # first context word of each window
+    offsets, example_index = [], []
+    for q, context in enumerate(contexts):
+        words, position = [], 0
+        for word in context.split(" "):
+            words.append([position, position + len(word)])
+            position += len(word) + 1
+        for first in starts[q]:
+            shown = words[first : first + 8 + (q + first) % 3]
+            offsets.append([[-1, -1]] * 4 + shown + [[-1, -1]])
+            example_index.append(q)
+    features = window_dataset(offsets, example_index)
+    padded = padded_offsets(features)
+    lengths = torch.tensor([len(o) for o in offsets])
+    mask = torch.arange(padded.shape[1])[None] < lengths[:, None]
+    context_mask = torch.from_numpy(padded[..., 0] >= 0)
+    emissions = torch.from_numpy(rng.normal(size=(*padded.shape[:2], 3)) * 2).float()
+    emissions[:3, :, 0] += 30.0  # confident windows: path scores ~1e3
+    examples = {"id": ["a", "b", "c"], "context": contexts}
+    return examples, features, padded, emissions, mask, context_mask
+
+
+def test_crf_candidates_keep_the_best_answer_and_null_odds_for_any_n_best_size():
+    """A CRF window now gives its n_best_size best single-span paths: a question's n-best list grows beyond one span
+    per window, while evaluation's answer and null odds per question stay the same, exactly, as with one span per
+    window (and as with the one-dimensional outputs of the earlier best-path-only model)."""
+    from modeling_crf import CrfForQuestionAnswering, CrfQAConfig
+    from transformers import BertConfig
+
+    torch.manual_seed(0)
+    model = CrfForQuestionAnswering(CrfQAConfig(encoder=BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)))
+    with torch.no_grad():
+        for param in (model.crf.start_transitions, model.crf.end_transitions, model.crf.transitions):
+            param.copy_(torch.randn(param.shape) * 2)
+    examples, features, offsets, emissions, mask, context_mask = crf_windows()
+    windows_per_question = np.bincount(np.asarray(features["example_index"]))
+    results = {}
+    for k in (1, 20):
+        with torch.no_grad():
+            outputs = [t.numpy() for t in model.decode_nbest_spans(emissions, mask, context_mask, n_best_size=k)]
+        assert outputs[0].shape == (len(mask), k)
+        candidates = crf_head_candidates(outputs, features, offsets, settings(n_best_size=k))
+        assert np.bincount(candidates.window).max() == k
+        # the questions keep their 20 best either way: only what the windows give differs
+        results[k] = question_predictions(examples, features, offsets, candidates, settings())
+    with torch.no_grad():
+        best_only = [t.numpy() for t in model.decode_spans(emissions, mask, context_mask)]
+    assert best_only[0].shape == (len(mask),)
+    results["1-d"] = question_predictions(examples, features, offsets,
+                                          crf_head_candidates(best_only, features, offsets, settings()), settings())
+    for other in (20, "1-d"):
+        assert results[other].predictions == results[1].predictions
+        assert results[other].null_odds == results[1].null_odds  # exactly: the same float32 scores
+        assert results[other].metric_predictions == results[1].metric_predictions
+    assert all(p["prediction_text"] for p in results[1].metric_predictions)  # each question's best span
+    for q, qid in enumerate(examples["id"]):
+        spans = {k: [a for a in results[k].nbest[qid] if a["text"]] for k in (1, 20)}
+        assert len(spans[1]) == windows_per_question[q] and len(spans[20]) == 20
+        assert spans[20][0] == spans[1][0] | {"probability": spans[20][0]["probability"]}
+        scores = [a["score"] for a in spans[20]]
+        assert scores == sorted(scores, reverse=True)
+        assert all(a["text"] == examples["context"][q][a["start"]:a["end"]] for a in spans[20])
 
 
 def test_metric_prediction_passes_null_odds_of_any_size_unchanged():

@@ -1,0 +1,543 @@
+# coding=utf-8
+"""Linear-chain CRF algorithms over BIO tags for extractive question answering: the forward and backward recursions,
+log Z, tag and span-boundary marginals, path scores, and the constrained decoding of single-span paths (the best one,
+and the k best, exactly).
+
+Imports only `torch`: `modeling_crf.py` imports it relatively (`from .crf_decoding import ...`), so `save_pretrained`
+copies it into every CRF model folder beside `modeling_crf.py`, and `trust_remote_code=True` loads it from there.
+
+Conventions (as in `modeling_crf.py`):
+
+* `emissions` are `(batch, seq, 3)` per-token tag scores, `mask` is a `(batch, seq)` bool tensor.
+* The mask must be a *length prefix* (right padding): the first `L` positions are real. Position 0 must be on.
+"""
+
+import torch
+
+
+# Tag ids of the BIO scheme. The CRF's transition matrix is indexed with these.
+TAG_O, TAG_B, TAG_I = 0, 1, 2
+
+# Score given to positions that must never be chosen (padding) in the boundary logits. It is finite so that
+# adding a few of them (start + end, or a sum with real log-probabilities) neither overflows to -inf nor yields
+# NaN, yet it is far below any real log-probability, so it cannot win a max.
+MASKED_SCORE = torch.finfo(torch.float32).min / 8
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CRF algorithms (batched, float32 unless said otherwise; the forward/backward recursions loop over positions, log Z
+# and decoding do not)
+#
+# All functions take the CRF parameters explicitly: `start` (K,), `end` (K,) and `trans` (K, K) where
+# `trans[i, j]` scores a transition from tag i to tag j -- the layout of pytorch-crf. A path y of length L
+# scores  start[y_0] + sum_t emissions[t, y_t] + sum_{t>=1} trans[y_{t-1}, y_t] + end[y_{L-1}].
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def crf_forward_alphas(emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, trans: torch.Tensor):
+    """
+    Forward recursion in log space.
+
+    Args:
+        emissions: `(batch, seq, K)` float32.
+        mask: `(batch, seq)` bool length prefix.
+        start, trans: CRF parameters, `(K,)` and `(K, K)`.
+
+    Returns:
+        `(batch, seq, K)`: `alphas[b, t, j]` = log-sum of the scores of all prefixes `y_0..y_t` with `y_t = j`
+        (transitions and emissions up to `t`, no end score). Past the end of a sequence the last real value is
+        carried along, so `alphas[:, -1]` is each sequence's final alpha.
+    """
+    alpha = start + emissions[:, 0]
+    alphas = [alpha]
+    for t in range(1, emissions.shape[1]):
+        # (batch, K_prev, 1) + (K_prev, K_next) -> reduce over the previous tag
+        step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
+        alpha = torch.where(mask[:, t, None], step, alpha)
+        alphas.append(alpha)
+    return torch.stack(alphas, dim=1)
+
+
+def crf_backward_betas(emissions: torch.Tensor, mask: torch.Tensor, end: torch.Tensor, trans: torch.Tensor):
+    """
+    Backward recursion in log space.
+
+    Args:
+        emissions: `(batch, seq, K)` float32.
+        mask: `(batch, seq)` bool length prefix.
+        end, trans: CRF parameters, `(K,)` and `(K, K)`.
+
+    Returns:
+        `(batch, seq, K)`: `betas[b, t, i]` = log-sum of the scores of all suffixes after position `t` given
+        `y_t = i` (transitions and emissions of `t+1..L-1`, plus the end score). At the last real position and
+        beyond it equals `end`.
+    """
+    batch, seq, num_tags = emissions.shape
+    beta = end.expand(batch, num_tags)
+    betas = [beta]
+    for t in range(seq - 2, -1, -1):
+        # (K_prev, K_next) + (batch, 1, K_next) -> reduce over the next tag
+        step = torch.logsumexp(trans + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
+        # When t + 1 is padding, t is the last real token (or padding itself): only the end score follows.
+        beta = torch.where(mask[:, t + 1, None], step, end)
+        betas.append(beta)
+    return torch.stack(betas[::-1], dim=1)
+
+
+def crf_path_scores(
+    emissions: torch.Tensor,
+    tags: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    trans: torch.Tensor,
+):
+    """
+    Unnormalised score of given tag paths.
+
+    Args:
+        emissions: `(batch, seq, K)` float32.
+        tags: `(batch, seq)` long, valid tag ids everywhere (padding included; it is ignored).
+        mask: `(batch, seq)` bool length prefix.
+
+    Returns:
+        `(batch,)` path scores.
+    """
+    maskf = mask.to(emissions.dtype)
+    emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (batch, seq)
+    moves = trans[tags[:, :-1], tags[:, 1:]]  # (batch, seq - 1)
+    last = mask.long().sum(1) - 1
+    last_tags = tags.gather(1, last.unsqueeze(1)).squeeze(1)
+    return (
+        start[tags[:, 0]]
+        + (emitted * maskf).sum(1)
+        + (moves * maskf[:, 1:]).sum(1)
+        + end[last_tags]
+    )
+
+
+def crf_all_o_scores(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
+    """Score of the all-`O` path, `(batch,)` -- the "no answer" path. Same inputs as `crf_path_scores`."""
+    maskf = mask.to(emissions.dtype)
+    lengths = maskf.sum(1)
+    return (
+        start[TAG_O]
+        + (emissions[:, :, TAG_O] * maskf).sum(1)
+        + (lengths - 1) * trans[TAG_O, TAG_O]
+        + end[TAG_O]
+    )
+
+
+def crf_single_span_tags(span_start: torch.Tensor, span_end: torch.Tensor, seq: int) -> torch.Tensor:
+    """`(batch, seq)` tags of the path `O.. B I.. O..` with its span at `span_start..span_end` `(batch,)`, inclusive."""
+    positions = torch.arange(seq, device=span_start.device)
+    inside = (positions > span_start[:, None]) & (positions <= span_end[:, None])
+    return torch.where(positions == span_start[:, None], TAG_B, torch.where(inside, TAG_I, TAG_O))
+
+
+def _forward_backward(emissions, mask, start, end, trans):
+    """`(alphas, betas, log_z)`: `(batch, seq, K)`, `(batch, seq, K)`, `(batch,)`."""
+    alphas = crf_forward_alphas(emissions, mask, start, trans)
+    betas = crf_backward_betas(emissions, mask, end, trans)
+    log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
+    return alphas, betas, log_z
+
+
+def crf_tag_log_marginals(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
+    """
+    Per-position tag log-marginals.
+
+    Args:
+        emissions: `(batch, seq, K)` float32.
+        mask: `(batch, seq)` bool length prefix.
+
+    Returns:
+        `(log_marginals, log_z)`: `(batch, seq, K)` with `log P(y_t = k)` (meaningless past the end of a sequence)
+        and the `(batch,)` log-partition.
+    """
+    alphas, betas, log_z = _forward_backward(emissions, mask, start, end, trans)
+    return alphas + betas - log_z[:, None, None], log_z
+
+
+def crf_boundary_logits(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
+    """
+    Span-boundary log-marginals by forward-backward.
+
+    Args:
+        emissions: `(batch, seq, 3)` float32 BIO emission scores.
+        mask: `(batch, seq)` bool length prefix.
+
+    Returns:
+        `(start_logits, end_logits, log_z)`: two `(batch, seq)` tensors and `(batch,)` log-partition.
+        `start_logits[b, i] = log P(y_i = B)`,
+        `end_logits[b, i] = log P(y_i in {B, I} and (i is last or y_{i+1} in {O, B}))`,
+        position 0 of both holds `log P(all O)`, padding holds `MASKED_SCORE`.
+    """
+    alphas, betas, log_z = _forward_backward(emissions, mask, start, end, trans)
+    unary = alphas + betas - log_z[:, None, None]  # log P(y_t = k), (batch, seq, 3)
+
+    start_logits = unary[:, :, TAG_B]
+
+    # log P(y_t = i, y_{t+1} = j) for t < seq - 1, restricted to the pairs that close a span: i in {B, I},
+    # j in {O, B}.  alphas[t, i] + trans[i, j] + emissions[t+1, j] + betas[t+1, j] - log Z.
+    inside, after = [TAG_B, TAG_I], [TAG_O, TAG_B]
+    pair = (
+        alphas[:, :-1, inside, None]
+        + trans[inside][:, after]
+        + (emissions[:, 1:, after] + betas[:, 1:, after])[:, :, None, :]
+        - log_z[:, None, None, None]
+    )
+    closes_next = torch.logsumexp(pair.flatten(2), dim=2)  # (batch, seq - 1)
+    # At the last real token any span still open ends there: P(y_t in {B, I}).
+    closes_last = torch.logsumexp(unary[:, :, inside], dim=2)  # (batch, seq)
+    has_next = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+    end_logits = torch.where(has_next, torch.cat([closes_next, closes_last[:, -1:]], dim=1), closes_last)
+
+    # [CLS] carries the null answer so that span-model post-processing (null = start[0] + end[0]) still works.
+    null = (crf_all_o_scores(emissions, mask, start, end, trans) - log_z).unsqueeze(1)
+    is_first = torch.zeros_like(mask)
+    is_first[:, 0] = True
+    masked = torch.full_like(start_logits, MASKED_SCORE)
+    start_logits = torch.where(is_first, null, torch.where(mask, start_logits, masked))
+    end_logits = torch.where(is_first, null, torch.where(mask, end_logits, masked))
+    return start_logits, end_logits, log_z
+
+
+def crf_log_partition(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
+    """
+    Log-partition `log Z` by a tree reduction of per-position transfer matrices: `ceil(log2(seq))` batched steps
+    instead of the `seq - 1` sequential steps of the forward recursion.
+
+    Position 0 is the matrix `M_0[a, b] = start[b] + emissions[0, b]` (every row alike) and position `t >= 1` is
+    `M_t[a, b] = trans[a, b] + emissions[t, b]`, so `log Z = logsumexp_b((M_0 * M_1 * ... * M_{L-1})[0, b] + end[b])`
+    with `*` the log-semiring product `(P * Q)[a, c] = logsumexp_b(P[a, b] + Q[b, c])`. That product is associative,
+    so neighbouring matrices can be multiplied pairwise, level after level. Padding positions are the identity (0 on
+    the diagonal, a huge negative finite number elsewhere, so that no NaN arises even in gradients).
+
+    Args:
+        emissions: `(batch, seq, K)` float32.
+        mask: `(batch, seq)` bool length prefix.
+        start, end, trans: CRF parameters, `(K,)`, `(K,)` and `(K, K)`, finite (unlike the forward recursion, the
+            shifted log-sum-exp below would turn an all -inf set of terms into NaN). Emissions may be anything on
+            padding.
+
+    Returns:
+        `(batch,)`: `log Z`, equal up to float32 rounding to
+        `logsumexp(crf_forward_alphas(emissions, mask, start, trans)[:, -1] + end)`.
+    """
+    batch, seq, num_tags = emissions.shape
+    # The matrices are stored entry-major, `(K_from, K_to, batch, positions)`: every operation below then works on
+    # long contiguous rows and broadcasts over leading dimensions only, several times faster on CPU than (.., K, K)
+    # blocks.
+    scores = emissions.permute(2, 0, 1).contiguous()  # (K, batch, seq)
+    moves = torch.cat(
+        [start.expand(num_tags, num_tags).unsqueeze(2), trans.unsqueeze(2).expand(num_tags, num_tags, seq - 1)], dim=2
+    )  # (K, K, seq)
+    identity = torch.full((num_tags, num_tags, 1, 1), MASKED_SCORE, dtype=emissions.dtype, device=emissions.device)
+    identity[range(num_tags), range(num_tags)] = 0.0
+    steps = torch.where(mask, moves.unsqueeze(2) + scores.unsqueeze(0), identity)  # (K, K, batch, seq)
+    while steps.shape[3] > 1:
+        if steps.shape[3] % 2:
+            steps = torch.cat([steps, identity.expand(num_tags, num_tags, batch, 1)], dim=3)
+        left, right = steps[..., 0::2], steps[..., 1::2]
+        terms = left.transpose(0, 1).unsqueeze(2) + right.unsqueeze(1)  # [b, a, c] = left[a, b] + right[b, c]
+        # logsumexp over b, shifted by the largest term (the result does not depend on the shift, hence `detach`).
+        # Terms more than 64 below it are raised to e^-64 of it: a relative change under 1e-27, invisible in float32,
+        # which keeps `exp` off its much slower underflow path.
+        top = terms.detach().amax(dim=0)
+        steps = top + torch.log(torch.exp((terms - top).clamp_min(-64.0)).sum(dim=0))
+    # Every row of the product is the same (position 0 ignores the previous tag): take row 0.
+    return torch.logsumexp(steps[0, :, :, 0].t() + end, dim=1)
+
+
+def crf_single_span_terms(emissions, mask, context_mask, start, end, trans):
+    """
+    The score of every single-span path, split into a term of its first and a term of its last token.
+
+    Under "one `B I*` span at i..j, `O` everywhere else" a path is fixed by (i, j), and its score is
+
+        single[i]              for j = i  (the path O..O B O..O),
+        opened[i] + closed[j]  for j > i  (the path O..O B I..I O..O),
+
+    where `opened[i]` holds everything up to and including the `B` at i (start score, the `O` emissions and
+    transitions before i, the transition into `B` and its emission) minus the running sum of the `I` run up to i,
+    and `closed[j]` holds that running sum up to j (the `B -> I` and `I -> I` transitions and `I` emissions of the
+    run, which telescope) plus everything after j (the transition out of `I`, the `O` emissions and transitions
+    after j, the end score). A span is allowed when every token it covers is allowed.
+
+    Args:
+        emissions: `(batch, seq, 3)` BIO emission scores, any float dtype (the terms are computed in it).
+        mask: `(batch, seq)` bool length prefix.
+        context_mask: `(batch, seq)` bool, the tokens a span may cover (any pattern; intersected with `mask` here).
+        start, end, trans: CRF parameters, `(3,)`, `(3,)` and `(3, 3)`, in the emissions' dtype.
+
+    The parameters and the emissions of real tokens must be finite: the terms are differences of running sums,
+    which an infinite term would turn into NaN. Padding may hold anything (it is never read into an allowed term).
+
+    Returns:
+        `(single, opened, closed, allowed)`: three `(batch, seq)` score tensors, `-inf` wherever the position is not
+        allowed, and the `(batch, seq)` bool tensor of allowed positions.
+    """
+    # Why this is exact, piece by piece (n = sequence length, T = trans, x = emissions):
+    #   before:  start[B] if i = 0, else  start[O] + sum_{u<i} (x[u,O] + T[O,O]) - T[O,O] + T[O,B]
+    #   span:    x[i,B], and for j > i  + T[B,I] + sum_{i<u<=j} (x[u,I] + T[I,I]) - T[I,I]
+    #   after:   end[l] if j = n - 1, else  T[l,O] + sum_{j<u<n} (x[u,O] + T[O,O]) - T[O,O] + end[O]
+    # (l = B if j = i else I). With running sums of (x[:,O] + T[O,O]) and (x[:,I] + T[I,I]) every piece is a
+    # difference of two running-sum entries, so for j > i the score splits as opened(i) + closed(j), and for j = i it
+    # is single(i) (its last tag is B, not I: another transition out and another end score).
+    batch, seq, _ = emissions.shape
+    neg_inf = torch.tensor(float("-inf"), dtype=emissions.dtype, device=emissions.device)
+    positions = torch.arange(seq, device=emissions.device)
+    allowed = context_mask & mask
+    lengths = mask.sum(1, keepdim=True)  # (batch, 1)
+    is_last = positions == lengths - 1  # (batch, seq)
+
+    # run_o[:, t] = sum_{u<t} (x[u,O] + T[O,O]) for t = 0..seq, run_i likewise. Entries past a sequence's end
+    # (which may read padding) are only ever used at masked positions, which `allowed` discards.
+    zero = emissions.new_zeros(batch, 1)
+    run_o = torch.cat([zero, torch.cumsum(emissions[:, :, TAG_O] + trans[TAG_O, TAG_O], dim=1)], dim=1)
+    run_i = torch.cat([zero, torch.cumsum(emissions[:, :, TAG_I] + trans[TAG_I, TAG_I], dim=1)], dim=1)
+
+    # Score of everything up to and including the B at i: (batch, seq).
+    before = torch.where(
+        positions == 0, start[TAG_B], start[TAG_O] + run_o[:, :-1] - trans[TAG_O, TAG_O] + trans[TAG_O, TAG_B]
+    )
+    head = before + emissions[:, :, TAG_B]
+    # Score after the span ends at j, but for the transition out of its last tag.
+    rest_o = run_o.gather(1, lengths) - run_o[:, 1:] - trans[TAG_O, TAG_O] + end[TAG_O]
+    after_b = torch.where(is_last, end[TAG_B], trans[TAG_B, TAG_O] + rest_o)
+    after_i = torch.where(is_last, end[TAG_I], trans[TAG_I, TAG_O] + rest_o)
+
+    single = torch.where(allowed, head + after_b, neg_inf)  # span i..i
+    opened = torch.where(allowed, head + trans[TAG_B, TAG_I] - run_i[:, 1:] - trans[TAG_I, TAG_I], neg_inf)
+    closed = torch.where(allowed, run_i[:, 1:] + after_i, neg_inf)
+    return single, opened, closed, allowed
+
+
+def _orderable_int(values: torch.Tensor) -> torch.Tensor:
+    """float32 -> int64 in `[0, 2**32)` with the same order (for non-NaN values; -0.0 sorts just below +0.0)."""
+    bits = values.detach().contiguous().view(torch.int32)
+    # Negative floats order backwards in their bit patterns: flip all but the sign bit.
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return bits.long() + 2**31
+
+
+def crf_decode_single_span(emissions, mask, context_mask, start, end, trans):
+    """
+    Best tag path with exactly one `B I*` span lying inside `context_mask`, in closed form (no loop over positions):
+    O(seq) work, for the best path only and on float32 terms. The model decodes with `crf_decode_nbest_spans`
+    (the k best, selected on float64 terms); this one serves as a fast reference.
+
+    Args:
+        emissions: `(batch, seq, 3)` float32 BIO emission scores.
+        mask: `(batch, seq)` bool length prefix.
+        context_mask: `(batch, seq)` bool, the tokens the span may cover (any pattern: it is intersected with
+            `mask` here, and the span must not cross a position where it is False).
+        start, end, trans: CRF parameters, `(3,)`, `(3,)` and `(3, 3)`.
+
+    The parameters and the emissions of real tokens must be finite (as trained pytorch-crf parameters and emission
+    layers give): the closed form takes differences of running sums, which an infinite term would turn into NaN.
+    Padding may hold anything.
+
+    Returns:
+        `(span_start, span_end, best_score)`: `(batch,)` long, long and float32. `best_score` is the unnormalised
+        path score, `-inf` when no token is allowed (then `span_start = span_end = 0`).
+    """
+    # The score of the path with its span at i..j is opened[i] + closed[j] for j > i and single[i] for j = i (see
+    # `crf_single_span_terms`). The best multi-token span is then max_j closed(j) + max_{i<j} opened(i), the inner max
+    # running only over positions i with i..j inside the context: a prefix maximum that restarts after every
+    # disallowed position.
+    batch, seq, _ = emissions.shape
+    neg_inf = torch.tensor(float("-inf"), dtype=emissions.dtype, device=emissions.device)
+    positions = torch.arange(seq, device=emissions.device)
+    single, opened, closed, allowed = crf_single_span_terms(emissions, mask, context_mask, start, end, trans)
+
+    # Prefix argmax of `opened` restarting after each disallowed position, exactly: `gaps` (disallowed positions
+    # up to and including t) is constant over a run of allowed positions and grows from run to run, and it is the
+    # same at the disallowed position that precedes a run (where `opened` is -inf). Ordering by (gaps, opened)
+    # packed into one int64 makes the running maximum at t-1 the best opening within t's own run (or that -inf
+    # position when t opens its run), with no rounding: the float is only reinterpreted, never added to.
+    gaps = torch.cumsum(~allowed, dim=1)
+    _, best_open = torch.cummax((gaps << 32) + _orderable_int(opened), dim=1)
+    open_at = torch.cat([torch.zeros_like(best_open[:, :1]), best_open[:, :-1]], dim=1)  # best i < j (j = 0: none)
+    open_score = torch.where(positions > 0, opened.gather(1, open_at), neg_inf)
+    pair = closed + open_score  # best span i..j with i < j, for each j
+
+    # argmax + gather rather than `max(dim=...)`: the latter is oddly slow on small CPU tensors.
+    pair_end = pair.argmax(dim=1, keepdim=True)
+    pair_score = pair.gather(1, pair_end)
+    single_at = single.argmax(dim=1, keepdim=True)
+    single_score = single.gather(1, single_at)
+    use_pair = pair_score > single_score
+    span_start = torch.where(use_pair, open_at.gather(1, pair_end), single_at)
+    span_end = torch.where(use_pair, pair_end, single_at)
+    best_score = torch.maximum(pair_score, single_score)
+    found = torch.isfinite(best_score)
+    span_start = torch.where(found, span_start, 0).squeeze(1)
+    span_end = torch.where(found, span_end, 0).squeeze(1)
+    return span_start, span_end, best_score.squeeze(1)
+
+
+def _top_k_first(scores: torch.Tensor, k: int):
+    """
+    Each row's `k` largest scores, best first, equal scores in increasing index order (whatever `k`: the first of
+    the k best is the best for every k). `scores`: `(rows, n)` without NaN, `1 <= k <= n`.
+
+    Returns:
+        `(values, indices)`, each `(rows, k)`.
+    """
+    kth = scores.topk(k, dim=1).values[:, -1:]  # the k-th largest value; which tied entry topk took does not matter
+    above = scores > kth  # fewer than k entries per row
+    tied = scores == kth  # enough of them to make k
+    take = above | (tied & (torch.cumsum(tied, dim=1) <= k - above.sum(1, keepdim=True)))
+    indices = take.nonzero()[:, 1].view(len(scores), k)  # exactly k per row, in increasing index order
+    values = scores.gather(1, indices)
+    order = values.sort(dim=1, descending=True, stable=True).indices  # stable: equal values keep index order
+    return values.gather(1, order), indices.gather(1, order)
+
+
+def _range_max(values: torch.Tensor, first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """
+    `max(values[b, first[b, m] .. last[b, m]])` for every `(b, m)`, `-inf` where the range is empty (`first > last`),
+    with a sparse table (maxima of every power-of-two run): `log2(seq)` batched steps, exact in any dtype.
+
+    Args:
+        values: `(batch, seq)`.
+        first, last: `(batch, m)` long, inclusive bounds inside `[0, seq)` wherever `first <= last`.
+    """
+    batch, seq = values.shape
+    levels, run = [values], 1  # levels[l][b, i] = max(values[b, i : i + 2**l]) (-inf past the end)
+    while 2 * run <= seq:
+        shorter = levels[-1]
+        shifted = torch.cat([shorter[:, run:], shorter.new_full((batch, run), float("-inf"))], dim=1)
+        levels.append(torch.maximum(shorter, shifted))
+        run *= 2
+    table = torch.stack(levels)  # (levels, batch, seq)
+    count = last - first + 1
+    floor_log2 = torch.tensor([0] + [n.bit_length() - 1 for n in range(1, seq + 1)], device=values.device)
+    level = floor_log2[count.clamp(0, seq)]
+    rows = torch.arange(batch, device=values.device)[:, None]
+    # Two runs of length 2**level, one from each end, cover the range.
+    left = table[level, rows, first.clamp(0, seq - 1)]
+    right = table[level, rows, (last - (1 << level) + 1).clamp(0, seq - 1)]
+    return torch.where(count > 0, torch.maximum(left, right), float("-inf"))
+
+
+def crf_kbest_single_spans(emissions, mask, context_mask, start, end, trans, k, max_length=None):
+    """
+    The `k` best tag paths with exactly one `B I*` span lying inside `context_mask`, exactly, best first.
+
+    Every single-span path is a pair (i, j) scored `single[i]` (j = i) or `opened[i] + closed[j]` (j > i), see
+    `crf_single_span_terms`; it is allowed when every token of i..j is allowed and it covers at most `max_length`
+    tokens, i.e. when i lies in j's start range `[first(j), j]`. The k best pairs are among
+      * the k best single-token spans;
+      * for each of the k ends j with the best multi-token pair (`closed[j] + max(opened[first(j) .. j-1])`, range
+        maxima by a sparse table), the pairs of its k best starts in that range,
+    since any other pair is outscored by k pairs of that list (k other ends' best pairs, or k better starts for its
+    own end). The search is therefore exact, at O(seq log seq + k * seq + k * k log k) work per sequence rather than
+    the O(seq * seq) of scoring every pair. (The span head's top starts x top ends search in `span_decoding` is not exact
+    here: the pair constraints can reject every pair of the top ones, and a single-token span scores `single[i]`, not
+    `opened[i] + closed[i]`.) Equal scores are ordered by end, then start, so the first path is the same for every k.
+
+    Args:
+        emissions: `(batch, seq, 3)` BIO emission scores; the search runs in their dtype (the model passes float64).
+        mask: `(batch, seq)` bool length prefix.
+        context_mask: `(batch, seq)` bool, the tokens a span may cover (any pattern).
+        start, end, trans: CRF parameters, `(3,)`, `(3,)` and `(3, 3)`, in the emissions' dtype.
+        k: number of paths per sequence, at least 1.
+        max_length: the most tokens a span may cover; `None` for no limit.
+
+    Returns:
+        `(span_start, span_end, path_score)`, each `(batch, k)`: inclusive token indices (long) and the unnormalised
+        path scores (no gradient), best first. Where a sequence has fewer than `k` allowed spans the remaining
+        entries are `span_start = span_end = 0` and `path_score = -inf`.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be at least 1 or None, got {max_length}")
+    batch, seq, _ = emissions.shape
+    device = emissions.device
+    with torch.no_grad():
+        single, opened, closed, allowed = crf_single_span_terms(
+            emissions.detach(), mask, context_mask, start.detach(), end.detach(), trans.detach()
+        )
+        positions = torch.arange(seq, device=device)
+        longest = seq if max_length is None else min(max_length, seq)
+        # first[b, j]: the earliest start of a span ending at j -- just after the last disallowed position before j,
+        # and at most `longest` tokens back.
+        last_blocked = torch.where(allowed, -1, positions).cummax(dim=1).values
+        first = torch.maximum(last_blocked + 1, positions - longest + 1)
+        # Best multi-token pair ending at each j (-inf where j is disallowed or no start i < j is in range).
+        pair_best = closed + _range_max(opened, first, positions.expand(batch, seq) - 1)
+
+        top = min(k, seq)
+        _, ends = _top_k_first(pair_best, top)  # (batch, top)
+        starts_in_range = (positions >= first.gather(1, ends).unsqueeze(2)) & (positions < ends.unsqueeze(2))
+        start_scores = torch.where(starts_in_range, opened.unsqueeze(1), float("-inf"))  # (batch, top, seq)
+        start_values, starts = _top_k_first(start_scores.view(batch * top, seq), top)
+        pair_scores = start_values.view(batch, top, top) + closed.gather(1, ends).unsqueeze(2)
+        single_scores, single_at = _top_k_first(single, top)
+
+        scores = torch.cat([single_scores, pair_scores.flatten(1)], dim=1)
+        span_start = torch.cat([single_at, starts.view(batch, top * top)], dim=1)
+        span_end = torch.cat([single_at, ends.unsqueeze(2).expand(batch, top, top).flatten(1)], dim=1)
+        # Best first; equal scores by end, then start: sort by that key, then stably by score. (With k > seq the
+        # candidates are every pair, so more than `top` of them may be kept.)
+        kept = min(k, scores.shape[1])
+        order = (span_end * seq + span_start).argsort(dim=1, stable=True)
+        order = order.gather(1, scores.gather(1, order).sort(dim=1, descending=True, stable=True).indices)[:, :kept]
+        scores, span_start, span_end = (values.gather(1, order) for values in (scores, span_start, span_end))
+        found = torch.isfinite(scores)
+        span_start = torch.where(found, span_start, 0)
+        span_end = torch.where(found, span_end, 0)
+        if kept < k:
+            missing = k - kept
+            span_start = torch.cat([span_start, span_start.new_zeros(batch, missing)], dim=1)
+            span_end = torch.cat([span_end, span_end.new_zeros(batch, missing)], dim=1)
+            scores = torch.cat([scores, scores.new_full((batch, missing), float("-inf"))], dim=1)
+    return span_start, span_end, scores
+
+
+def crf_decode_nbest_spans(emissions, mask, context_mask, start, end, trans, k, max_length=None, log_z=None):
+    """
+    The `k` best single-span paths inside `context_mask` with their exact log-probabilities, and the all-`O` path's.
+
+    The spans are selected by `crf_kbest_single_spans` on float64 terms, then each kept path and the all-`O` path are
+    rescored in float64 by `crf_path_scores` / `crf_all_o_scores` (the closed form's running sums reach ~1e4 on a
+    confident window; a path's own float64 score keeps the null odds `null_score - span_score` exact). The scores
+    are differentiable with respect to the emissions and the CRF parameters; the selection is not.
+
+    Args:
+        emissions: `(batch, seq, 3)` float32 BIO emission scores.
+        mask: `(batch, seq)` bool length prefix.
+        context_mask: `(batch, seq)` bool, the tokens a span may cover.
+        start, end, trans: float32 CRF parameters.
+        k: spans per sequence, at least 1.
+        max_length: the most tokens a span may cover; `None` for no limit.
+        log_z: `(batch,)` log-partition when already known (else computed by `crf_log_partition`).
+
+    Returns:
+        `(span_start, span_end, span_score, null_score)`: `(batch, k)` long, long and float32 `log P(path)`, best
+        first (`-inf`, with `span_start = span_end = 0`, where fewer than `k` spans are allowed), and `(batch,)`
+        float32 `log P(all O)`.
+    """
+    if log_z is None:
+        log_z = crf_log_partition(emissions, mask, start, end, trans)
+    emissions64, start64, end64, trans64 = (value.double() for value in (emissions, start, end, trans))
+    span_start, span_end, best = crf_kbest_single_spans(
+        emissions64, mask, context_mask, start64, end64, trans64, k, max_length
+    )
+    batch, seq, num_tags = emissions.shape
+    tags = crf_single_span_tags(span_start.reshape(-1), span_end.reshape(-1), seq)  # (batch * k, seq)
+    paths = crf_path_scores(
+        emissions64.unsqueeze(1).expand(batch, k, seq, num_tags).reshape(batch * k, seq, num_tags),
+        tags,
+        mask.unsqueeze(1).expand(batch, k, seq).reshape(batch * k, seq),
+        start64,
+        end64,
+        trans64,
+    ).view(batch, k)
+    span_score = torch.where(torch.isfinite(best), paths, float("-inf"))
+    null_score = crf_all_o_scores(emissions64, mask, start64, end64, trans64)
+    return span_start, span_end, (span_score - log_z[:, None]).float(), (null_score - log_z).float()
