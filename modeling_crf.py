@@ -45,40 +45,18 @@ from transformers.utils import ModelOutput
 # the project imports it as a top-level module, where only the absolute one does.
 try:
     from .crf_decoding import (
-        MASKED_SCORE,
-        TAG_B,
-        TAG_I,
-        TAG_O,
-        crf_all_o_scores,
-        crf_backward_betas,
         crf_boundary_logits,
         crf_decode_nbest_spans,
-        crf_decode_single_span,
         crf_forward_alphas,
-        crf_kbest_single_spans,
-        crf_log_partition,
         crf_path_scores,
-        crf_single_span_tags,
-        crf_single_span_terms,
         crf_tag_log_marginals,
     )
 except ImportError:
     from crf_decoding import (
-        MASKED_SCORE,
-        TAG_B,
-        TAG_I,
-        TAG_O,
-        crf_all_o_scores,
-        crf_backward_betas,
         crf_boundary_logits,
         crf_decode_nbest_spans,
-        crf_decode_single_span,
         crf_forward_alphas,
-        crf_kbest_single_spans,
-        crf_log_partition,
         crf_path_scores,
-        crf_single_span_tags,
-        crf_single_span_terms,
         crf_tag_log_marginals,
     )
 

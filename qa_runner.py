@@ -7,7 +7,6 @@ files, model card, Hub) is this one sequence.
 
 import json
 import logging
-import math
 import os
 import sys
 from dataclasses import dataclass, field

@@ -65,7 +65,7 @@ def single_span_emissions(batch, seq, context_mask, generator, max_span=30, stre
 
 def agreement(model, batch, seq, seed):
     """Rows of the no-binding-constraint check."""
-    from modeling_crf import crf_path_scores
+    from crf_decoding import crf_path_scores
 
     generator = torch.Generator().manual_seed(seed + 1)
     context_mask = context_mask_for(batch, seq)
@@ -97,7 +97,7 @@ def agreement(model, batch, seq, seed):
 
 
 def decode_timings(model, batch, seq, repeats, seed, n_best=20):
-    from modeling_crf import crf_decode_single_span, crf_kbest_single_spans
+    from crf_decoding import crf_decode_single_span, crf_kbest_single_spans
 
     generator = torch.Generator().manual_seed(seed)
     emissions = torch.randn(batch, seq, 3, generator=generator)
@@ -178,7 +178,8 @@ def training_batch(config, batch, seq, generator):
 def training_timings(args, batch, seq):
     from transformers import BertForQuestionAnswering
 
-    from modeling_crf import CrfForQuestionAnswering, CrfQAConfig, crf_boundary_logits, crf_path_scores
+    from crf_decoding import crf_boundary_logits, crf_path_scores
+    from modeling_crf import CrfForQuestionAnswering, CrfQAConfig
 
     config = bert_config(args)
     torch.manual_seed(args.seed)

@@ -29,6 +29,7 @@ from transformers import (  # noqa: E402
     BertModel,
 )
 
+import crf_decoding  # noqa: E402
 import modeling_crf  # noqa: E402
 from modeling_crf import CrfForQuestionAnswering, CrfQAConfig  # noqa: E402
 
@@ -324,7 +325,7 @@ def exhaustive_best_spans(emissions, mask, context, start, end, trans):
         crossed = outside[last] - outside[first] + (~context[b][first]).long()
         valid = (crossed == 0) & (last < int(mask[b].sum()))
         count = len(first)
-        scores = modeling_crf.crf_path_scores(
+        scores = crf_decoding.crf_path_scores(
             emissions[b].double().expand(count, seq, 3), tags, mask[b].expand(count, seq), start, end, trans
         )
         scores = torch.where(valid, scores, float("-inf"))
@@ -354,9 +355,9 @@ def test_decode_long_sequences_match_exhaustive_float64():
         context &= mask
 
         span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask, context)
-        alphas = modeling_crf.crf_forward_alphas(emissions.double(), mask, start, trans)
+        alphas = crf_decoding.crf_forward_alphas(emissions.double(), mask, start, trans)
         log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
-        null = modeling_crf.crf_all_o_scores(emissions.double(), mask, start, end, trans) - log_z
+        null = crf_decoding.crf_all_o_scores(emissions.double(), mask, start, end, trans) - log_z
         torch.testing.assert_close(null_score.double(), null, rtol=1e-4, atol=1e-4)
         for b, best in enumerate(exhaustive_best_spans(emissions, mask, context, start, end, trans)):
             if best is None:
@@ -370,13 +371,13 @@ def test_decode_long_sequences_match_exhaustive_float64():
         dirty = emissions.masked_fill(~mask.unsqueeze(2), float("nan"))
         params = model._crf_parameters()
         for clean, messy in zip(
-            modeling_crf.crf_decode_single_span(emissions, mask, context, *params),
-            modeling_crf.crf_decode_single_span(dirty, mask, context, *params),
+            crf_decoding.crf_decode_single_span(emissions, mask, context, *params),
+            crf_decoding.crf_decode_single_span(dirty, mask, context, *params),
         ):
             assert torch.equal(clean, messy)
         assert torch.equal(
-            modeling_crf.crf_log_partition(emissions, mask, *params),
-            modeling_crf.crf_log_partition(dirty, mask, *params),
+            crf_decoding.crf_log_partition(emissions, mask, *params),
+            crf_decoding.crf_log_partition(dirty, mask, *params),
         )
 
 
@@ -483,7 +484,7 @@ def exhaustive_nbest_spans(emissions, mask, context, start, end, trans, k, max_l
         if max_length is not None:
             valid &= last - first < max_length
         count = len(first)
-        scores = modeling_crf.crf_path_scores(
+        scores = crf_decoding.crf_path_scores(
             emissions[b].double().expand(count, seq, 3), tags, mask[b].expand(count, seq), start, end, trans
         )
         ranked = sorted((-float(scores[n]), int(last[n]), int(first[n])) for n in torch.nonzero(valid).flatten())
@@ -515,7 +516,7 @@ def test_nbest_long_sequences_match_exhaustive_float64(max_length):
         span_start, span_end, span_score, _ = model.decode_nbest_spans(
             emissions, mask, context, n_best_size=k, max_answer_length=max_length
         )
-        alphas = modeling_crf.crf_forward_alphas(emissions.double(), mask, start, trans)
+        alphas = crf_decoding.crf_forward_alphas(emissions.double(), mask, start, trans)
         log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
         exhaustive = exhaustive_nbest_spans(emissions, mask, context, start, end, trans, k, max_length)
         for b, expected in enumerate(exhaustive):
@@ -531,8 +532,8 @@ def test_nbest_long_sequences_match_exhaustive_float64(max_length):
         dirty = emissions.masked_fill(~mask.unsqueeze(2), float("nan"))
         params = [p.double() for p in model._crf_parameters()]
         for clean, messy in zip(
-            modeling_crf.crf_kbest_single_spans(emissions.double(), mask, context, *params, k, max_length),
-            modeling_crf.crf_kbest_single_spans(dirty.double(), mask, context, *params, k, max_length),
+            crf_decoding.crf_kbest_single_spans(emissions.double(), mask, context, *params, k, max_length),
+            crf_decoding.crf_kbest_single_spans(dirty.double(), mask, context, *params, k, max_length),
         ):
             assert torch.equal(clean, messy)
 
@@ -567,7 +568,7 @@ def test_nbest_first_span_and_null_odds_do_not_depend_on_k():
     best = model.decode_spans(emissions, mask, context)
     for ours, first in zip(best, (runs[1][0][:, 0], runs[1][1][:, 0], runs[1][2][:, 0], runs[1][3])):
         assert torch.equal(ours, first)
-    closed_form = modeling_crf.crf_decode_single_span(emissions, mask, context, *model._crf_parameters())
+    closed_form = crf_decoding.crf_decode_single_span(emissions, mask, context, *model._crf_parameters())
     assert torch.equal(closed_form[0], best[0]) and torch.equal(closed_form[1], best[1])
     assert (best[1] > best[0]).sum() >= batch // 2  # the multi-token spans' search is what is checked
 
@@ -601,10 +602,10 @@ def test_log_partition_matches_forward_recursion(seq):
         lengths[:2] = [seq, 1]
         mask = length_mask(lengths, seq)
         emissions = (torch.randn(6, seq, 3, generator=generator) * scale).requires_grad_()
-        ours = modeling_crf.crf_log_partition(emissions, mask, start, end, trans)
+        ours = crf_decoding.crf_log_partition(emissions, mask, start, end, trans)
         assert ours.dtype == torch.float32 and ours.shape == (6,)
         reference = torch.logsumexp(
-            modeling_crf.crf_forward_alphas(emissions.double(), mask, start.double(), trans.double())[:, -1]
+            crf_decoding.crf_forward_alphas(emissions.double(), mask, start.double(), trans.double())[:, -1]
             + end.double(),
             dim=1,
         )
