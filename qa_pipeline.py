@@ -12,16 +12,19 @@ constrained n-best decoding (the most probable single-span tag paths of each win
 start/end logits.
 """
 
+import itertools
 from collections.abc import Iterable, Mapping
 from numbers import Integral
 
 import numpy as np
 import torch
-from transformers.pipelines.base import ChunkPipeline
+from transformers.pipelines.base import ChunkPipeline, pad_collate_fn
 
 from .qa_windows import cls_indices, context_offsets, max_question_tokens, tokenized_windows
 from .span_decoding import WindowCandidates, null_scores, rank_within_groups
 
+# Questions whose windows a batched call sorts by length together (evaluation sorts all of them).
+SORTED_QUESTIONS = 256
 # Evaluation settings run_qa.py stores in the config; these defaults serve other models.
 DEFAULTS = {"max_seq_length": 384, "doc_stride": 128, "max_answer_length": 30, "n_best_size": 20,
             "null_score_diff_threshold": 0.0}
@@ -218,6 +221,34 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         if isinstance(inputs, list) and not inputs:
             return []
         return super().__call__(inputs, **kwargs)
+
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+        """Unbatched calls run as transformers runs them; batched ones through `length_sorted_answers`."""
+        if batch_size <= 1:
+            return super().get_iterator(inputs, num_workers, batch_size, preprocess_params, forward_params,
+                                        postprocess_params)
+        return self.length_sorted_answers(iter(inputs), batch_size, preprocess_params, forward_params,
+                                          postprocess_params)
+
+    def length_sorted_answers(self, inputs, batch_size, preprocess_params, forward_params, postprocess_params):
+        """Answers in input order, the windows of `SORTED_QUESTIONS` questions at a time run through the model in
+        batches of windows of similar length, as evaluation batches them, so that batches carry little padding."""
+        collate = pad_collate_fn(self.tokenizer, None)
+        while chunk := list(itertools.islice(inputs, SORTED_QUESTIONS)):
+            windows = [(q, w) for q, item in enumerate(chunk) for w in self.preprocess(item, **preprocess_params)]
+            order = sorted(range(len(windows)), key=lambda i: windows[i][1]["input_ids"].shape[-1])
+            outputs = [None] * len(windows)
+            for first in range(0, len(order), batch_size):
+                rows = order[first : first + batch_size]
+                batch = self.forward(collate([windows[i][1] for i in rows]), **forward_params)
+                for k, i in enumerate(rows):  # one window's outputs, with the batch axis as the pipeline keeps it
+                    outputs[i] = {key: value[k : k + 1] if isinstance(value, torch.Tensor) else value[k]
+                                  for key, value in batch.items()}
+            by_question = [[] for _ in chunk]
+            for (q, _), output in zip(windows, outputs):
+                by_question[q].append(output)
+            for question_windows in by_question:
+                yield self.postprocess(question_windows, **postprocess_params)
 
     @property
     def settings(self):
