@@ -7,9 +7,10 @@ transformers 5.3 removed the "question-answering" task; a model folder brings it
     qa = pipeline("question-answering", model="path/or/hub-id", trust_remote_code=True)
     qa(question="Who?", context="...")  # {"score": ..., "start": ..., "end": ..., "answer": ...}
 
-Windows are cut and answers decoded by the same code as evaluation; a CRF model's answers come from its
-constrained n-best decoding (the most probable single-span tag paths of each window), a span model's from its
-start/end logits.
+Windows are cut by the code evaluation uses (`qa_windows.py`) and answers ranked as evaluation ranks them. A span
+model's candidates are all its valid spans, reported with transformers 4's scores; a CRF model's come from its
+constrained n-best decoding (the most probable single-span tag paths of each window), reported with their
+probabilities.
 """
 
 import itertools
