@@ -334,6 +334,22 @@ def exhaustive_best_spans(emissions, mask, context, start, end, trans):
     return results
 
 
+def random_qa_windows(generator, batch, seq, scale):
+    """(mask, context, emissions) of `batch` random windows of up to `seq` tokens: random lengths (two full, one of
+    2 tokens), context masks of many pieces (one a QA window, one the whole sequence), emissions of `scale` with
+    fewer, longer spans."""
+    lengths = torch.randint(1, seq + 1, (batch,), generator=generator).tolist()
+    lengths[:3] = [seq, seq, 2]
+    mask = length_mask(lengths, seq)
+    context = torch.rand(batch, seq, generator=generator) < 0.85  # many pieces
+    context[0] = False
+    context[0, 16 : seq - 1] = True  # a QA window: [CLS] question [SEP] context [SEP]
+    context[1] = True  # everything, position 0 included
+    emissions = torch.randn(batch, seq, 3, generator=generator) * scale
+    emissions[:, :, B] -= scale  # fewer, longer spans
+    return mask, context & mask, emissions
+
+
 def test_decode_long_sequences_match_exhaustive_float64():
     """Longer sequences than brute force allows: every single-span path scored in float64, log Z by the float64
     forward recursion; float32 scores within 1e-4 relative. Padding may hold anything (here NaN)."""
@@ -343,16 +359,7 @@ def test_decode_long_sequences_match_exhaustive_float64():
     for trial, scale in enumerate((0.5, 2.0, 6.0)):
         randomize_crf(model, scale=scale, seed=300 + trial)
         start, end, trans = crf_params(model)
-        lengths = torch.randint(1, seq + 1, (batch,), generator=generator).tolist()
-        lengths[:3] = [seq, seq, 2]
-        mask = length_mask(lengths, seq)
-        context = torch.rand(batch, seq, generator=generator) < 0.85  # many pieces
-        context[0] = False
-        context[0, 16 : seq - 1] = True  # a QA window: [CLS] question [SEP] context [SEP]
-        context[1] = True  # everything, position 0 included
-        emissions = torch.randn(batch, seq, 3, generator=generator) * scale
-        emissions[:, :, B] -= scale  # fewer, longer spans
-        context &= mask
+        mask, context, emissions = random_qa_windows(generator, batch, seq, scale)
 
         span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask, context)
         alphas = crf_decoding.crf_forward_alphas(emissions.double(), mask, start, trans)
@@ -502,16 +509,7 @@ def test_nbest_long_sequences_match_exhaustive_float64(max_length):
     for trial, scale in enumerate((0.5, 2.0, 6.0)):
         randomize_crf(model, scale=scale, seed=500 + trial)
         start, end, trans = crf_params(model)
-        lengths = torch.randint(1, seq + 1, (batch,), generator=generator).tolist()
-        lengths[:3] = [seq, seq, 2]
-        mask = length_mask(lengths, seq)
-        context = torch.rand(batch, seq, generator=generator) < 0.85
-        context[0] = False
-        context[0, 16 : seq - 1] = True
-        context[1] = True
-        emissions = torch.randn(batch, seq, 3, generator=generator) * scale
-        emissions[:, :, B] -= scale
-        context &= mask
+        mask, context, emissions = random_qa_windows(generator, batch, seq, scale)
 
         span_start, span_end, span_score, _ = model.decode_nbest_spans(
             emissions, mask, context, n_best_size=k, max_answer_length=max_length
