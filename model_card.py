@@ -1,11 +1,15 @@
-"""The model card (README.md) of a fine-tuned model folder: base model and its license, data, metrics,
-hyperparameters and how to use the model. Rendered offline; the Hub is asked for the base model's license only
-when the base model is neither a local folder with a card nor known here."""
+"""The model card (README.md) of a fine-tuned model folder, as the Hub reads it: metadata (base model by Hub id,
+license, datasets, widget example, a `model-index` with the evaluation figures) and a body saying what the model
+was trained and evaluated on, the settings its pipeline uses and how to load it. Rendered offline; the Hub is asked
+for the base model's license only when the base model is neither a local folder with a card nor known here."""
 
+import json
 import logging
 import os
+import re
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 logger = logging.getLogger(__name__)
 
@@ -15,21 +19,65 @@ KNOWN_LICENSES = {
     "SpanBERT/spanbert-large-cased": "cc-by-nc-4.0",
 }
 HYPERPARAMETERS = (
-    "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-    "num_train_epochs", "max_steps", "warmup_steps", "weight_decay", "lr_scheduler_type", "optim", "seed",
-    "bf16", "fp16", "metric_for_best_model", "load_best_model_at_end",
+    "learning_rate", "head_learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "gradient_accumulation_steps", "num_train_epochs", "max_steps", "warmup_steps", "weight_decay",
+    "lr_scheduler_type", "optim", "seed", "bf16", "fp16", "metric_for_best_model", "load_best_model_at_end",
 )
-DATA_SETTINGS = ("max_seq_length", "doc_stride", "max_answer_length", "n_best_size", "null_score_diff_threshold",
-                 "version_2_with_negative", "max_train_samples")
 REPORTED_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1",
                     "exact_match")
+# The settings the saved pipeline reads from the config's `qa_settings`, as the card names them.
+PIPELINE_SETTINGS = {
+    "null_score_diff_threshold": "no-answer threshold (answer \"\" when null score - best span score exceeds it)",
+    "max_seq_length": "window length, tokens", "doc_stride": "window overlap, tokens",
+    "max_answer_length": "longest answer, tokens", "n_best_size": "candidates per window",
+    "version_2_with_negative": "may answer \"\" (SQuAD v2)",
+}
+QUOTED_REPO_ID = re.compile(r"""["']([\w.-]+/[\w.-]+)["']""")
+
+
+def is_repo_id(name):
+    """Whether `name` is a Hub repo id (`namespace/name`) rather than a path on this machine."""
+    if not name or os.path.exists(name) or name.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def local_model_id(folder):
+    """The Hub id of a model kept in a local folder, from what the folder says of itself: a repo id quoted in its
+    card whose name is the card's title (`# all-MiniLM-L6-v2` ... `from_pretrained('org/all-MiniLM-L6-v2')`), else
+    its config's `_name_or_path` when that is a repo id; None when neither names one."""
+    readme = os.path.join(folder, "README.md")
+    if os.path.isfile(readme):
+        text = ModelCard.load(readme).text
+        title = re.search(r"^# (\S+)\s*$", text, re.MULTILINE)
+        for repo_id in QUOTED_REPO_ID.findall(text):
+            if title and repo_id.split("/")[1] == title.group(1):
+                return repo_id
+    config = os.path.join(folder, "config.json")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            name = json.load(f).get("_name_or_path")
+        if is_repo_id(name):
+            return name
+    return None
+
+
+def base_model_id(name_or_path):
+    """The base model's Hub id: the name given, or for a local folder what the folder says (None if nothing)."""
+    return local_model_id(name_or_path) if os.path.isdir(name_or_path) else name_or_path
 
 
 def base_model_license(name_or_path, token=None):
-    """License id of the base model: from a local folder's card, a known model, or the Hub; "unknown" otherwise."""
+    """License id of the base model: from a local folder's card, a known model or the Hub; "unknown" otherwise."""
     readme = os.path.join(name_or_path, "README.md")
     if os.path.isfile(readme):
         return ModelCard.load(readme).data.license or "unknown"
+    if os.path.isdir(name_or_path):  # a local folder without a card says nothing of its license
+        return "unknown"
     if name_or_path in KNOWN_LICENSES:
         return KNOWN_LICENSES[name_or_path]
     try:
@@ -41,72 +89,104 @@ def base_model_license(name_or_path, token=None):
         return "unknown"
 
 
-def dataset_label(data_args):
-    if data_args.dataset_name:
-        return data_args.dataset_name
-    return os.path.basename(data_args.train_file or data_args.validation_file or "local files")
+def data_label(data_args, file, split):
+    """How the card names a split's data: the file's name, else the Hub dataset (configuration) and split."""
+    if file:
+        return os.path.basename(file)
+    config = f" ({data_args.dataset_config_name})" if data_args.dataset_config_name else ""
+    return f"{data_args.dataset_name}{config}, {split} split"
 
 
-def eval_results(head_name, data_args, metrics):
-    """Hub `model-index` entries for the evaluation metrics."""
+def eval_results(data_args, metrics):
+    """Hub `model-index` entries for the evaluation metrics, at full precision (they parse back to the run's
+    figures)."""
+    hub = data_args.validation_file is None
+    name = data_label(data_args, data_args.validation_file, "validation")
     return [
         EvalResult(
-            task_type="question-answering", dataset_type=dataset_label(data_args), dataset_name=dataset_label(data_args),
-            dataset_split="validation", metric_type=name, metric_name=name, metric_value=round(float(metrics[f"eval_{name}"]), 3),
+            task_type="question-answering", task_name="Extractive question answering",
+            dataset_type=data_args.dataset_name if hub else name, dataset_name=name,
+            dataset_config=data_args.dataset_config_name if hub else None, dataset_split="validation" if hub else None,
+            metric_type=metric, metric_name=metric, metric_value=float(metrics[f"eval_{metric}"]),
         )
-        for name in REPORTED_METRICS if f"eval_{name}" in metrics
+        for metric in REPORTED_METRICS if f"eval_{metric}" in metrics
     ]
 
 
-def table(rows):
-    return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
+def table(header, rows):
+    return f"| {header[0]} | {header[1]} |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
 
 
-def render(head_name, model_args, data_args, training_args, all_metrics):
-    """README.md text for the model folder that `training_args.output_dir` holds."""
-    base = model_args.model_name_or_path
-    license_id = base_model_license(base, model_args.token)
+def render(head_name, model_args, data_args, training_args, all_metrics, qa_settings, widget=None):
+    """README.md text for the model folder that `training_args.output_dir` holds.
+
+    qa_settings: the settings saved in the model's config (the pipeline's windows and no-answer threshold).
+    widget: {"text": question, "context": context} for the Hub's inference widget, or None.
+    """
+    given_base = model_args.model_name_or_path
+    base = base_model_id(given_base)
+    license_id = base_model_license(given_base, model_args.token)
     eval_metrics = all_metrics.get("eval", {})
-    model_name = os.path.basename(os.path.normpath(training_args.output_dir))
+    model_id = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
+    scoring = "squad_v2" if data_args.version_2_with_negative else "squad"
     data = ModelCardData(
-        base_model=base if not os.path.isdir(base) else None,
+        base_model=base,
         datasets=[data_args.dataset_name] if data_args.dataset_name else None,
         license=license_id,
         library_name="transformers",
         pipeline_tag="question-answering",
-        tags=["question-answering", "squad_v2" if data_args.version_2_with_negative else "squad", head_name],
-        metrics=["squad_v2" if data_args.version_2_with_negative else "squad"],
-        model_name=model_name,
-        eval_results=eval_results(head_name, data_args, eval_metrics) or None,
+        tags=["question-answering", scoring, head_name, "spanbert-qa"],
+        metrics=[scoring],
+        model_name=model_id.split("/")[-1],
+        eval_results=eval_results(data_args, eval_metrics) or None,
+        widget=[widget] if widget else None,
     )
-    hyper = [(name, getattr(training_args, name)) for name in HYPERPARAMETERS]
-    hyper += [(name, getattr(data_args, name)) for name in DATA_SETTINGS]
-    results = [(name, round(float(eval_metrics[f"eval_{name}"]), 2)) for name in REPORTED_METRICS if f"eval_{name}" in eval_metrics]
+    base_line = (f"`{base}`" if base else
+                 f"a local model folder (`{os.path.basename(os.path.normpath(given_base))}`) whose Hub id is not known, "
+                 "so the metadata names no base model")
+    train_data = data_label(data_args, data_args.train_file, "train")
+    results = [(name, round(float(eval_metrics[f"eval_{name}"]), 2)) for name in REPORTED_METRICS
+               if f"eval_{name}" in eval_metrics]
+    evaluation = (
+        f"On {data_label(data_args, data_args.validation_file, 'validation')} "
+        f"({eval_metrics.get('eval_questions', 'n/a')} questions, {scoring} scoring):\n\n"
+        + table(("metric", "value"), results) if results else "No evaluation results yet."
+    )
+    settings = [(f"`{name}`: {meaning}", qa_settings[name]) for name, meaning in PIPELINE_SETTINGS.items()
+                if name in qa_settings]
+    hyper = [(name, getattr(training_args, name)) for name in HYPERPARAMETERS if hasattr(training_args, name)]
+    hyper.append(("max_train_samples", data_args.max_train_samples))
+    old_pipeline = ("\nOn transformers < 5.3 the library's own `question-answering` pipeline also serves this model "
+                    "(without `trust_remote_code`).\n" if head_name == "span" else "")
     body = f"""
-# {model_name}
+# {model_id.split("/")[-1]}
 
-Extractive question answering ({head_name} head), fine-tuned from `{base}` with spanbert-qa on
-{dataset_label(data_args)}.
+Extractive question answering ({head_name} head), fine-tuned from {base_line} with spanbert-qa on {train_data}.
 
 ## Use
 
 ```python
 from transformers import pipeline
 
-qa = pipeline("question-answering", model="{model_name}", trust_remote_code=True)
+qa = pipeline("question-answering", model="{model_id}", trust_remote_code=True)
 qa(question="...", context="...")
 ```
 
-## Evaluation ({dataset_label(data_args)}, {eval_metrics.get('eval_questions', 'n/a')} questions)
+The pipeline's code (`qa_pipeline.py` and the modules it imports) is part of this repo: transformers 5 runs it with
+`trust_remote_code=True`, and reads its settings from `config.json`:
 
-{table(results) if results else "No evaluation was run."}
+{table(("setting", "value"), settings)}
+{old_pipeline}
+## Evaluation
+
+{evaluation}
 
 ## Training hyperparameters
 
-{table(hyper)}
+{table(("hyperparameter", "value"), hyper)}
 
 ## License
 
-The base model `{base}` is licensed `{license_id}`; this fine-tuned model inherits its terms.
+The base model is licensed `{license_id}`; this fine-tuned model inherits its terms.
 """
     return f"---\n{data.to_yaml()}\n---\n{body}"

@@ -24,7 +24,7 @@ from transformers.utils import CONFIG_NAME
 import model_card
 from qa_data import QADataError, load_questions, with_unanswerable_copies
 from tokenizer_casing import load_tokenizer
-from trainer_qa import QATrainingArguments, QuestionAnsweringTrainer
+from trainer_qa import HubPushError, QATrainingArguments, QuestionAnsweringTrainer
 from utils_qa import (
     WindowCollator,
     column,
@@ -65,15 +65,37 @@ class ModelArguments:
     emission_relu: bool = field(
         default=False, metadata={"help": "run_qa_crf.py: ReLU on the CRF emissions, as the original notebook had."}
     )
+    widget_question: str | None = field(
+        default=None, metadata={"help": "Model card: the question the Hub's inference widget offers (with "
+                                        "--widget_context; default: the first answerable evaluation question)."}
+    )
+    widget_context: str | None = field(default=None, metadata={"help": "Model card: the widget question's context."})
+
+    def __post_init__(self):
+        if (self.widget_question is None) != (self.widget_context is None):
+            raise ValueError("--widget_question and --widget_context go together: give both or neither.")
 
 
 @dataclass
 class DataTrainingArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset, e.g. rajpurkar/squad_v2."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of the Hub dataset."})
-    train_file: str | None = field(default=None, metadata={"help": "SQuAD JSON (.json/.json.gz) or flat json/jsonl/parquet/csv."})
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "SQuAD JSON (.json/.json.gz), MRQA (.jsonl/.jsonl.gz) or flat json/jsonl/parquet/csv."},
+    )
     validation_file: str | None = field(default=None, metadata={"help": "Evaluation questions, same formats."})
     test_file: str | None = field(default=None, metadata={"help": "Questions to predict, same formats."})
+    question_column_name: str = field(
+        default="question", metadata={"help": "Column of the questions in a Hub dataset or flat file."}
+    )
+    context_column_name: str = field(
+        default="context", metadata={"help": "Column of the contexts in a Hub dataset or flat file."}
+    )
+    answer_column_name: str = field(
+        default="answers",
+        metadata={"help": "Column of the answers ({text: [...], answer_start: [...]}) in a Hub dataset or flat file."},
+    )
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute the tokenized windows."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     max_seq_length: int = field(default=384, metadata={"help": "Tokens per window (question + context + specials)."})
@@ -288,6 +310,18 @@ def save_tuned_threshold(trainer, metrics):
                          config.to_json_string(use_diff=True).encode("utf-8"))
 
 
+def widget_example(model_args, chosen):
+    """The model card's widget example: the one given, else the first answerable evaluation (else training)
+    question; None without either."""
+    if model_args.widget_question is not None:
+        return {"text": model_args.widget_question, "context": model_args.widget_context}
+    questions = chosen.get("validation", chosen.get("train"))
+    for row in questions if questions is not None else ():
+        if row["answers"]["text"]:
+            return {"text": row["question"], "context": row["context"]}
+    return None
+
+
 def save_metrics(trainer, split, metrics):
     """`{split}_results.json` and `all_results.json`, written atomically by the main process."""
     trainer.log_metrics(split, metrics)
@@ -362,7 +396,8 @@ def run(head, model_args, data_args, training_args):
         post_process_function=post_process,
         write_function=lambda result, prefix: write_prediction_files(result, training_args.output_dir, prefix),
         compute_metrics=metric_function(data_args),
-        model_card=lambda: model_card.render(head.name, model_args, data_args, training_args, all_metrics),
+        model_card=lambda: model_card.render(head.name, model_args, data_args, training_args, all_metrics,
+                                             model.config.qa_settings, widget_example(model_args, chosen)),
         bundled_files=PIPELINE_FILES,
     )
 
@@ -386,9 +421,11 @@ def run(head, model_args, data_args, training_args):
         all_metrics["predict"] = metrics
     if training_args.do_train and trainer.is_world_process_zero():
         trainer.create_model_card()
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
-    trainer.end()
+    try:
+        if training_args.push_to_hub:
+            trainer.push_to_hub()
+    finally:
+        trainer.end()
     return all_metrics
 
 
@@ -401,6 +438,6 @@ def main(head, argv=None):
         raise SystemExit(f"error: {err}") from None
     try:
         return run(head, model_args, data_args, training_args)
-    except QADataError as err:
+    except (QADataError, HubPushError) as err:
         logger.error(str(err))
         raise SystemExit(f"error: {err}") from None

@@ -1,20 +1,36 @@
 """`QuestionAnsweringTrainer`: a `Trainer` whose evaluation runs the model over windows, turns the window outputs
 into answers per question and scores those answers against the questions' gold answers."""
 
+import glob
+import logging
 import math
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
-from transformers.trainer_utils import speed_metrics
+from transformers.trainer_utils import HubStrategy, speed_metrics
 
 from utils_qa import write_atomically
+
+logger = logging.getLogger(__name__)
+
+
+def log_failed_push(job):
+    if job.exception() is not None:
+        logger.error(f"A checkpoint push to the Hub failed: {job.exception()}")
+
+
+class HubPushError(RuntimeError):
+    """The model could not be pushed to the Hub; the message says why and where the run's outputs are."""
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -44,6 +60,19 @@ class QATrainingArguments(TrainingArguments):
                           "emission layer and transitions), which start from random values (default: --learning_rate)."},
     )
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.push_to_hub:
+            try:  # refused now rather than by the Hub after training
+                validate_repo_id(self.hub_repo_name())
+            except HFValidationError as err:
+                raise ValueError(f"--hub_model_id {self.hub_repo_name()!r} is not a Hub repo id (`name` or "
+                                 f"`namespace/name`): {err}") from None
+
+    def hub_repo_name(self):
+        """The repo --push_to_hub pushes to: --hub_model_id, else the output folder's name (as the Trainer does)."""
+        return self.hub_model_id or Path(self.output_dir).absolute().name
+
 
 class QuestionAnsweringTrainer(Trainer):
     """Trainer for extractive QA.
@@ -60,6 +89,7 @@ class QuestionAnsweringTrainer(Trainer):
 
     def __init__(self, *args, eval_examples=None, post_process_function=None, write_function=None, model_card=None,
                  bundled_files=(), **kwargs):
+        self.hub_unavailable = None  # the error that kept init_hf_repo from creating the Hub repo, if any
         super().__init__(*args, **kwargs)
         self.eval_examples = eval_examples
         self.post_process_function = post_process_function
@@ -122,6 +152,55 @@ class QuestionAnsweringTrainer(Trainer):
                 os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
         finally:
             shutil.rmtree(staging)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        """Save the model without pushing it (the Trainer pushes on every `save_model` under --push_to_hub): the run
+        pushes once, at its end, with the evaluation results and model card beside the model."""
+        return super().save_model(output_dir, _internal_call=True)
+
+    def init_hf_repo(self, token=None, private=None):
+        """Create the Hub repo as the Trainer does; when the Hub refuses or cannot be reached, warn and go on:
+        training still saves every output locally, and `push_to_hub` tries again at the end."""
+        try:
+            super().init_hf_repo(token=token, private=private)
+        except Exception as err:  # HTTP, connection and token errors alike: the run's local results come first
+            self.hub_model_id, self.push_in_progress, self.hub_unavailable = self.args.hub_repo_name(), None, err
+            logger.warning(f"Cannot create the Hub repo {self.hub_model_id} at {hub_constants.ENDPOINT}: {err}\n"
+                           "Training goes on and saves everything in the output folder; the push is tried again at "
+                           "the end of the run.")
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        """Push the checkpoint's model as the Trainer does, with all of it: the Trainer copies only config,
+        weights and tokenizer into the folder it pushes, while the config names code files (the pipeline's, a
+        custom model's) that a repo without them cannot load; the model card is written beside them. A failed
+        push is logged when it ends (the Trainer runs it in the background and would drop its error)."""
+        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+            return
+        if self.hub_unavailable is not None:  # the repo could not be created: the end of the run tries again
+            return
+        for path in glob.glob(os.path.join(checkpoint_folder, "*.py")):
+            shutil.copy(path, self.args.output_dir)
+        self.create_model_card()
+        running = set(self.push_in_progress.jobs) if self.push_in_progress is not None else set()
+        super()._push_from_checkpoint(checkpoint_folder)
+        for job in self.push_in_progress.jobs if self.push_in_progress is not None else ():
+            if job not in running:
+                job.add_done_callback(log_failed_push)
+
+    def push_to_hub(self, *args, **kwargs):
+        """`Trainer.push_to_hub`, with a repo the Hub refused earlier created again first; any failure becomes a
+        `HubPushError` saying where the run's outputs are."""
+        try:
+            if self.hub_unavailable is not None and self.is_world_process_zero():
+                Trainer.init_hf_repo(self)
+            return super().push_to_hub(*args, **kwargs)
+        except Exception as err:  # HTTP, connection and token errors alike
+            repo = self.args.hub_repo_name()
+            raise HubPushError(
+                f"Could not push to the Hub repo {repo} at {hub_constants.ENDPOINT}: {err}\nNothing is lost: the "
+                f"model and every output of the run are in {self.args.output_dir}; push them later with "
+                f"`hf upload {repo} {self.args.output_dir}`."
+            ) from err
 
     def create_model_card(self, **kwargs):
         """Write the project's model card (dataset, metrics, hyperparameters, license) as README.md."""

@@ -88,10 +88,10 @@ for head in (SPAN_HEAD, CRF_HEAD):
 """
 
 
-def train_heads(args_by_head):
+def train_heads(args_by_head, env=SCRIPT_ENV):
     """Run `qa_runner.main` for each head with its arguments, in one fresh process (2 threads)."""
     runs = json.dumps({head: list(map(str, args)) for head, args in args_by_head.items()})
-    result = run_script([sys.executable, "-c", TRAIN_HEADS, runs], env={**SCRIPT_ENV, "OMP_NUM_THREADS": "2"})
+    result = run_script([sys.executable, "-c", TRAIN_HEADS, runs], env={**env, "OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, result.stdout[-5000:]
     return result
 
