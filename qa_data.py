@@ -4,9 +4,13 @@ Every source becomes a `datasets.Dataset` of questions with the columns
 `id, title, context, question, answers{text: [str], answer_start: [int]}` (the Hub's `squad_v2` schema).
 
 Accepted files:
-- official SQuAD JSON (v1.1 or v2.0), nested `data[].paragraphs[].qas[]`, plain or `.gz`;
+- official SQuAD JSON (v1.1 or v2.0), nested `data[].paragraphs[].qas[]`, plain or `.gz` (TyDiQA-GoldP too);
+- MRQA 2019 JSON lines (`.jsonl`, `.jsonl.gz`), recognised by their header line (see `mrqa_records`);
 - the flat schema above as JSON (a list, or `{"data": [...]}`), JSON lines, parquet or CSV
   (in CSV the `answers` cell holds the answers dict as JSON).
+
+Flat files and Hub datasets may name the question, context and answers columns otherwise (`columns`, from
+--question_column_name, --context_column_name and --answer_column_name); the other formats name their own fields.
 
 Problems that make a record unusable raise `QADataError` naming the file, the record and the problem.
 Problems the loader can repair (an `answer_start` that does not point at its text while the text occurs in the
@@ -20,6 +24,7 @@ import operator
 import re
 from collections import Counter
 from pathlib import Path
+from types import MappingProxyType
 
 import datasets
 import numpy as np
@@ -37,6 +42,11 @@ QUESTION_FEATURES = datasets.Features(
 )
 REQUIRED_FIELDS = ("id", "context", "question", "answers")
 MAX_REPORTED_PROBLEMS = 5
+# The default {schema name: column name} of the question, context and answers of flat files and Hub datasets, and
+# the arguments that name them otherwise.
+SCHEMA_COLUMNS = MappingProxyType({"question": "question", "context": "context", "answers": "answers"})
+COLUMN_ARGUMENTS = {"question": "--question_column_name", "context": "--context_column_name",
+                    "answers": "--answer_column_name"}
 
 
 class QADataError(ValueError):
@@ -142,17 +152,21 @@ def top_level_shape(content):
     return f"an object without a 'data' key (keys: {keys or 'none'})"
 
 
-def read_records(path):
-    """(locator, raw record) pairs from any accepted file format."""
+def read_records(path, columns=SCHEMA_COLUMNS, answers_required=True):
+    """(locator, raw record) pairs from any accepted file format; flat records with their `columns` renamed to the
+    schema's names (see `schema_named`)."""
     path = Path(path)
     if not path.exists():
         raise QADataError(f"{path}: no such file")
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     kind = suffixes[-1] if suffixes else ""
     if kind in (".jsonl", ".jsonlines"):
-        return read_json_lines(path)
+        lines = read_json_lines(path)
+        if is_mrqa_header(lines[0][1]):
+            return mrqa_records(lines, path)
+        return schema_named(lines, path, columns, answers_required)
     if kind in (".parquet", ".csv"):
-        return read_table(path, kind)
+        return schema_named(read_table(path, kind, columns["answers"]), path, columns, answers_required)
     if kind != ".json":
         raise QADataError(
             f"{path}: unknown file type '{kind or path.suffix}' (expected .json, .json.gz, .jsonl, .parquet or .csv)"
@@ -170,11 +184,110 @@ def read_records(path):
     # rather than every article being read as a flat record without fields.
     if any(isinstance(row, dict) and "paragraphs" in row for row in rows):
         return flatten_squad(rows, path)
-    return [(f"record {i}", r) for i, r in enumerate(rows)]
+    return schema_named([(f"record {i}", r) for i, r in enumerate(rows)], path, columns, answers_required)
 
 
-def read_table(path, kind):
-    """(locator, raw record) pairs from parquet or CSV; a CSV `answers` cell holds JSON."""
+def renamed(record, columns):
+    """A flat record with the columns `columns` names ({schema name: column name}) under the schema's names. A field
+    of the record that has a schema name but is not the named column is dropped, so that it is never read instead."""
+    kept = {key: value for key, value in record.items() if key not in columns}
+    return kept | {schema: record[name] for schema, name in columns.items() if name in record}
+
+
+def schema_named(records, source, columns=SCHEMA_COLUMNS, answers_required=True):
+    """(locator, flat record) pairs with their `columns` renamed (`renamed`); QADataError naming `source` and the
+    columns it has when no record has a named column (questions to predict on may lack the answers column). Records
+    that are not objects are left for `validated_columns` to report."""
+    present = dict.fromkeys(key for _, record in records if isinstance(record, dict) for key in record)
+    needed = [schema for schema in columns if answers_required or schema != "answers"]
+    missing = [schema for schema in needed if present and columns[schema] not in present]
+    if missing:
+        named = ", ".join(f"{columns[schema]!r} ({COLUMN_ARGUMENTS[schema]})" for schema in missing)
+        raise QADataError(f"{source}: no column {named}; its columns are {', '.join(map(repr, present))}")
+    return [(where, renamed(record, columns) if isinstance(record, dict) else record) for where, record in records]
+
+
+def is_mrqa_header(record):
+    """Whether the first record of a JSON-lines file is an MRQA 2019 header line, `{"header": {"dataset", "split"}}`."""
+    return isinstance(record, dict) and list(record) == ["header"]
+
+
+def char_spans_problem(answer):
+    """Why one of MRQA's `detected_answers` is not {'text', 'char_spans': [[start, end], ...]} (None when it is)."""
+    spans = answer.get("char_spans") if isinstance(answer, dict) else None
+    if not spans or not isinstance(spans, list) or not all(isinstance(s, list) and len(s) == 2 for s in spans):
+        return f"detected answer {answer!r} is not {{'text': ..., 'char_spans': [[start, end], ...]}}"
+    return None
+
+
+def mrqa_question_problem(qa):
+    """Why a question object of an MRQA line cannot be read (None when it can)."""
+    if not isinstance(qa, dict):
+        return f"expected a question object, found {json_type(qa)}"
+    if qa.get("qid") is None:
+        return "missing field 'qid'"
+    detected = qa.get("detected_answers")
+    if detected is None:  # questions to predict on
+        return None
+    if not isinstance(detected, list):
+        return f"'detected_answers' must be a list, found {json_type(detected)}"
+    return next(filter(None, map(char_spans_problem, detected)), None)
+
+
+def mrqa_answers(detected):
+    """MRQA `detected_answers` as {text: [...], answer_start: [...]}: every span of every answer, each distinct
+    (text, start) once, in order (SQuAD's dev answers, repeated by several annotators, come as repeated spans).
+
+    A span is read by its start, as MRQA's own conversion to SQuAD reads it: its inclusive end says no more than its
+    text's length. A start that does not point at the text is repaired by `checked_answers`.
+    """
+    if detected is None:
+        return None
+    pairs = []
+    for answer in detected:
+        for start, _ in answer["char_spans"]:
+            if (answer.get("text"), start) not in pairs:  # a list, not a set: a broken text may be unhashable
+                pairs.append((answer.get("text"), start))
+    return {"text": [text for text, _ in pairs], "answer_start": [start for _, start in pairs]}
+
+
+def mrqa_records(lines, path):
+    """(locator, flat record) pairs of an MRQA 2019 file: a header line, then a context per line with its questions,
+    `{"context", "qas": [{"qid", "question", "detected_answers": [{"text", "char_spans"}, ...]}, ...]}` (their other
+    fields, such as tokens and `answers`, are not read).
+
+    Contexts are kept as they are, MRQA's [PAR], [DOC] and [TLE] markers included; ids are the `qid`s; every question
+    gets the header's dataset name as its title. Its answers are the detected answers (`mrqa_answers`): MRQA's
+    official evaluation scores against the `answers` strings instead, which may hold texts the context does not.
+    """
+    header = lines[0][1]["header"]
+    title = header.get("dataset", "") if isinstance(header, dict) else ""
+    records, problems = [], []
+    for where, line in lines[1:]:
+        if not isinstance(line, dict):
+            problems.append((where, f"expected a context object, found {json_type(line)}"))
+            continue
+        if not isinstance(line.get("qas"), list):
+            problems.append((where, "the context object has no 'qas' list"))
+            continue
+        for q, qa in enumerate(line["qas"]):
+            locator = f"{where}, qas[{q}]"
+            problem = mrqa_question_problem(qa)
+            if problem:
+                problems.append((locator, problem))
+                continue
+            answers = mrqa_answers(qa.get("detected_answers"))
+            records.append((locator, {"id": qa["qid"], "title": title, "context": line.get("context"),
+                                      "question": qa.get("question"), "answers": answers}))
+    if problems:
+        raise QADataError(problems_message(path, problems))
+    if not records:
+        raise QADataError(f"{path}: the MRQA file holds no questions")
+    return records
+
+
+def read_table(path, kind, answer_column=SCHEMA_COLUMNS["answers"]):
+    """(locator, raw record) pairs from parquet or CSV; a CSV answers cell holds JSON."""
     import pandas as pd
 
     try:
@@ -185,17 +298,19 @@ def read_table(path, kind):
         raise QADataError(f"{path}: the file holds no records")
     records = []
     for i, record in enumerate(frame.to_dict("records")):
-        answers = record.get("answers")
+        answers = record.get(answer_column)
         if isinstance(answers, str):
             try:
                 answers = json.loads(answers)
             except json.JSONDecodeError:
-                raise QADataError(f"{path}: row {i} (id {record.get('id')!r}): 'answers' is not valid JSON") from None
+                raise QADataError(
+                    f"{path}: row {i} (id {record.get('id')!r}): '{answer_column}' is not valid JSON") from None
         elif isinstance(answers, dict):  # parquet gives numpy arrays inside
             answers = {key: list(value) for key, value in answers.items()}
         elif hasattr(answers, "tolist"):  # parquet gives the official list of {text, answer_start} as an array
             answers = answers.tolist()
-        record["answers"] = answers
+        if answer_column in record:
+            record[answer_column] = answers
         records.append((f"row {i}", record))
     return records
 
@@ -325,17 +440,24 @@ def validated_columns(records, source, answers_required=True):
     return columns
 
 
-def questions_from_file(path, answers_required=True):
-    """Dataset of checked questions read from one file (`answers_required=False` for questions to predict on)."""
-    columns = validated_columns(read_records(path), path, answers_required)
-    return datasets.Dataset.from_dict(columns, features=QUESTION_FEATURES)
+def questions_from_file(path, answers_required=True, columns=SCHEMA_COLUMNS):
+    """Dataset of checked questions read from one file (`answers_required=False` for questions to predict on);
+    `columns`: {schema name: column name} of a flat file's question, context and answers."""
+    records = read_records(path, columns, answers_required)
+    return datasets.Dataset.from_dict(validated_columns(records, path, answers_required), features=QUESTION_FEATURES)
 
 
-def questions_from_hub(dataset, source, answers_required=True):
-    """The same checks applied to a Hub dataset split; returns it with the project's features."""
-    records = [(f"row {i}", row) for i, row in enumerate(dataset)]
-    columns = validated_columns(records, source, answers_required)
-    return datasets.Dataset.from_dict(columns, features=QUESTION_FEATURES)
+def questions_from_hub(dataset, source, answers_required=True, columns=SCHEMA_COLUMNS):
+    """The same checks applied to a Hub dataset split, its `columns` named as for a flat file; returns it with the
+    project's features."""
+    records = schema_named([(f"row {i}", row) for i, row in enumerate(dataset)], source, columns, answers_required)
+    return datasets.Dataset.from_dict(validated_columns(records, source, answers_required), features=QUESTION_FEATURES)
+
+
+def schema_columns(data_args):
+    """{schema name: column name} of the question, context and answers as the run's arguments name them."""
+    return {"question": data_args.question_column_name, "context": data_args.context_column_name,
+            "answers": data_args.answer_column_name}
 
 
 def require_negative_flag(questions, source, version_2_with_negative):
@@ -471,16 +593,17 @@ def load_questions(data_args, cache_dir=None):
     """DatasetDict of checked questions with the splits asked for (`train`, `validation`, `test`)."""
     files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
     files = {split: path for split, path in files.items() if path}
+    columns = schema_columns(data_args)
     if data_args.dataset_name:
         hub = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
         splits = {
-            split: questions_from_hub(hub[split], f"{data_args.dataset_name}[{split}]", split != "test")
+            split: questions_from_hub(hub[split], f"{data_args.dataset_name}[{split}]", split != "test", columns)
             for split in hub if split not in files  # a file given for a split replaces the Hub's
         }
     else:
         splits = {}
     for split, path in files.items():
-        splits[split] = questions_from_file(path, answers_required=split != "test")  # test questions need no answers
+        splits[split] = questions_from_file(path, split != "test", columns)  # test questions need no answers
     for split, questions in splits.items():
         if split == "test":  # test questions need no answers
             continue

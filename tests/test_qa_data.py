@@ -559,7 +559,8 @@ def test_unpaired_surrogate_is_reported_not_a_crash(tmp_path):
 
 def data_args(**files):
     values = dict(dataset_name=None, dataset_config_name=None, train_file=None, validation_file=None, test_file=None,
-                  version_2_with_negative=False)
+                  version_2_with_negative=False, question_column_name="question", context_column_name="context",
+                  answer_column_name="answers")
     return SimpleNamespace(**dict(values, **files))
 
 
@@ -601,7 +602,7 @@ def test_test_questions_need_no_answers(tmp_path):
     splits = load_questions(data_args(test_file=str(write_jsonl(tmp_path / "test.jsonl", records))))
     assert splits["test"]["answers"] == [{"text": [], "answer_start": []}] * len(QUESTIONS)
     # ... but answers are required wherever they are scored or trained on.
-    with pytest.raises(QADataError, match="missing field"):
+    with pytest.raises(QADataError, match=r"no column 'answers' \(--answer_column_name\)"):
         load_questions(data_args(validation_file=str(tmp_path / "test.jsonl"), version_2_with_negative=True))
 
 
