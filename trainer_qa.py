@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -31,6 +32,34 @@ def log_failed_push(job):
 
 class HubPushError(RuntimeError):
     """The model could not be pushed to the Hub; the message says why and where the run's outputs are."""
+
+
+class WindowOutputs:
+    """The model's outputs for every window of an evaluation, gathered from every process batch by batch and put
+    together once at the end: the Trainer instead concatenates everything gathered so far at each batch, which
+    copies the outputs over and over (gigabytes over a full SQuAD dev set)."""
+
+    def __init__(self):
+        self.batches = []
+
+    def add(self, outputs):
+        """outputs: a tuple of tensors (batch, ...), gathered from every process; kept as float32/int numpy arrays."""
+        self.batches.append(tuple((o.float() if o.dtype == torch.bfloat16 else o).cpu().numpy() for o in outputs))
+
+    def arrays(self):
+        """One array per output, (windows, ...): the batches in order, each padded with -100 to the widest batch
+        along every dimension, as the Trainer pads them."""
+        stacked = []
+        for parts in zip(*self.batches):
+            shape = (sum(len(part) for part in parts), *np.max([part.shape[1:] for part in parts], axis=0).astype(int))
+            array = np.full(shape, -100, dtype=parts[0].dtype)
+            start = 0
+            for part in parts:
+                array[(slice(start, start + len(part)), *(slice(0, size) for size in part.shape[1:]))] = part
+                start += len(part)
+            stacked.append(array)
+        self.batches = []
+        return tuple(stacked)
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -90,6 +119,7 @@ class QuestionAnsweringTrainer(Trainer):
     def __init__(self, *args, eval_examples=None, post_process_function=None, write_function=None, model_card=None,
                  bundled_files=(), **kwargs):
         self.hub_unavailable = None  # the error that kept init_hf_repo from creating the Hub repo, if any
+        self.window_outputs = None  # collects the outputs while answer_questions runs the evaluation loop
         super().__init__(*args, **kwargs)
         self.eval_examples = eval_examples
         self.post_process_function = post_process_function
@@ -209,23 +239,35 @@ class QuestionAnsweringTrainer(Trainer):
         if self.is_world_process_zero():
             write_atomically(os.path.join(self.args.output_dir, "README.md"), self.model_card().encode("utf-8"))
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The Trainer's step; inside `answer_questions` the outputs are gathered here, as the evaluation loop would
+        gather them, into `window_outputs`, and the loop is handed none to concatenate."""
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if self.window_outputs is None or logits is None:
+            return loss, logits, labels
+        logits = self.accelerator.pad_across_processes(logits, dim=1, pad_index=-100)
+        self.window_outputs.add(self.accelerator.gather_for_metrics(logits if isinstance(logits, tuple) else (logits,)))
+        return loss, None, labels
+
     def answer_questions(self, dataset, dataloader, examples, description, ignore_keys, prefix):
         """(metrics, QuestionPredictions): the model over `dataset`'s windows (batched by `dataloader`, which sees
         only the model's inputs), then answers per question."""
         start_time = time.time()
         # compute_metrics is applied to questions below, not to windows inside the loop
         compute_metrics, self.compute_metrics = self.compute_metrics, None
+        self.window_outputs = WindowOutputs()
         try:
             output = self.evaluation_loop(
                 dataloader, description=description, prediction_loss_only=False,
                 ignore_keys=ignore_keys, metric_key_prefix=prefix,
             )
+            outputs = self.window_outputs.arrays()
         finally:
-            self.compute_metrics = compute_metrics
+            self.compute_metrics, self.window_outputs = compute_metrics, None
         if f"{prefix}_model_preparation_time" in output.metrics:
             start_time += output.metrics[f"{prefix}_model_preparation_time"]
 
-        result, references = self.post_process_function(examples, dataset, output.predictions, prefix)
+        result, references = self.post_process_function(examples, dataset, outputs, prefix)
         metrics = dict(output.metrics)
         if self.compute_metrics is not None and references is not None:
             metrics.update({f"{prefix}_{k}": v for k, v in self.compute_metrics(result.metric_predictions, references).items()})

@@ -94,16 +94,19 @@ def warm_up(model, trainers, windows):
 def evaluate_once(trainer, answers_out):
     """{forward, total seconds; rss before, peak; outputs} of one `trainer.evaluate()`."""
     captured = {}
-    original = trainer.evaluation_loop
+    loop, post_process = trainer.evaluation_loop, trainer.post_process_function
 
     def timed_loop(*args, **kwargs):
         start = time.perf_counter()
-        output = original(*args, **kwargs)
+        output = loop(*args, **kwargs)
         captured["forward"] = time.perf_counter() - start
-        captured["predictions"] = output.predictions
         return output
 
-    trainer.evaluation_loop = timed_loop
+    def capturing_post_process(examples, features, outputs, prefix):
+        captured["predictions"] = outputs
+        return post_process(examples, features, outputs, prefix)
+
+    trainer.evaluation_loop, trainer.post_process_function = timed_loop, capturing_post_process
     release_free_memory()
     resettable = common.reset_peak_rss()
     before = common.rss_mib()
@@ -112,6 +115,7 @@ def evaluate_once(trainer, answers_out):
         metrics = trainer.evaluate()  # as qa_runner calls it
     finally:
         del trainer.evaluation_loop
+        trainer.post_process_function = post_process
     total = time.perf_counter() - start
     peak = common.peak_rss_mib()
     with open(os.path.join(trainer.args.output_dir, "eval_predictions.json"), encoding="utf-8") as f:
@@ -121,14 +125,15 @@ def evaluate_once(trainer, answers_out):
 
 
 def gathering_seconds(windows, batch_size, repeats):
-    """Median seconds the Trainer's `EvalLoopContainer` takes to gather (start, end) logits of these windows' batch
-    shapes (sequential order, as the eval dataloader yields them), and the bytes its concatenations write.
-
-    Each `add` concatenates the new batch to everything gathered so far (padding it to the widest batch), so the
-    work grows with the square of the number of batches; this replays it with empty tensors, without the model.
-    """
+    """{way: median seconds} of gathering (start, end) logits of these windows' batch shapes (sequential order, as
+    the eval dataloader yields them) replayed with empty tensors and no model, the Trainer's way (EvalLoopContainer:
+    each batch concatenated to everything gathered so far, padded to the widest batch, so the work grows with the
+    square of the number of batches) and the package's (`WindowOutputs`: kept, put together once); the bytes the
+    Trainer's concatenations write; the number of batches."""
     import torch
     from transformers.trainer_pt_utils import EvalLoopContainer
+
+    from trainer_qa import WindowOutputs
 
     lengths = [len(ids) for ids in windows["input_ids"][:]]
     shapes = [(len(lengths[i : i + batch_size]), max(lengths[i : i + batch_size]))
@@ -138,14 +143,16 @@ def gathering_seconds(windows, batch_size, repeats):
         rows, width = rows + n, max(width, w)
         written += 2 * rows * width * 4 if rows > n else 0
 
-    def gather():
-        container = EvalLoopContainer(do_nested_concat=True, padding_index=-100)
+    def gathered(container):
         for n, w in shapes:
-            container.add((torch.empty(n, w), torch.empty(n, w)))
-        return container.get_arrays()
+            container.add((torch.zeros(n, w), torch.zeros(n, w)))
+        return container
 
-    seconds, _ = common.interleaved([("gather", gather)], repeats)
-    return common.median(seconds["gather"]), written, len(shapes)
+    seconds, _ = common.interleaved([
+        ("trainer", lambda: gathered(EvalLoopContainer(do_nested_concat=True, padding_index=-100)).get_arrays()),
+        ("package", lambda: gathered(WindowOutputs()).arrays()),
+    ], repeats)
+    return {name: common.median(values) for name, values in seconds.items()}, written, len(shapes)
 
 
 def logits_check(predictions, windows, head_name):
@@ -172,7 +179,10 @@ def main(argv=None):
     parser.add_argument("--max_seq_length", type=int, default=384)
     parser.add_argument("--doc_stride", type=int, default=128)
     parser.add_argument("--tiny", action="store_true", help="smoke size: the first 40 questions")
+    parser.add_argument("--package_only", action="store_true", help="time only the package default (no static "
+                                                                     "padding baseline): its speed and memory")
     args = parser.parse_args(argv)
+    variants = ("dynamic",) if args.package_only else ("dynamic", "static")
     common.set_threads(args)
     common.quiet_libraries()
     from transformers import AutoTokenizer, set_seed
@@ -186,7 +196,7 @@ def main(argv=None):
     model = load_model(head, model_path)
     windows, trainers = {}, {}
     tmp = tempfile.TemporaryDirectory()
-    for name, pad in (("dynamic", False), ("static", True)):
+    for name, pad in (("dynamic", False), ("static", True))[: len(variants)]:
         data_args = common.qa_data_args(max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
                                         pad_to_max_length=pad)
         windows[name] = common.build_windows(questions, tokenizer, data_args, "eval")
@@ -198,7 +208,7 @@ def main(argv=None):
     answers = {name: [] for name in windows}
     with tmp:
         for _ in range(args.repeats):
-            for name in ("dynamic", "static"):
+            for name in variants:
                 runs[name].append(evaluate_once(trainers[name], answers[name]))
 
     def med(name, key):
@@ -208,10 +218,10 @@ def main(argv=None):
     rows, memory_rows, check_rows = [], [], []
     labels = {"dynamic": "dynamic padding, sorted by length (package default)",
               "static": f"static padding to {args.max_seq_length}"}
-    for name in ("dynamic", "static"):
+    for name in variants:
         forward = [run["forward"] for run in runs[name]]
         rows.append((labels[name], f"{med(name, 'forward'):.2f}", common.runs_text(forward, 2), f"{rate[name]:.1f}",
-                     f"{common.ratio(rate[name], rate['static']):.2f}",
+                     f"{common.ratio(rate[name], rate['static']):.2f}" if "static" in rate else "n/a",
                      f"{med(name, 'total') - med(name, 'forward'):.2f}", f"{med(name, 'total'):.2f}"))
         peak = max(run["peak"] for run in runs[name])
         before = runs[name][-1]["before"]
@@ -221,10 +231,11 @@ def main(argv=None):
         verdict = "ok" if held <= one_copy else "MORE than one copy"
         check_rows.append((labels[name], shapes, f"{held / 2**20:.1f}", f"{one_copy / 2**20:.1f}", verdict))
     gather_rows = []
-    for name in ("dynamic", "static"):
+    for name in variants:
         seconds, written, batches = gathering_seconds(windows[name], args.batch_size, args.repeats)
-        gather_rows.append((labels[name], batches, f"{seconds:.3f}", f"{written / 2**30:.2f}"))
-    same = sum(a == b for a, b in zip(answers["dynamic"][-1:], answers["static"][-1:]))
+        gather_rows.append((labels[name], batches, f"{seconds['trainer']:.3f}", f"{written / 2**30:.2f}",
+                            f"{seconds['package']:.3f}"))
+    same = answers["dynamic"][-1] == answers["static"][-1] if "static" in answers else None
     metrics = runs["dynamic"][-1]["metrics"]
     resettable = all(run["resettable"] for name in runs for run in runs[name])
     one_copy_label = ("windows x widest batch x 4 B x 2 (MiB)" if args.head == "span"
@@ -240,13 +251,16 @@ def main(argv=None):
                                                           "ru_maxrss of the whole process"),
              ("variant", "RSS before", "peak", "peak - before"), memory_rows),
             ("Gathered model outputs", ("variant", "arrays", "held MiB", one_copy_label, "check"), check_rows),
-            ("The Trainer's gathering of (start, end) logits, replayed with the same batch shapes and no model "
-             "(EvalLoopContainer: one concatenation of everything so far per batch)",
-             ("variant", "batches", "median s", "GiB written by the concatenations"), gather_rows),
+            ("Gathering (start, end) logits, replayed with the same batch shapes and no model: the Trainer's "
+             "EvalLoopContainer (one concatenation of everything so far per batch) against the package's "
+             "WindowOutputs (put together once)",
+             ("variant", "batches", "Trainer median s", "GiB the Trainer's concatenations write", "package median s"),
+             gather_rows),
             ("Sanity", ("", ""), [
                 ("eval_exact / eval_f1 (dynamic)", f"{metrics.get('eval_exact', float('nan')):.2f} / "
                                                    f"{metrics.get('eval_f1', float('nan')):.2f}"),
-                ("eval_predictions.json identical (dynamic vs static, last run)", "yes" if same else "no"),
+                ("eval_predictions.json identical (dynamic vs static, last run)",
+                 {True: "yes", False: "no", None: "n/a"}[same]),
             ]),
         ],
         notes=["forward = the Trainer's evaluation_loop (collation, model, gathering the logits); windows/s counts "

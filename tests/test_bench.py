@@ -1,6 +1,7 @@
 """Smoke tests of the bench/ scripts: each runs on a tiny input, exits 0 and prints its tables (no timing asserted)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -65,3 +66,48 @@ def test_bench_pipeline(learned):
     output = run_bench("bench_pipeline.py", "--model", learned["span"], "--dev_file", DEV)
     assert_report(output, "Pipeline against evaluation (span head)", "| evaluation |", "| pipeline |")
     assert "| pipeline answers equal to eval_predictions.json | 19 of 19 |" in output
+
+
+def test_bench_eval_memory(tiny_bert_dir):
+    output = run_bench("bench_eval_memory.py", "--model", tiny_bert_dir, "--dev_file", DEV)
+    assert_report(output, "Peak RSS of an evaluation run", "| run_qa.py |", "| run_qa_crf.py |",
+                  "`--do_eval` on 2 and on 19 questions of dev-v2.0.json")
+
+
+def test_bench_loop(tiny_bert_dir):
+    output = run_bench("bench_loop.py", "--model", tiny_bert_dir, "--train_file", TRAIN, "--dev_file", DEV, "--bf16")
+    assert_report(output, "The package's training and evaluation against a bare PyTorch loop",
+                  "**Training: 3 batches of 8 (24 windows) spread over one epoch of",
+                  "| package | bf16 autocast |", "| bare | float32 |", "**Evaluation forward: 19 windows")
+
+
+def test_bench_gpu_dry_run(tmp_path):
+    """bench/gpu.sh --dry_run: every part of the GPU script at toy sizes on the CPU (tiny encoders, 2 steps, 8
+    questions), with a dev file that is missing so that the sample one stands in."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    env.pop("OUT", None)
+    command = ["bash", str(ROOT / "bench" / "gpu.sh"), "--dry_run", "--out", str(tmp_path), "--train_file", TRAIN,
+               "--dev_file", str(tmp_path / "missing.json")]
+    result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == 0, result.stdout[-8000:]
+    report = (tmp_path / "gpu_report.md").read_text()
+    assert report.startswith("## GPU checks (dry run on the CPU)") and report in result.stdout
+    assert result.stdout in (tmp_path / "gpu.log").read_text()
+    for table in ("**Training throughput and peak GPU memory", "**Evaluation in this process against the CPU",
+                  "**`accelerate launch` (one process)**", "**Parts", "**GPU**", "**Machine**", "**Command**"):
+        assert table in report, table
+    for model in ("tiny BERT, MiniLM's tokenizer (dry run)",
+                  "SpanBERT-base-sized BERT, random weights (dry run: tiny, vocab 28,996)"):
+        for head in ("span", "crf"):
+            for precision in ("fp32", "bf16"):
+                assert f"| {model} | {head} | {precision} | 2 |" in report, (model, head, precision)
+    assert "| answers agreeing | 8 / 8 |" in report
+    assert "| max abs difference of start / end logits |" in report
+    assert "| exit status | 0 (ran) |" in report and "| processes / device (run_qa.py's log) | 1 / cpu |" in report
+    assert "| training: steps / questions / windows / loss / train_runtime s | 2 / 4 / " in report
+    assert "FAILED" not in report and "skipped" not in report
+    for part in ("training", "accelerate", "evaluation"):
+        assert re.search(rf"\| {part} \| \d+ \| [\d.]+ \| ok \|", report), part
+    assert f"dev file `{tmp_path / 'missing.json'}` not found: used `data/sample/dev-v2.0.json` instead" in report
+    assert "python bench/bench_gpu.py" in report and "--dry_run" in report
+    assert (tmp_path / "accelerate_run.log").exists()

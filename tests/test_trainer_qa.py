@@ -58,6 +58,28 @@ def test_evaluate_post_processes_questions_scores_them_and_writes_files(tiny_ber
     assert predict_metrics["predict_exact"] == 42.0 and written == ["eval", "predict"]
 
 
+def test_window_outputs_equal_the_trainers_padded_concatenation():
+    """Span logits of batches of growing width, bf16 ones, CRF-like (batch, k) ints and (batch,) scores: the same
+    arrays as the Trainer's own container gives by concatenating at each batch."""
+    import torch
+    from transformers.trainer_pt_utils import EvalLoopContainer
+
+    from trainer_qa import WindowOutputs
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(size, width, generator=generator), torch.randn(size, width, generator=generator).bfloat16(),
+                torch.randint(0, 50, (size, 4), generator=generator), torch.randn(size, generator=generator))
+               for size, width in ((4, 5), (4, 9), (3, 7), (2, 12))]
+    ours, trainers = WindowOutputs(), EvalLoopContainer(do_nested_concat=True, padding_index=-100)
+    for batch in batches:
+        ours.add(batch)
+        trainers.add(batch)
+    expected, got = trainers.get_arrays(), ours.arrays()
+    assert [a.shape for a in got] == [(13, 12), (13, 12), (13, 4), (13,)]
+    for mine, theirs in zip(got, expected):
+        assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+
+
 def test_the_head_gets_its_own_learning_rate_and_the_schedule_scales_both(tiny_bert_dir, tmp_path):
     from trainer_qa import QATrainingArguments
 
