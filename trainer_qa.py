@@ -1,8 +1,6 @@
 """`QuestionAnsweringTrainer`: a `Trainer` whose evaluation runs the model over windows, turns the window outputs
 into answers per question and scores those answers against the questions' gold answers."""
 
-import ctypes
-import ctypes.util
 import glob
 import logging
 import math
@@ -25,20 +23,6 @@ from transformers.trainer_utils import HubStrategy, speed_metrics
 from utils_qa import write_atomically
 
 logger = logging.getLogger(__name__)
-
-
-# glibc's malloc_trim, where there is one (None elsewhere: nothing to release then).
-MALLOC_TRIM = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None) if os.name == "posix" else None
-
-
-def release_free_heap():
-    """Hand the C heap's free pages back to the OS. Evaluation batches grow wider one after another (windows sorted
-    by length), so the blocks a batch frees rarely fit the next one's tensors and glibc keeps them: on 2,000 dev
-    questions (MiniLM, batch 32) the peak RSS of the evaluation loop rose 650-700 MB without this and about 400 MB
-    with it, the loop taking about 5% longer (bench/bench_eval_memory.py). Training steps, all alike in shape
-    mix, are left alone: there the same call cost 12% of the step time."""
-    if MALLOC_TRIM is not None:
-        MALLOC_TRIM(0)
 
 
 def log_failed_push(job):
@@ -257,14 +241,12 @@ class QuestionAnsweringTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """The Trainer's step; inside `answer_questions` the outputs are gathered here, as the evaluation loop would
-        gather them, into `window_outputs`, and the loop is handed none to concatenate; then the heap the step
-        freed goes back to the OS (`release_free_heap`)."""
+        gather them, into `window_outputs`, and the loop is handed none to concatenate."""
         loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         if self.window_outputs is None or logits is None:
             return loss, logits, labels
         logits = self.accelerator.pad_across_processes(logits, dim=1, pad_index=-100)
         self.window_outputs.add(self.accelerator.gather_for_metrics(logits if isinstance(logits, tuple) else (logits,)))
-        release_free_heap()
         return loss, None, labels
 
     def answer_questions(self, dataset, dataloader, examples, description, ignore_keys, prefix):

@@ -5,8 +5,8 @@ Both variants evaluate the same model (MiniLM-L6-H384 by default, its QA head fr
 names a fine-tuned folder) on the windows of the same dev questions (the full SQuAD v2 dev set, or
 `--max_eval_samples`), max_seq_length 384, doc_stride 128, eval batch 32:
 
-* dynamic (the package default): windows tokenized without padding and sorted by length (qa_runner's
-  `.sort("length")`), `WindowCollator` pads each batch to its longest window;
+* dynamic (the package default): windows tokenized without padding and sorted by length, longest first
+  (qa_runner's `.sort("length", reverse=True)`), `WindowCollator` pads each batch to its longest window;
 * static: windows padded to 384 when tokenized (`--pad_to_max_length`), sorted the same way (sorting changes
   nothing when every window is 384 wide).
 

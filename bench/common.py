@@ -82,7 +82,7 @@ def load_questions(path, limit=None):
 def build_windows(questions, tokenizer, data_args, kind="eval", scheme="span"):
     """Windows of `questions` made exactly as `qa_runner.windows` makes them (batched map with indices).
 
-    Evaluation windows are then sorted by length, as qa_runner does before inference.
+    Evaluation windows are then sorted by length, longest first, as qa_runner does before inference.
     """
     from utils_qa import eval_features, train_features
 
@@ -94,7 +94,7 @@ def build_windows(questions, tokenizer, data_args, kind="eval", scheme="span"):
             return train_features(batch, indices, tokenizer, data_args, scheme)
     windows = questions.map(build, batched=True, with_indices=True, remove_columns=questions.column_names,
                             load_from_cache_file=False, desc=f"{kind} windows")
-    return windows.sort("length") if kind == "eval" else windows
+    return windows.sort("length", reverse=True) if kind == "eval" else windows
 
 
 def quiet_libraries():
