@@ -1,6 +1,8 @@
 """`QuestionAnsweringTrainer`: a `Trainer` whose evaluation runs the model over windows, turns the window outputs
 into answers per question and scores those answers against the questions' gold answers."""
 
+import ctypes
+import ctypes.util
 import glob
 import logging
 import math
@@ -23,6 +25,19 @@ from transformers.trainer_utils import HubStrategy, speed_metrics
 from utils_qa import write_atomically
 
 logger = logging.getLogger(__name__)
+
+
+# glibc's malloc_trim, where there is one (elsewhere None: nothing to hand back).
+MALLOC_TRIM = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None) if os.name == "posix" else None
+
+
+def release_free_heap():
+    """Hand the C heap's free pages back to the OS. Called once after the evaluation loop: the forward passes leave
+    hundreds of MB freed but kept by the allocator, in blocks post-processing's allocations mostly do not fit, so
+    post-processing would otherwise add its own memory on top of them. (Called after every step it costs each next
+    step the page faults of the memory handed back: a fifth of a bf16 step on a 2-core CPU.)"""
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
 
 
 def log_failed_push(job):
@@ -262,6 +277,7 @@ class QuestionAnsweringTrainer(Trainer):
                 ignore_keys=ignore_keys, metric_key_prefix=prefix,
             )
             outputs = self.window_outputs.arrays()
+            release_free_heap()
         finally:
             self.compute_metrics, self.window_outputs = compute_metrics, None
         if f"{prefix}_model_preparation_time" in output.metrics:
