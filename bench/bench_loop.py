@@ -172,28 +172,24 @@ def evaluate_package(trainer, windows, bf16):
 
 
 def evaluate_bare(trainer, windows, bf16):
-    """Seconds of `torch.inference_mode()` over the same collated batches, outputs kept and put together once."""
-    import numpy as np
+    """Seconds of `torch.inference_mode()` over the same collated batches, outputs kept and put together once (the
+    package's `WindowOutputs` stacking, plain numpy)."""
     import torch
+
+    from trainer_qa import WindowOutputs
 
     model = trainer.model
     model.eval()
     columns = [name for name in ("input_ids", "token_type_ids", "attention_mask") if name in windows.column_names]
     rows = windows.select_columns(columns)
     start = time.perf_counter()
-    outputs = []
+    outputs = WindowOutputs()
     with torch.inference_mode(), autocast(bf16):
         for first in range(0, len(rows), EVAL_BATCH):
             batch = trainer.data_collator([rows[i] for i in range(first, min(first + EVAL_BATCH, len(rows)))])
             out = model(**batch)
-            outputs.append((out.start_logits.float().numpy(), out.end_logits.float().numpy()))
-    width = max(start_logits.shape[1] for start_logits, _ in outputs)
-    for k in range(2):
-        gathered = np.full((len(rows), width), -100, dtype=np.float32)
-        offset = 0
-        for part in (o[k] for o in outputs):
-            gathered[offset : offset + len(part), : part.shape[1]] = part
-            offset += len(part)
+            outputs.add((out.start_logits, out.end_logits))
+    outputs.arrays()
     return time.perf_counter() - start
 
 
