@@ -36,6 +36,11 @@ LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack
 LFS_MIN_SIZE = 10 * 1024 * 1024
 
 
+def is_lfs(path, size):
+    """Whether the Hub stores a file of this name and size in LFS."""
+    return path.endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE
+
+
 class HubError(Exception):
     def __init__(self, status, message, code=None):
         super().__init__(message)
@@ -213,12 +218,12 @@ class Handler(BaseHTTPRequestHandler):
                 self._body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         return self._body
 
-    def reply(self, status, payload=b"", headers=None, length=None):
+    def reply(self, status, payload=b"", headers=None):
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data) if length is None else length))
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -250,7 +255,7 @@ class Handler(BaseHTTPRequestHandler):
         self.hub.repo(repo)
         files = json.loads(self.body())["files"]
         modes = [{"path": f["path"], "shouldIgnore": False,
-                  "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) or f["size"] >= LFS_MIN_SIZE else "regular"}
+                  "uploadMode": "lfs" if is_lfs(f["path"], f["size"]) else "regular"}
                  for f in files]
         self.reply(200, {"files": modes})
 
@@ -290,7 +295,7 @@ class Handler(BaseHTTPRequestHandler):
         sha256 = commit["files"][path]
         data = self.hub.blob(sha256).read_bytes()
         headers = {"Content-Type": "application/octet-stream", "X-Repo-Commit": commit["oid"], "ETag": f'"{sha256}"'}
-        if path.endswith(LFS_SUFFIXES) or len(data) >= LFS_MIN_SIZE:
+        if is_lfs(path, len(data)):
             headers.update({"X-Linked-Etag": f'"{sha256}"', "X-Linked-Size": str(len(data))})
         self.reply(200, data, headers)
 
