@@ -155,6 +155,8 @@ def test_padded_offsets_match_the_ragged_column():
     features = window_dataset([[[-1, -1], [0, 3], [4, 8]], [[-1, -1], [2, 5]]], [0, 1])
     offsets = padded_offsets(features)
     assert offsets.tolist() == [[[-1, -1], [0, 3], [4, 8]], [[-1, -1], [2, 5], [-1, -1]]]
+    # sorted as evaluation sorts its windows (an indices mapping over the table): offsets in the sorted order
+    assert padded_offsets(features.sort("example_index", reverse=True)).tolist() == offsets[::-1].tolist()
 
 
 def test_question_predictions_group_windows_and_apply_the_null_threshold():
@@ -327,6 +329,28 @@ def stop_writes_midway(monkeypatch, tmp_path):
 
 def final_files(folder):
     return sorted(name for name in os.listdir(folder) if not name.endswith(".tmp"))
+
+
+def test_compact_json_is_written_an_entry_at_a_time_as_one_document(tmp_path, monkeypatch):
+    nbest = {"q1": [{"text": "Normandé \"x\"", "score": np.float32(1.5), "probability": 0.25}], "q2": [], "q\n3": []}
+    written = []
+    real_open = builtins.open
+
+    def recording_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if "w" in mode:
+            write = f.write
+            f.write = lambda data: written.append(data) or write(data)
+        return f
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    write_json_atomically(tmp_path / "nbest.json", nbest, indent=False)
+    text = (tmp_path / "nbest.json").read_text(encoding="utf-8")
+    assert text == json.dumps({**nbest, "q1": [{**nbest["q1"][0], "score": 1.5}]}, ensure_ascii=False,
+                              separators=(",", ":")) + "\n"
+    assert len(written) > len(nbest)  # never the whole document in one piece
+    write_json_atomically(tmp_path / "empty.json", {}, indent=False)
+    assert (tmp_path / "empty.json").read_text() == "{}\n"
 
 
 def test_a_write_stopped_midway_leaves_the_old_file_or_none(tmp_path, stop_writes_midway, monkeypatch):
