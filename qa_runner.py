@@ -102,6 +102,12 @@ class DataTrainingArguments:
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every window to max_seq_length (default: pad each batch to its longest)."}
     )
+    pad_to_multiple_of: int | None = field(
+        default=None,
+        metadata={"help": "Pad each batch to a multiple of this many tokens: fewer distinct batch shapes, which "
+                          "fragment the allocator less (32: a MiniLM training epoch's peak RSS down by a quarter, "
+                          "speed unchanged within noise; see the README's Speed section)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test questions."})
@@ -141,6 +147,8 @@ class DataTrainingArguments:
             raise ValueError("Give a --dataset_name or at least one of --train_file/--validation_file/--test_file.")
         if self.doc_stride >= self.max_seq_length // 2:
             raise ValueError(f"--doc_stride {self.doc_stride} must be less than half of --max_seq_length {self.max_seq_length}.")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"--pad_to_multiple_of {self.pad_to_multiple_of} must be a positive number of tokens.")
         fractions = self.unanswerable_fractions()
         if sum(fractions) and not self.version_2_with_negative:
             raise ValueError("--unanswerable_cuts/--unanswerable_pairs/--unanswerable_edits add unanswerable "
@@ -396,7 +404,7 @@ def run(head, model_args, data_args, training_args):
         eval_dataset=eval_windows.get("validation"),
         eval_examples=chosen.get("validation"),
         processing_class=tokenizer,
-        data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side),
+        data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side, data_args.pad_to_multiple_of),
         post_process_function=post_process,
         write_function=lambda result, prefix: write_prediction_files(result, training_args.output_dir, prefix),
         compute_metrics=metric_function(data_args),

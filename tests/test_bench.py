@@ -74,6 +74,23 @@ def test_bench_eval_memory(tiny_bert_dir):
                   "`--do_eval` on 2 and on 19 questions of dev-v2.0.json")
 
 
+def test_bench_train_memory(tiny_bert_dir):
+    output = run_bench("bench_train_memory.py", "--model", tiny_bert_dir, "--train_file", TRAIN, "--head", "crf",
+                       "--variant", "arena1=MALLOC_ARENA_MAX=1 --pad_to_max_length")
+    assert_report(output, "Training memory", "run_qa_crf.py --do_train, package defaults (4 steps of 8 windows",
+                  "run_qa_crf.py --do_train, arena1: MALLOC_ARENA_MAX=1 --pad_to_max_length (4 steps",
+                  "| the step at the peak: activations, gradients, temporaries |", "| freed memory the allocator keeps |")
+    # the parts add up to the sampled peak, which the kernel's high-water mark bounds
+    for table in output.split("**run_qa_crf.py")[1:]:
+        mib = {part: value for part, value in re.findall(r"^\| (.+?) \| ([\d /-]+) \|$", table, re.M)}
+        parts = ("process before training (libraries, windows, weights)", "optimizer state",
+                 "the step at the peak: activations, gradients, temporaries", "freed memory the allocator keeps")
+        sampled = int(mib["peak RSS, sampled (the sum of the above)"])
+        assert abs(sum(int(mib[part]) for part in parts) - sampled) <= 2
+        assert sampled <= int(mib["peak RSS, the kernel's high-water mark"]) + 1
+        assert int(mib["optimizer state"]) >= 2 * int(mib["for scale: parameters / gradients"].split(" / ")[0]) - 1
+
+
 def test_bench_loop(tiny_bert_dir):
     output = run_bench("bench_loop.py", "--model", tiny_bert_dir, "--train_file", TRAIN, "--dev_file", DEV, "--bf16")
     assert_report(output, "The package's training and evaluation against a bare PyTorch loop",

@@ -14,8 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 import qa_runner
+import utils_qa
 from qa_data import questions_from_file
 from run_qa import SPAN_HEAD
+from run_qa_crf import CRF_HEAD
 from tests.conftest import (DEV, HEADS, LEARNED_QUESTIONS, LEARNED_WINDOWS, ROOT, SCRIPT_ENV, SCRIPTS, TRAIN, read_json,
                             run_qa, run_script)
 from tests.independent_scorer import independent_best_f1, independent_scores
@@ -149,6 +151,7 @@ def test_a_malformed_file_ends_the_run_with_its_name_and_position(licensed_tiny_
     (["--version_2_with_negative", "--unanswerable_cuts", 0.7, "--unanswerable_pairs", 0.5], "together at most 1"),
     (["--version_2_with_negative", "--unanswerable_edits", -0.1], "each at least 0"),
     (["--version_2_with_negative", "--doc_stride", 200], "must be less than half of --max_seq_length"),
+    (["--pad_to_multiple_of", 0], "--pad_to_multiple_of 0 must be a positive number of tokens"),
 ])
 def test_inconsistent_arguments_end_the_run_with_a_message(licensed_tiny_bert, tmp_path, args, message):
     """In process (the refusal comes before any model or data is read); the subprocess tests above show that such a
@@ -158,6 +161,34 @@ def test_inconsistent_arguments_end_the_run_with_a_message(licensed_tiny_bert, t
     with pytest.raises(SystemExit) as refusal:
         qa_runner.main(SPAN_HEAD, argv)
     assert message in str(refusal.value)
+
+
+HEAD_OF = {"span": SPAN_HEAD, "crf": CRF_HEAD}
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_pad_to_multiple_of_pads_every_batch_and_changes_no_answer(learned, tmp_path, monkeypatch, head):
+    widths = []
+    pad = utils_qa.WindowCollator.__call__
+
+    def recording_pad(collator, features):
+        batch = pad(collator, features)
+        widths.append(batch["input_ids"].shape[1])
+        return batch
+
+    monkeypatch.setattr(utils_qa.WindowCollator, "__call__", recording_pad)
+    qa_runner.main(HEAD_OF[head], [
+        "--model_name_or_path", str(learned[head]), "--validation_file", TRAIN, "--version_2_with_negative",
+        "--max_eval_samples", str(LEARNED_QUESTIONS), *map(str, LEARNED_WINDOWS), "--do_eval",
+        "--pad_to_multiple_of", "100", "--output_dir", str(tmp_path), "--per_device_eval_batch_size", "8",
+        "--report_to", "none"])
+    assert widths and set(widths) == {100}  # the learned model's windows are at most 64 tokens
+    padded, unpadded = (read_json(folder, "eval_nbest_predictions.json") for folder in (tmp_path, learned[head]))
+    assert padded.keys() == unpadded.keys()
+    for qid, answers in unpadded.items():
+        assert [a["text"] for a in padded[qid]] == [a["text"] for a in answers]
+        assert [a["score"] for a in padded[qid]] == pytest.approx([a["score"] for a in answers], abs=1e-3)
+    assert sum(bool(read_json(learned[head], "eval_predictions.json")[qid]) for qid in unpadded) >= 12
 
 
 def test_rerunning_in_the_same_output_dir_resumes_from_its_last_checkpoint(licensed_tiny_bert, tmp_path):

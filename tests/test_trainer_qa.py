@@ -107,6 +107,19 @@ def test_without_a_head_learning_rate_the_optimizer_is_the_trainers(tiny_bert_di
     assert {g["lr"] for g in qa_trainer.optimizer.param_groups} == {qa_trainer.args.learning_rate}
 
 
+def test_training_hands_the_freed_heap_back_once_at_its_end_not_per_step(tiny_bert_dir, tmp_path, monkeypatch):
+    import trainer_qa
+
+    lengths = [5, 9, 3, 8, 2, 7]
+    data = windows(lengths).add_column("start_positions", [1] * 6).add_column("end_positions", [2] * 6)
+    qa_trainer = trainer(tiny_bert_dir, tmp_path, train_dataset=data.remove_columns(["example_index"]))
+    qa_trainer.args.max_steps, qa_trainer.args.per_device_train_batch_size = 3, 2
+    trims = []
+    monkeypatch.setattr(trainer_qa, "MALLOC_TRIM", lambda pad: trims.append(qa_trainer.state.global_step))
+    qa_trainer.train()
+    assert trims == [3]
+
+
 def test_the_training_order_depends_on_the_seed_and_epoch_only(tiny_bert_dir, tmp_path):
     import torch
 
