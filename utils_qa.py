@@ -123,7 +123,7 @@ def column(table, name):
 
 def padded_offsets(features):
     """(windows, longest window, 2) int array of the features' character offsets, -1 off the context and in padding."""
-    # the one column taken from the table: the windows are sorted, so reading rows copies every column read
+    # sorted windows are read by gathering their rows, which copies every column read: read this one alone
     column = features.select_columns(["offset_mapping"]).with_format("arrow")[:]["offset_mapping"].combine_chunks()
     lengths = column.value_lengths().to_numpy(zero_copy_only=False)
     width = int(lengths.max())

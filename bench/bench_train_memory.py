@@ -16,11 +16,11 @@ The peak RSS is then split into:
   before training (code, Python's own arenas), i.e. freed heap pages glibc has not handed back to the OS.
 
 The parameters and gradients are printed for scale (the weights are part of "before training"; gradients, freed and
-reallocated each step, part of the step). `--variant NAME=FLAGS` adds a run with more run_qa.py flags (for example
+reallocated each step, part of the step). `--variant NAME=WORDS` adds a run with more run_qa.py flags (for example
 `--variant static=--pad_to_max_length`); its words shaped `NAME=value` set environment variables instead
 (`--variant arena2=MALLOC_ARENA_MAX=2`).
 
-    python bench/bench_train_memory.py                        # one epoch of the train subset: about 9 minutes
+    python bench/bench_train_memory.py                   # one epoch of the train subset: about 9 minutes a variant
     python bench/bench_train_memory.py --max_steps 150
     python bench/bench_train_memory.py --tiny --repeats 1 --model TINY_MODEL_DIR --train_file data/sample/train-v2.0.json
 """
@@ -118,7 +118,7 @@ def child(report_path, head_name, argv):
             sampler.stop()
             figures["rss_after"] = sampler.samples[-1][0]
             figures["peak_rss"] = common.peak_rss_mib() * MIB
-            params = [p for p in trainer.model.parameters()]
+            params = list(trainer.model.parameters())
             figures["parameters"] = tensor_bytes(params)
             figures["gradients"] = tensor_bytes(p for p in params if p.requires_grad)
             figures["optimizer"] = tensor_bytes(value for state in trainer.optimizer.state.values()
@@ -145,7 +145,9 @@ def run_variant(args, head, flags, env):
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "report.json")
         command = training_command(args, head, flags, os.path.join(tmp, "out"), report)
-        done = subprocess.run(command, cwd=common.ROOT, env={**os.environ, **env}, capture_output=True, text=True)
+        threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+        done = subprocess.run(command, cwd=common.ROOT, env={**os.environ, **threads, **env}, capture_output=True,
+                              text=True)
         if done.returncode != 0:
             raise SystemExit(f"error: {shlex.join(command)} failed:\n{(done.stdout + done.stderr)[-3000:]}")
         return json.loads(Path(report).read_text())
@@ -192,8 +194,9 @@ def main(argv=None):
     parser.add_argument("--train_file", default=None, help="SQuAD JSON (default: the train subset in --data_dir)")
     parser.add_argument("--max_steps", type=int, default=None, help="steps (default: one epoch)")
     parser.add_argument("--variant", action="append", default=[], type=parse_variant,
-                        help="NAME=FLAGS: another run with these run_qa.py flags or MALLOC_* variables")
+                        help="NAME=WORDS: another run with these run_qa.py flags and NAME=value variables")
     parser.add_argument("--tiny", action="store_true", help="smoke size: 4 steps")
+    parser.set_defaults(repeats=1)  # a run is minutes, and a peak is no timing to take the median of
     args = parser.parse_args(argv)
     args.model = args.model or common.minilm_path()
     args.train_file = common.data_file(args, args.train_file, common.TRAIN_NAME)
