@@ -106,7 +106,7 @@ class DataTrainingArguments:
         default=None,
         metadata={"help": "Pad each batch to a multiple of this many tokens: fewer distinct batch shapes, which "
                           "fragment the allocator less (32: a MiniLM training epoch's peak RSS down by a quarter, "
-                          "speed unchanged within noise; see the README's Speed section)."},
+                          "speed within a few %; see the README's Speed section)."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
