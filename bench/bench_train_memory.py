@@ -42,7 +42,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (sets the offline environment and the import path)
 
-SCRIPTS = {"span": "run_qa.py", "crf": "run_qa_crf.py"}
+from bench_eval_memory import SCRIPTS  # noqa: E402
+
+BATCH = 8
 MIB = 2**20
 ENV_WORD = re.compile(r"[A-Z][A-Z0-9_]*=")
 
@@ -135,7 +137,7 @@ def child(report_path, head_name, argv):
 def training_command(args, head, extra_flags, output_dir, report):
     return [sys.executable, str(Path(__file__).resolve()), "--child_report", report, "--child_head", head, "--",
             "--model_name_or_path", args.model, "--train_file", args.train_file, "--version_2_with_negative",
-            "--do_train", "--per_device_train_batch_size", "8", "--output_dir", output_dir, "--save_strategy", "no",
+            "--do_train", "--per_device_train_batch_size", str(BATCH), "--output_dir", output_dir, "--save_strategy", "no",
             "--report_to", "none", "--disable_tqdm", "true", "--seed", str(args.seed),
             *(["--max_steps", str(args.max_steps)] if args.max_steps else ["--num_train_epochs", "1"]), *extra_flags]
 
@@ -203,15 +205,17 @@ def main(argv=None):
     if args.tiny:
         args.max_steps = 4
     variants = [("package defaults", [], {}), *args.variant]
-    results = {name: [run_variant(args, args.head, flags, env) for _ in range(args.repeats)]
-               for name, flags, env in variants}
+    results = {name: [] for name, _, _ in variants}
+    for _ in range(args.repeats):  # variants alternate within each round, sharing the machine's conditions
+        for name, flags, env in variants:
+            results[name].append(run_variant(args, args.head, flags, env))
     tables = []
     for name, flags, env in variants:
         runs = results[name]
         figures = min(runs, key=lambda f: f["peak_rss"])  # the least noisy: the allocator only adds
-        windows_per_s = figures["steps"] * 8 / figures["seconds"]
+        windows_per_s = figures["steps"] * BATCH / figures["seconds"]
         caption = (f"{SCRIPTS[args.head]} --do_train, {name}{': ' + variant_text(flags, env) if flags or env else ''}"
-                   f" ({figures['steps']} steps of 8 windows, {windows_per_s:.2f} windows/s; MiB)")
+                   f" ({figures['steps']} steps of {BATCH} windows, {windows_per_s:.2f} windows/s; MiB)")
         tables.append((caption, ("part", "MiB"), breakdown_rows(figures)))
     common.print_report(
         "Training memory", tables,
