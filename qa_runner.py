@@ -104,9 +104,10 @@ class DataTrainingArguments:
     )
     pad_to_multiple_of: int | None = field(
         default=None,
-        metadata={"help": "Pad each batch to a multiple of this many tokens: fewer distinct batch shapes, which "
-                          "fragment the allocator less (32: a MiniLM training epoch's peak RSS down by a quarter, "
-                          "speed within a few %; see the README's Speed section)."},
+        metadata={"help": "Pad each batch to a multiple of this many tokens (default: training batches to a multiple "
+                          "of 32, evaluation batches, sorted by length, to their longest window). Fewer batch shapes "
+                          "fragment the allocator less: 32 keeps a MiniLM training epoch's peak RSS a quarter lower "
+                          "than padding to the longest (see the README's Speed section)."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
@@ -181,6 +182,10 @@ class Head:
 # Defaults of this package that differ from TrainingArguments': batches of windows of similar length pad less;
 # pinned memory only helps copies to a GPU.
 TRAINING_DEFAULTS = {"train_sampling_strategy": "group_by_length", "dataloader_pin_memory": torch.cuda.is_available()}
+# Training batches come in random widths, a few hundred over an epoch, and the holes each step's freed tensors leave
+# fit no later step's: rounded up to 32 tokens they take a dozen widths, and glibc keeps a third as much freed memory
+# (bench/bench_train_memory.py). Evaluation's length-sorted batches reuse their memory already.
+TRAIN_PAD_MULTIPLE = 32
 
 
 def parse_args(argv):
@@ -404,7 +409,9 @@ def run(head, model_args, data_args, training_args):
         eval_dataset=eval_windows.get("validation"),
         eval_examples=chosen.get("validation"),
         processing_class=tokenizer,
-        data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side, data_args.pad_to_multiple_of),
+        data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side,
+                                     data_args.pad_to_multiple_of or TRAIN_PAD_MULTIPLE),
+        eval_data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side, data_args.pad_to_multiple_of),
         post_process_function=post_process,
         write_function=lambda result, prefix: write_prediction_files(result, training_args.output_dir, prefix),
         compute_metrics=metric_function(data_args),

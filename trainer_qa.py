@@ -124,6 +124,8 @@ class QuestionAnsweringTrainer(Trainer):
 
     Args (beyond `Trainer`'s):
         eval_examples: the questions behind `eval_dataset` (its windows).
+        eval_data_collator: collates evaluation and prediction batches (default: `data_collator`); when it is
+            given, `data_collator` collates training batches only.
         post_process_function: `(questions, windows, model_outputs, prefix) -> (QuestionPredictions, references)`;
             called in every process (best-checkpoint selection needs the metrics everywhere).
         write_function: `(QuestionPredictions, prefix) -> None`, writing output files; main process only.
@@ -132,12 +134,13 @@ class QuestionAnsweringTrainer(Trainer):
         bundled_files: paths of code files copied into every saved model folder (the pipeline's code).
     """
 
-    def __init__(self, *args, eval_examples=None, post_process_function=None, write_function=None, model_card=None,
-                 bundled_files=(), **kwargs):
+    def __init__(self, *args, eval_examples=None, eval_data_collator=None, post_process_function=None,
+                 write_function=None, model_card=None, bundled_files=(), **kwargs):
         self.hub_unavailable = None  # the error that kept init_hf_repo from creating the Hub repo, if any
         self.window_outputs = None  # collects the outputs while answer_questions runs the evaluation loop
         super().__init__(*args, **kwargs)
         self.eval_examples = eval_examples
+        self.eval_data_collator = eval_data_collator
         self.post_process_function = post_process_function
         self.write_function = write_function
         self.model_card = model_card
@@ -182,6 +185,20 @@ class QuestionAnsweringTrainer(Trainer):
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                                self.train_dataset["length"][:], seed)
+
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
+                        dataloader_key=None):
+        """The Trainer's dataloader; evaluation and prediction batches collated by `eval_data_collator` when given."""
+        kwargs = dict(dataset=dataset, description=description, batch_size=batch_size, sampler_fn=sampler_fn,
+                      is_training=is_training, dataloader_key=dataloader_key)
+        if is_training or self.eval_data_collator is None:
+            return super()._get_dataloader(**kwargs)
+        # The Trainer reads its one collator from self.data_collator while it builds the dataloader
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return super()._get_dataloader(**kwargs)
+        finally:
+            self.data_collator = train_collator
 
     def _get_eval_sampler(self, eval_dataset):
         # Post-processing reads the outputs in the dataset's order (windows are already sorted by length), so

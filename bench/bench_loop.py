@@ -5,7 +5,8 @@ Training: windows of the train subset (`utils_qa.train_features`, max_seq_length
 in the order the package's sampler gives one epoch (`EpochSeededLengthGroupedSampler`, seed 42). That order starts
 with its longest batch, so `--batches` batches are taken evenly spread over the whole epoch (every k-th batch): a
 sample with the epoch's mix of widths. Both variants train MiniLM's QA model from the same weights on exactly these
-batches, padded by the package's `WindowCollator`, with the Trainer's default optimizer and schedule (fused AdamW,
+batches, padded by the package's `WindowCollator` as qa_runner pads training batches (to the longest window rounded
+up to `qa_runner.TRAIN_PAD_MULTIPLE` tokens), with the Trainer's default optimizer and schedule (fused AdamW,
 lr 5e-5, no weight decay, linear decay to 0 over the steps, gradients clipped to norm 1):
 
 * package: `QuestionAnsweringTrainer.train()` with qa_runner's `TrainingArguments` defaults, the batches given in
@@ -77,13 +78,20 @@ class StepClock:
         return self.last - self.first
 
 
+def training_collator(tokenizer):
+    """The collator qa_runner gives training batches by default."""
+    from qa_runner import TRAIN_PAD_MULTIPLE
+    from utils_qa import WindowCollator
+
+    return WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side, TRAIN_PAD_MULTIPLE)
+
+
 def train_package(args, head, tokenizer, windows, bf16, steps, output_dir):
     """Seconds of `steps` Trainer steps over `windows` in order."""
     import torch
     from transformers import PrinterCallback, TrainerCallback, TrainingArguments, set_seed
 
     from trainer_qa import QuestionAnsweringTrainer
-    from utils_qa import WindowCollator
 
     clock = StepClock()
 
@@ -102,7 +110,7 @@ def train_package(args, head, tokenizer, windows, bf16, steps, output_dir):
     )
     trainer = QuestionAnsweringTrainer(
         model=load_model(head, args.model), args=training_args, train_dataset=windows, processing_class=tokenizer,
-        data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side), callbacks=[Clock()],
+        data_collator=training_collator(tokenizer), callbacks=[Clock()],
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train()
@@ -114,14 +122,12 @@ def train_bare(args, head, tokenizer, windows, bf16, steps, output_dir=None):
     import torch
     from transformers import get_linear_schedule_with_warmup, set_seed
 
-    from utils_qa import WindowCollator
-
     set_seed(args.seed)
     model = load_model(head, args.model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.0, fused=True)
     schedule = get_linear_schedule_with_warmup(optimizer, 0, steps)
-    collate = WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side)
+    collate = training_collator(tokenizer)
     columns = [name for name in windows.column_names if name in ("input_ids", "token_type_ids", "attention_mask",
                                                                   "start_positions", "end_positions", "labels")]
     rows = windows.select_columns(columns)

@@ -6,8 +6,9 @@ same number of optimizer steps (`--steps`) on windows of the real SQuAD v2 train
 seed:
 
 * dynamic (the package default): windows tokenized without padding, `WindowCollator` pads each batch to its longest
-  window, `train_sampling_strategy="group_by_length"` (the Trainer's `LengthGroupedSampler` over the windows'
-  `length` column) so that a batch holds windows of similar length;
+  window rounded up to a multiple of 32 tokens (`qa_runner.TRAIN_PAD_MULTIPLE`),
+  `train_sampling_strategy="group_by_length"` (the Trainer's `LengthGroupedSampler` over the windows' `length`
+  column) so that a batch holds windows of similar length;
 * static: windows padded to 384 when tokenized (`--pad_to_max_length`), random sampling;
 * with `--bf16`, also dynamic in bf16 autocast (`--bf16`, with `--use_cpu` on a machine without a GPU), which CPUs
   with AMX or AVX512-BF16 run faster than float32.
@@ -102,6 +103,7 @@ def train_once(head, model_path, tokenizer, windows, sampling, bf16, args, outpu
     import torch
     from transformers import PrinterCallback, TrainingArguments, set_seed
 
+    from qa_runner import TRAIN_PAD_MULTIPLE
     from trainer_qa import QuestionAnsweringTrainer
 
     StepTimer, WidthRecordingCollator = make_trainer_parts()
@@ -113,7 +115,7 @@ def train_once(head, model_path, tokenizer, windows, sampling, bf16, args, outpu
         **package_defaults(train_sampling_strategy=sampling),
         **({"bf16": True, "use_cpu": not torch.cuda.is_available()} if bf16 else {}),
     )
-    collator = WidthRecordingCollator(tokenizer.pad_token_id, tokenizer.padding_side)
+    collator = WidthRecordingCollator(tokenizer.pad_token_id, tokenizer.padding_side, TRAIN_PAD_MULTIPLE)
     collator.widths = []
     timer = StepTimer()
     trainer = QuestionAnsweringTrainer(
@@ -173,7 +175,7 @@ def main(argv=None):
 
     # variant: (windows, sampling, bf16, label)
     variants = {
-        "dynamic": ("dynamic", "group_by_length", False, "dynamic padding + group_by_length (package default)"),
+        "dynamic": ("dynamic", "group_by_length", False, "dynamic padding (to 32) + group_by_length (package default)"),
         "bf16": ("dynamic", "group_by_length", True, "the same in bf16 autocast (`--bf16`)"),
         "static": ("static", "random", False, f"static padding to {args.max_seq_length} + random sampling"),
     }

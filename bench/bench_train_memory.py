@@ -3,7 +3,8 @@
 
 Each variant is a fresh process running the training command users run (`run_qa.py` or `run_qa_crf.py --do_train`
 on the train subset, MiniLM-L6-H384 by default, batch 8, max_seq_length 384, doc_stride 128, the package's
-defaults: dynamic padding, length-grouped batches; `--max_steps` steps, by default one epoch; nothing saved). While
+defaults: each batch padded to its longest window rounded up to 32 tokens, length-grouped batches; `--max_steps`
+steps, by default one epoch; nothing saved). While
 `Trainer.train` runs, a thread samples every 20 ms the RSS and glibc's count of the bytes the C heap has handed out
 and not taken back (`mallinfo2`: `uordblks + hblkhd`, tensors included: torch allocates CPU tensors with malloc).
 The peak RSS is then split into:
@@ -17,8 +18,8 @@ The peak RSS is then split into:
 
 The parameters and gradients are printed for scale (the weights are part of "before training"; gradients, freed and
 reallocated each step, part of the step). `--variant NAME=WORDS` adds a run with more run_qa.py flags (for example
-`--variant static=--pad_to_max_length`); its words shaped `NAME=value` set environment variables instead
-(`--variant arena2=MALLOC_ARENA_MAX=2`).
+`--variant "longest=--pad_to_multiple_of 1"`, each batch padded to its longest window); its words shaped
+`NAME=value` set environment variables instead (`--variant arena2=MALLOC_ARENA_MAX=2`).
 
     python bench/bench_train_memory.py                   # one epoch of the train subset: about 9 minutes a variant
     python bench/bench_train_memory.py --max_steps 150
@@ -209,13 +210,18 @@ def main(argv=None):
     for _ in range(args.repeats):  # variants alternate within each round, sharing the machine's conditions
         for name, flags, env in variants:
             results[name].append(run_variant(args, args.head, flags, env))
-    tables = []
+
+    def windows_per_s(figures):
+        return figures["steps"] * BATCH / figures["seconds"]
+
+    tables = [("Every run, in the order they ran", ("round", "variant", "windows/s", "peak RSS (MiB)"),
+               [(str(round_ + 1), name, f"{windows_per_s(results[name][round_]):.2f}",
+                 f"{results[name][round_]['peak_rss'] / MIB:.0f}")
+                for round_ in range(args.repeats) for name, _, _ in variants])]
     for name, flags, env in variants:
-        runs = results[name]
-        figures = min(runs, key=lambda f: f["peak_rss"])  # the least noisy: the allocator only adds
-        windows_per_s = figures["steps"] * BATCH / figures["seconds"]
+        figures = min(results[name], key=lambda f: f["peak_rss"])  # the least noisy: the allocator only adds
         caption = (f"{SCRIPTS[args.head]} --do_train, {name}{': ' + variant_text(flags, env) if flags or env else ''}"
-                   f" ({figures['steps']} steps of {BATCH} windows, {windows_per_s:.2f} windows/s; MiB)")
+                   f" ({figures['steps']} steps of {BATCH} windows, {windows_per_s(figures):.2f} windows/s; MiB)")
         tables.append((caption, ("part", "MiB"), breakdown_rows(figures)))
     common.print_report(
         "Training memory", tables,

@@ -44,8 +44,10 @@ LIMITS=()  # size limits of every run_qa call, only where set
 [ -n "${MAX_STEPS:-}" ] && LIMITS+=(--max_steps "$MAX_STEPS")
 [ -n "${MAX_TRAIN_SAMPLES:-}" ] && LIMITS+=(--max_train_samples "$MAX_TRAIN_SAMPLES")
 [ -n "${MAX_EVAL_SAMPLES:-}" ] && LIMITS+=(--max_eval_samples "$MAX_EVAL_SAMPLES")
+# --pad_to_multiple_of 1: each batch padded to its longest window, as the committed runs were trained (the default
+# rounds training batches up to 32 tokens, which draws other dropout masks)
 COMMON=(--version_2_with_negative --seed 42 --max_seq_length "${MAX_SEQ_LENGTH:-384}" --doc_stride "${DOC_STRIDE:-128}"
-        --per_device_eval_batch_size 64 --report_to none "${LIMITS[@]}")
+        --pad_to_multiple_of 1 --per_device_eval_batch_size 64 --report_to none "${LIMITS[@]}")
 HOLDOUT_TITLE="The_Legend_of_Zelda:_Twilight_Princess"
 CPU_RECIPE=(--num_train_epochs 2 --learning_rate 1e-4 --head_learning_rate 1e-3 --per_device_train_batch_size 16
             --warmup_steps 0.1 --weight_decay 0.01 --unanswerable_cuts 0.2 --unanswerable_pairs 0.05 --unanswerable_edits 0.45)

@@ -18,8 +18,8 @@ import utils_qa
 from qa_data import questions_from_file
 from run_qa import SPAN_HEAD
 from run_qa_crf import CRF_HEAD
-from tests.conftest import (DEV, HEADS, LEARNED_QUESTIONS, LEARNED_WINDOWS, ROOT, SCRIPT_ENV, SCRIPTS, TRAIN, read_json,
-                            run_qa, run_script)
+from tests.conftest import (DEV, HEADS, LEARNED_PADDING, LEARNED_QUESTIONS, LEARNED_WINDOWS, ROOT, SCRIPT_ENV,
+                            SCRIPTS, TRAIN, read_json, run_qa, run_script)
 from tests.independent_scorer import independent_best_f1, independent_scores
 
 
@@ -166,23 +166,42 @@ def test_inconsistent_arguments_end_the_run_with_a_message(licensed_tiny_bert, t
 HEAD_OF = {"span": SPAN_HEAD, "crf": CRF_HEAD}
 
 
-@pytest.mark.parametrize("head", HEADS)
-def test_pad_to_multiple_of_pads_every_batch_and_changes_no_answer(learned, tmp_path, monkeypatch, head):
-    widths = []
+def recorded_batches(monkeypatch):
+    """A list that every WindowCollator batch from now on adds (training batch?, width, its longest window) to."""
+    batches = []
     pad = utils_qa.WindowCollator.__call__
 
     def recording_pad(collator, features):
         batch = pad(collator, features)
-        widths.append(batch["input_ids"].shape[1])
+        batches.append(("start_positions" in batch or "labels" in batch, batch["input_ids"].shape[1],
+                        int(batch["attention_mask"].sum(dim=1).max())))
         return batch
 
     monkeypatch.setattr(utils_qa.WindowCollator, "__call__", recording_pad)
+    return batches
+
+
+def test_training_batches_are_padded_to_a_multiple_of_32_and_evaluation_batches_to_their_longest(
+        licensed_tiny_bert, tmp_path, monkeypatch):
+    batches = recorded_batches(monkeypatch)
+    qa_runner.main(SPAN_HEAD, list(map(str, tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--do_eval",
+                                                      "--max_steps", 3, "--max_eval_samples", 24))))
+    training = [(width, longest) for is_training, width, longest in batches if is_training]
+    evaluation = [(width, longest) for is_training, width, longest in batches if not is_training]
+    assert len(training) >= 3 and all(width % 32 == 0 and width - 32 < longest <= width for width, longest in training)
+    assert len(evaluation) >= 3 and all(width == longest for width, longest in evaluation)
+    assert any(width % 32 for width, _ in evaluation)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_pad_to_multiple_of_pads_every_batch_and_changes_no_answer(learned, tmp_path, monkeypatch, head):
+    batches = recorded_batches(monkeypatch)
     qa_runner.main(HEAD_OF[head], [
         "--model_name_or_path", str(learned[head]), "--validation_file", TRAIN, "--version_2_with_negative",
         "--max_eval_samples", str(LEARNED_QUESTIONS), *map(str, LEARNED_WINDOWS), "--do_eval",
         "--pad_to_multiple_of", "100", "--output_dir", str(tmp_path), "--per_device_eval_batch_size", "8",
         "--report_to", "none"])
-    assert widths and set(widths) == {100}  # the learned model's windows are at most 64 tokens
+    assert batches and {width for _, width, _ in batches} == {100}  # the learned model's windows: at most 64 tokens
     padded, unpadded = (read_json(folder, "eval_nbest_predictions.json") for folder in (tmp_path, learned[head]))
     assert padded.keys() == unpadded.keys()
     for qid, answers in unpadded.items():
@@ -208,8 +227,8 @@ def learned_config(model, output_dir, **settings):
     return {"model_name_or_path": str(model), "train_file": TRAIN, "validation_file": TRAIN,
             "version_2_with_negative": True, "max_train_samples": LEARNED_QUESTIONS,
             "max_eval_samples": LEARNED_QUESTIONS, "max_seq_length": LEARNED_WINDOWS[1],
-            "doc_stride": LEARNED_WINDOWS[3], "output_dir": str(output_dir), "report_to": "none", "seed": 42,
-            "use_cpu": True, **settings}
+            "doc_stride": LEARNED_WINDOWS[3], "pad_to_multiple_of": LEARNED_PADDING[1], "output_dir": str(output_dir),
+            "report_to": "none", "seed": 42, "use_cpu": True, **settings}
 
 
 @pytest.mark.parametrize("head,launcher,metric", [("span", ACCELERATE, "exact"), ("crf", ACCELERATE_TWO, "f1")],

@@ -58,6 +58,22 @@ def test_evaluate_post_processes_questions_scores_them_and_writes_files(tiny_ber
     assert predict_metrics["predict_exact"] == 42.0 and written == ["eval", "predict"]
 
 
+def test_evaluation_and_prediction_batches_come_from_the_eval_collator(tiny_bert_dir, tmp_path):
+    data = windows([7, 3, 5, 4, 6]).remove_columns(["example_index"])
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_train_batch_size=2,
+                             per_device_eval_batch_size=2)
+    qa_trainer = QuestionAnsweringTrainer(
+        model=AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir), args=args, train_dataset=data,
+        data_collator=WindowCollator(0, pad_to_multiple_of=32), eval_data_collator=WindowCollator(0))
+
+    def widths(dataloader):
+        return sorted(batch["input_ids"].shape[1] for batch in dataloader)
+
+    assert widths(qa_trainer.get_train_dataloader()) == [32] * 3
+    assert widths(qa_trainer.get_eval_dataloader(data)) == widths(qa_trainer.get_test_dataloader(data)) == [5, 6, 7]
+    assert widths(qa_trainer.get_train_dataloader()) == [32] * 3  # the training collator is back in place
+
+
 def test_window_outputs_equal_the_trainers_padded_concatenation():
     """Span logits of batches of growing width, bf16 ones, CRF-like (batch, k) ints and (batch,) scores: the same
     arrays as the Trainer's own container gives by concatenating at each batch."""
