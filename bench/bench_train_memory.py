@@ -4,9 +4,9 @@
 Each variant is a fresh process running the training command users run (`run_qa.py` or `run_qa_crf.py --do_train`
 on the train subset, MiniLM-L6-H384 by default, batch 8, max_seq_length 384, doc_stride 128, the package's
 defaults: each batch padded to its longest window rounded up to 32 tokens, length-grouped batches; `--max_steps`
-steps, by default one epoch; nothing saved). While
-`Trainer.train` runs, a thread samples every 20 ms the RSS and glibc's count of the bytes the C heap has handed out
-and not taken back (`mallinfo2`: `uordblks + hblkhd`, tensors included: torch allocates CPU tensors with malloc).
+steps, by default one epoch; nothing saved). While `Trainer.train` runs, a thread samples every 20 ms the RSS and
+glibc's count of the bytes the C heap has handed out and not taken back (`mallinfo2`: `uordblks + hblkhd`, tensors
+included: torch allocates CPU tensors with malloc).
 The peak RSS is then split into:
 
 * the process before training: libraries, windows, the model's weights (RSS when `train` starts);
