@@ -1,10 +1,13 @@
 # coding=utf-8
-"""Linear-chain CRF algorithms over BIO tags for extractive question answering: the forward and backward recursions,
-log Z, tag and span-boundary marginals, path scores, and the constrained decoding of single-span paths (the best one,
-and the k best, exactly).
+"""Linear-chain CRF algorithms over BIO tags for extractive question answering, as `CrfForQuestionAnswering` runs
+them: the forward and backward recursions, log Z, span-boundary marginals, path scores, and the constrained decoding of
+the k best single-span paths, exactly.
 
 Imports only `torch`: `modeling_crf.py` imports it relatively (`from .crf_decoding import ...`), so `save_pretrained`
-copies it into every CRF model folder beside `modeling_crf.py`, and `trust_remote_code=True` loads it from there.
+copies it into every CRF model folder beside `modeling_crf.py`, and `trust_remote_code=True` loads it from there. It
+therefore holds only what a loaded model uses; the reference computations that tests and benches check and time the
+model against (tag marginals, the closed-form best-path search, ...) are in the project's `crf_reference.py`, which is
+not saved with models.
 
 Conventions (as in `modeling_crf.py`):
 
@@ -141,22 +144,6 @@ def _forward_backward(emissions, mask, start, end, trans):
     betas = crf_backward_betas(emissions, mask, end, trans)
     log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
     return alphas, betas, log_z
-
-
-def crf_tag_log_marginals(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
-    """
-    Per-position tag log-marginals.
-
-    Args:
-        emissions: `(batch, seq, K)` float32.
-        mask: `(batch, seq)` bool length prefix.
-
-    Returns:
-        `(log_marginals, log_z)`: `(batch, seq, K)` with `log P(y_t = k)` (meaningless past the end of a sequence)
-        and the `(batch,)` log-partition.
-    """
-    alphas, betas, log_z = _forward_backward(emissions, mask, start, end, trans)
-    return alphas + betas - log_z[:, None, None], log_z
 
 
 def crf_boundary_logits(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
@@ -312,70 +299,6 @@ def crf_single_span_terms(emissions, mask, context_mask, start, end, trans):
     opened = torch.where(allowed, head + trans[TAG_B, TAG_I] - run_i[:, 1:] - trans[TAG_I, TAG_I], neg_inf)
     closed = torch.where(allowed, run_i[:, 1:] + after_i, neg_inf)
     return single, opened, closed, allowed
-
-
-def _orderable_int(values: torch.Tensor) -> torch.Tensor:
-    """float32 -> int64 in `[0, 2**32)` with the same order (for non-NaN values; -0.0 sorts just below +0.0)."""
-    bits = values.detach().contiguous().view(torch.int32)
-    # Negative floats order backwards in their bit patterns: flip all but the sign bit.
-    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return bits.long() + 2**31
-
-
-def crf_decode_single_span(emissions, mask, context_mask, start, end, trans):
-    """
-    Best tag path with exactly one `B I*` span lying inside `context_mask`, in closed form (no loop over positions):
-    O(seq) work, for the best path only and on float32 terms. The model decodes with `crf_decode_nbest_spans`
-    (the k best, selected on float64 terms); this one serves as a fast reference.
-
-    Args:
-        emissions: `(batch, seq, 3)` float32 BIO emission scores.
-        mask: `(batch, seq)` bool length prefix.
-        context_mask: `(batch, seq)` bool, the tokens the span may cover (any pattern: it is intersected with
-            `mask` here, and the span must not cross a position where it is False).
-        start, end, trans: CRF parameters, `(3,)`, `(3,)` and `(3, 3)`.
-
-    The parameters and the emissions of real tokens must be finite (as trained pytorch-crf parameters and emission
-    layers give): the closed form takes differences of running sums, which an infinite term would turn into NaN.
-    Padding may hold anything.
-
-    Returns:
-        `(span_start, span_end, best_score)`: `(batch,)` long, long and float32. `best_score` is the unnormalised
-        path score, `-inf` when no token is allowed (then `span_start = span_end = 0`).
-    """
-    # The score of the path with its span at i..j is opened[i] + closed[j] for j > i and single[i] for j = i (see
-    # `crf_single_span_terms`). The best multi-token span is then max_j closed(j) + max_{i<j} opened(i), the inner max
-    # running only over positions i with i..j inside the context: a prefix maximum that restarts after every
-    # disallowed position.
-    batch, seq, _ = emissions.shape
-    neg_inf = torch.tensor(float("-inf"), dtype=emissions.dtype, device=emissions.device)
-    positions = torch.arange(seq, device=emissions.device)
-    single, opened, closed, allowed = crf_single_span_terms(emissions, mask, context_mask, start, end, trans)
-
-    # Prefix argmax of `opened` restarting after each disallowed position, exactly: `gaps` (disallowed positions
-    # up to and including t) is constant over a run of allowed positions and grows from run to run, and it is the
-    # same at the disallowed position that precedes a run (where `opened` is -inf). Ordering by (gaps, opened)
-    # packed into one int64 makes the running maximum at t-1 the best opening within t's own run (or that -inf
-    # position when t opens its run), with no rounding: the float is only reinterpreted, never added to.
-    gaps = torch.cumsum(~allowed, dim=1)
-    _, best_open = torch.cummax((gaps << 32) + _orderable_int(opened), dim=1)
-    open_at = torch.cat([torch.zeros_like(best_open[:, :1]), best_open[:, :-1]], dim=1)  # best i < j (j = 0: none)
-    open_score = torch.where(positions > 0, opened.gather(1, open_at), neg_inf)
-    pair = closed + open_score  # best span i..j with i < j, for each j
-
-    # argmax + gather rather than `max(dim=...)`: the latter is oddly slow on small CPU tensors.
-    pair_end = pair.argmax(dim=1, keepdim=True)
-    pair_score = pair.gather(1, pair_end)
-    single_at = single.argmax(dim=1, keepdim=True)
-    single_score = single.gather(1, single_at)
-    use_pair = pair_score > single_score
-    span_start = torch.where(use_pair, open_at.gather(1, pair_end), single_at)
-    span_end = torch.where(use_pair, pair_end, single_at)
-    best_score = torch.maximum(pair_score, single_score)
-    found = torch.isfinite(best_score)
-    span_start = torch.where(found, span_start, 0).squeeze(1)
-    span_end = torch.where(found, span_end, 0).squeeze(1)
-    return span_start, span_end, best_score.squeeze(1)
 
 
 def _top_k_first(scores: torch.Tensor, k: int):

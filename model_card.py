@@ -29,7 +29,8 @@ REPORTED_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "
 PIPELINE_SETTINGS = {
     "null_score_diff_threshold": "no-answer threshold (answer \"\" when null score - best span score exceeds it)",
     "max_seq_length": "window length, tokens", "doc_stride": "window overlap, tokens",
-    "max_answer_length": "longest answer, tokens", "n_best_size": "candidates per window",
+    "head": "answer decoder (span: start/end logits; crf: BIO tag paths)",
+    "max_answer_length": "longest answer, tokens", "n_best_size": "answers listed per question in the n-best file",
     "version_2_with_negative": "may answer \"\" (SQuAD v2)",
 }
 QUOTED_REPO_ID = re.compile(r"""["']([\w.-]+/[\w.-]+)["']""")

@@ -9,13 +9,17 @@ The model tags every token of a (question, context) window with one of three BIO
 This file and ``crf_decoding.py`` (the CRF algorithms and decoders) are deliberately self-contained (they import only
 ``torch``, ``torchcrf``, ``transformers``, the standard library and each other): ``save_pretrained`` copies both next
 to the weights (``crf_decoding`` as a relative import of this file), and ``trust_remote_code=True`` imports them from
-there in processes that know nothing about the project they came from.
+there in processes that know nothing about the project they came from. They therefore hold only what a loaded model
+runs; the reference computations that tests and benches check and time it against (the log-likelihood by the forward
+recursion alone, tag marginals, the best path only, ...) are in the project's ``crf_reference.py``, not saved with
+models.
 
 Conventions used throughout:
 
 * ``emissions`` are ``(batch, seq, 3)`` per-token tag scores, ``mask`` is a ``(batch, seq)`` bool tensor.
 * The mask must be a *length prefix* (right padding): pytorch-crf, and the recursions of crf_decoding.py, read it as
-  "the first ``L`` positions are real". Position 0 must always be on. Left-padded batches are not supported.
+  "the first ``L`` positions are real". Position 0 must always be on. Other masks (left padding) are refused with a
+  ValueError.
 * All CRF arithmetic runs in float32 with autocast disabled, whatever dtype the encoder runs in (the span decoding's
   search and its path scores in float64).
 """
@@ -47,17 +51,13 @@ try:
     from .crf_decoding import (
         crf_boundary_logits,
         crf_decode_nbest_spans,
-        crf_forward_alphas,
         crf_path_scores,
-        crf_tag_log_marginals,
     )
 except ImportError:
     from crf_decoding import (
         crf_boundary_logits,
         crf_decode_nbest_spans,
-        crf_forward_alphas,
         crf_path_scores,
-        crf_tag_log_marginals,
     )
 
 
@@ -366,18 +366,6 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
             emissions = torch.relu(emissions)
         return emissions.float()
 
-    def emission_scores(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> torch.Tensor:
-        """
-        Run the encoder and the emission layer only (e.g. to time or re-run the CRF steps separately).
-
-        Args:
-            input_ids, attention_mask, token_type_ids, kwargs: as for `forward`.
-
-        Returns:
-            `(batch, seq, 3)` float32 emission scores.
-        """
-        return self._encode(input_ids, attention_mask, token_type_ids, **kwargs)[0]
-
     def _encode(self, input_ids, attention_mask, token_type_ids, **kwargs):
         # Only pass segment ids when given: some backbones (DistilBERT, ...) take none.
         if token_type_ids is not None:
@@ -387,83 +375,19 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
 
     @staticmethod
     def _as_mask(attention_mask: torch.Tensor | None, emissions: torch.Tensor) -> torch.Tensor:
+        """The CRF's `(batch, seq)` bool mask: the attention mask, checked to be a length prefix (a left-padded or
+        holed mask would silently shift every tag score), or all True."""
         if attention_mask is None:
             return torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
-        return attention_mask.bool()
-
-    def log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, attention_mask=None) -> torch.Tensor:
-        """
-        CRF log-likelihood of tag paths -- equal to pytorch-crf's `crf(emissions, tags, mask, reduction="none")`.
-
-        Args:
-            emissions: `(batch, seq, 3)`.
-            tags: `(batch, seq)` long BIO tags (valid ids at every position, padding included).
-            attention_mask: `(batch, seq)` length-prefix mask, or `None` for full sequences.
-
-        Returns:
-            `(batch,)` float32 log-likelihoods.
-        """
-        emissions = emissions.float()
-        mask = self._as_mask(attention_mask, emissions)
-        start, end, trans = self._crf_parameters()
-        with torch.autocast(emissions.device.type, enabled=False):
-            alphas = crf_forward_alphas(emissions, mask, start, trans)
-            log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
-            return crf_path_scores(emissions, tags, mask, start, end, trans) - log_z
-
-    def span_boundary_logits(self, emissions: torch.Tensor, attention_mask=None):
-        """
-        Span-boundary log-marginals (see `CrfQuestionAnsweringOutput.start_logits/end_logits`).
-
-        Args:
-            emissions: `(batch, seq, 3)`.
-            attention_mask: `(batch, seq)` length-prefix mask, or `None`.
-
-        Returns:
-            `(start_logits, end_logits)`, each `(batch, seq)` float32.
-        """
-        emissions = emissions.float()
-        mask = self._as_mask(attention_mask, emissions)
-        with torch.autocast(emissions.device.type, enabled=False):
-            start_logits, end_logits, _ = crf_boundary_logits(emissions, mask, *self._crf_parameters())
-        return start_logits, end_logits
-
-    def tag_log_marginals(self, emissions: torch.Tensor, attention_mask=None) -> torch.Tensor:
-        """
-        `log P(y_t = k)` under the CRF.
-
-        Args:
-            emissions: `(batch, seq, 3)`.
-            attention_mask: `(batch, seq)` length-prefix mask, or `None`.
-
-        Returns:
-            `(batch, seq, 3)` float32; positions past a sequence's end hold no meaningful value.
-        """
-        emissions = emissions.float()
-        mask = self._as_mask(attention_mask, emissions)
-        with torch.autocast(emissions.device.type, enabled=False):
-            return crf_tag_log_marginals(emissions, mask, *self._crf_parameters())[0]
-
-    def decode_spans(self, emissions: torch.Tensor, attention_mask=None, context_mask=None):
-        """
-        Constrained decoding: the most probable tag path under valid BIO with exactly one `B I*` span that lies
-        entirely inside `context_mask` (and covers at most `config.max_answer_length` tokens, when set).
-
-        Args:
-            emissions: `(batch, seq, 3)`.
-            attention_mask: `(batch, seq)` length-prefix mask, or `None`.
-            context_mask: `(batch, seq)` bool, True where the answer may be; `None` means every attended token
-                but position 0.
-
-        Returns:
-            `(span_start, span_end, span_score, null_score)`, each `(batch,)`: inclusive token indices (long),
-            `log P(best single-span path)` and `log P(all O)` (float32). Without any allowed token:
-            `span_score = -inf` and `span_start = span_end = 0`. The first of `decode_nbest_spans`'s spans.
-        """
-        span_start, span_end, span_score, null_score = self.decode_nbest_spans(
-            emissions, attention_mask, context_mask, n_best_size=1
-        )
-        return span_start[:, 0], span_end[:, 0], span_score[:, 0], null_score
+        mask = attention_mask.bool()
+        rows = torch.nonzero(~mask[:, 0] | (mask[:, 1:] & ~mask[:, :-1]).any(dim=1)).flatten().tolist()
+        if rows:
+            raise ValueError(
+                f"The CRF needs attention masks that are on from the first token up to the last real one and off "
+                f"after it (padding on the right); rows {rows[:5]} of the batch are not: pad on the right "
+                f"(tokenizer(..., padding_side='right'))"
+            )
+        return mask
 
     def decode_nbest_spans(
         self, emissions: torch.Tensor, attention_mask=None, context_mask=None, n_best_size=None, max_answer_length=None

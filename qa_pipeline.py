@@ -1,16 +1,16 @@
 """Extractive question answering as a `transformers` pipeline, for the models spanbert-qa trains.
 
 transformers 5.3 removed the "question-answering" task; a model folder brings it back by carrying this file (with
-`qa_windows.py` and `span_decoding.py`) and naming it in `config.custom_pipelines`:
+`qa_windows.py`, `qa_decoding.py` and `span_decoding.py`) and naming it in `config.custom_pipelines`:
 
     from transformers import pipeline
     qa = pipeline("question-answering", model="path/or/hub-id", trust_remote_code=True)
     qa(question="Who?", context="...")  # {"score": ..., "start": ..., "end": ..., "answer": ...}
 
-Windows are cut by the code evaluation uses (`qa_windows.py`) and answers ranked as evaluation ranks them. A span
-model's candidates are all its valid spans, reported with transformers 4's scores; a CRF model's come from its
-constrained n-best decoding (the most probable single-span tag paths of each window), reported with their
-probabilities.
+Windows and their features come from the function evaluation uses (`qa_windows.window_features`), and each window's
+candidates and null score from the decoding evaluation uses (`qa_decoding.window_candidates`, the head the model's
+config names), so the pipeline answers as evaluation did. A span model's answers are reported with transformers 4's
+scores; a CRF model's with their tag paths' probabilities.
 """
 
 import itertools
@@ -19,11 +19,13 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from transformers.pipelines.base import ChunkPipeline, pad_collate_fn
+from transformers.pipelines.base import ChunkPipeline
 
-from .qa_windows import cls_indices, context_offsets, max_question_tokens, tokenized_windows
-from .span_decoding import WindowCandidates, null_scores, rank_within_groups
+from .qa_decoding import OUTPUT_FIELDS, head_of, window_candidates
+from .qa_windows import WindowCollator, max_question_tokens, window_features
 
+# What the pipeline keeps of a window beside the model's inputs, for its postprocessing.
+EXTRAS = ("offsets", "words", "cls_index", "context", "is_last")
 # Questions whose windows a batched call sorts by length together (evaluation sorts all of them).
 SORTED_QUESTIONS = 256
 # Evaluation settings run_qa.py stores in the config; these defaults serve other models.
@@ -134,15 +136,6 @@ def word_spans(words, offsets):
     return spans
 
 
-def valid_spans(allowed, max_answer_len):
-    """(window, start, end) of every span that starts and ends on an allowed token, with end >= start and at most
-    `max_answer_len` tokens. allowed: (windows, length) bool."""
-    length = allowed.shape[1]
-    start, end = np.nonzero(np.tril(np.triu(np.ones((length, length), dtype=bool)), max_answer_len - 1))
-    window, pair = np.nonzero(allowed[:, start] & allowed[:, end])
-    return window, start[pair], end[pair]
-
-
 def log_softmax(logits, mask):
     """Row-wise log-softmax of `logits` over the tokens where `mask` is True (-inf elsewhere), in float64."""
     masked = np.where(mask, logits.astype(np.float64), -np.inf)
@@ -162,32 +155,24 @@ def library_scores(start_logits, end_logits, context, cls_index, candidates):
     return np.exp(span), np.exp(log_start[rows, cls_index] + log_end[rows, cls_index])
 
 
-def distinct_answers(context, candidates, score, char_start, char_end, top_k, per_window):
-    """Answers best first (by the candidates' scores, as evaluation ranks them), merged as transformers 4 merges
-    them: spans whose texts are equal (ignoring case) are one answer, at the best one's place, with the sum of
-    their `score`s. Like the library, each window contributes its `per_window` best spans; as long as that gives
-    fewer than `top_k` distinct answers and more spans exist, it contributes more.
+def distinct_answers(context, candidates, score, char_start, char_end):
+    """Answers best first (by the candidates' scores, as evaluation ranks them: equal scores in window order, then
+    as the window ranked them), merged as transformers 4 merges them: spans whose texts are equal (ignoring case)
+    are one answer, at the best one's place, with the sum of their `score`s.
 
     Returns dicts {"answer", "start", "end", "rank", "score"}; "rank" is the ranking score.
     """
-    order, within = rank_within_groups(candidates.window, candidates.score)
-    limit = per_window
-    while True:
-        taken = order[within < limit]
-        taken = taken[np.argsort(-candidates.score[taken], kind="stable")].tolist()
-        answers = {}
-        for i in taken:
-            start, end = char_start[i], char_end[i]
-            text = context[start:end]
-            merged = answers.get(text.lower())
-            if merged:
-                merged["score"] += score[i]
-            else:
-                answers[text.lower()] = {"answer": text, "start": start, "end": end,
-                                         "rank": float(candidates.score[i]), "score": score[i]}
-        if len(answers) >= top_k or len(taken) == len(order):
-            return list(answers.values())
-        limit *= 2
+    answers = {}
+    for i in np.argsort(-candidates.score, kind="stable").tolist():
+        start, end = char_start[i], char_end[i]
+        text = context[start:end]
+        merged = answers.get(text.lower())
+        if merged:
+            merged["score"] += score[i]
+        else:
+            answers[text.lower()] = {"answer": text, "start": start, "end": end,
+                                     "rank": float(candidates.score[i]), "score": score[i]}
+    return list(answers.values())
 
 
 def with_no_answer(answers, null_rank, null_score, threshold):
@@ -197,11 +182,9 @@ def with_no_answer(answers, null_rank, null_score, threshold):
     return [*answers[:place], {"answer": "", "start": 0, "end": 0, "score": null_score}, *answers[place:]]
 
 
-def stacked(windows, key):
-    """(windows, longest window, 2) int array of a per-token (length, 2) field of a question's windows, -1 in the
-    padding."""
-    rows = [w[key] for w in windows]
-    array = np.full((len(rows), max(len(r) for r in rows), 2), -1, dtype=np.int64)
+def stacked(rows, fill, dtype):
+    """(windows, longest window, ...) array of a question's per-window arrays, `fill` past each one's end."""
+    array = np.full((len(rows), max(len(r) for r in rows), *rows[0].shape[1:]), fill, dtype=dtype)
     for i, row in enumerate(rows):
         array[i, : len(row)] = row
     return array
@@ -234,14 +217,16 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     def length_sorted_answers(self, inputs, batch_size, preprocess_params, forward_params, postprocess_params):
         """Answers in input order, the windows of `SORTED_QUESTIONS` questions at a time run through the model in
         batches of windows of similar length, as evaluation batches them, so that batches carry little padding."""
-        collate = pad_collate_fn(self.tokenizer, None)
+        collate = WindowCollator(self.tokenizer.pad_token_id)
         while chunk := list(itertools.islice(inputs, SORTED_QUESTIONS)):
             windows = [(q, w) for q, item in enumerate(chunk) for w in self.preprocess(item, **preprocess_params)]
-            order = sorted(range(len(windows)), key=lambda i: windows[i][1]["input_ids"].shape[-1])
+            order = sorted(range(len(windows)), key=lambda i: len(windows[i][1]["offsets"]))
             outputs = [None] * len(windows)
             for first in range(0, len(order), batch_size):
                 rows = order[first : first + batch_size]
-                batch = self.forward(collate([windows[i][1] for i in rows]), **forward_params)
+                batch = collate([{k: v[0] for k, v in windows[i][1].items() if k not in EXTRAS} for i in rows])
+                batch.update({k: [windows[i][1][k] for i in rows] for k in EXTRAS})
+                batch = self.forward(batch, **forward_params)
                 for k, i in enumerate(rows):  # one window's outputs, with the batch axis as the pipeline keeps it
                     outputs[i] = {key: value[k : k + 1] if isinstance(value, torch.Tensor) else value[k]
                                   for key, value in batch.items()}
@@ -266,9 +251,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         preprocess = given(max_seq_len=max_seq_len, doc_stride=doc_stride, max_question_len=max_question_len)
         postprocess = given(top_k=top_k, max_answer_len=max_answer_len, align_to_words=align_to_words,
                             handle_impossible_answer=handle_impossible_answer, null_threshold=null_score_diff_threshold)
-        # top_k also goes to the forward pass: a CRF model decodes that many spans per window if evaluation's n-best
-        # holds fewer
-        return preprocess, given(top_k=top_k), postprocess
+        # top_k and max_answer_len also go to the forward pass: a CRF model decodes there, that many spans per window
+        # if evaluation's n-best holds fewer, each at most max_answer_len tokens long
+        return preprocess, given(top_k=top_k, max_answer_len=max_answer_len), postprocess
 
     def window_sizes(self, max_seq_len, doc_stride):
         """(max_seq_len, doc_stride): the given ones, else evaluation's.
@@ -289,36 +274,40 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             raise ValueError(f"max_seq_len {max_seq_len} leaves no room for a question beside doc_stride {doc_stride}")
         return max_seq_len, doc_stride
 
+    @property
+    def head(self):
+        """The model's head, as its config names it ("span" or "crf")."""
+        return head_of(self.model.config)
+
     def preprocess(self, inputs, max_seq_len=None, doc_stride=None, max_question_len=None):
         max_seq_len, doc_stride = self.window_sizes(max_seq_len, doc_stride)
         question, context = inputs["question"], inputs["context"]
-        encoded = tokenized_windows([question], [context], ["input"], self.tokenizer, max_seq_len, doc_stride,
-                                    max_question_len=max_question_len)
-        offsets = context_offsets(encoded, self.tokenizer)
-        if not any((o[:, 0] >= 0).any() for o in offsets):
+        features = window_features([question], [context], ["input"], self.tokenizer, max_seq_len, doc_stride,
+                                   max_question_len=max_question_len)
+        if not any(any(mask) for mask in features["context_mask"]):
             # e.g. only control or zero-width characters, which the tokenizer drops: there is nothing to answer from
             raise ValueError(f"The context {context!r:.100} has no text the tokenizer keeps")
-        cls_index = cls_indices(encoded, self.tokenizer)
         words = context_words(self.tokenizer, context)
-        names = [n for n in self.tokenizer.model_input_names if n in encoded]
-        for w in range(len(encoded["input_ids"])):
-            window = {name: torch.tensor([encoded[name][w]]) for name in names}
-            window["context_mask"] = torch.from_numpy(offsets[w][:, 0] >= 0)[None]
-            yield {**window, "offsets": offsets[w], "words": word_spans(words, offsets[w]),
-                   "cls_index": cls_index[w], "context": context, "is_last": w == len(encoded["input_ids"]) - 1}
+        count = len(features["input_ids"])
+        for w in range(count):
+            window = {name: torch.tensor([features[name][w]]) for name in self.tokenizer.model_input_names
+                      if name in features}
+            window["context_mask"] = torch.tensor([features["context_mask"][w]])
+            offsets = features["offsets"][w]
+            yield {**window, "offsets": offsets, "words": word_spans(words, offsets), "cls_index": features["cls_index"][w],
+                   "context": context, "is_last": w == count - 1}
 
-    def _forward(self, inputs, top_k=1):
-        keep = ("offsets", "words", "cls_index", "context", "is_last")
-        model_inputs = {k: v for k, v in inputs.items() if k not in keep}
-        if not hasattr(self.model, "crf"):
-            model_inputs.pop("context_mask")
-        else:  # the CRF's n-best paths per window: as many as evaluation's n-best lists hold, or top_k if more
+    def _forward(self, inputs, top_k=1, max_answer_len=None):
+        model_inputs = {k: v for k, v in inputs.items() if k not in EXTRAS}
+        head = self.head
+        if head == "crf":  # the n-best paths per window: as many as evaluation's n-best lists hold, or top_k if more
             model_inputs["n_best_size"] = max(self.settings["n_best_size"], top_k)
+            model_inputs["max_answer_length"] = max_answer_len or self.settings["max_answer_length"]
+        else:
+            model_inputs.pop("context_mask")
         outputs = self.model(**model_inputs)
-        fields = ("span_start", "span_end", "span_score", "null_score") if hasattr(self.model, "crf") else (
-            "start_logits", "end_logits")
-        floats = {f: outputs[f].float() if outputs[f].is_floating_point() else outputs[f] for f in fields}
-        return {**{k: inputs[k] for k in keep}, **floats}
+        floats = {f: outputs[f].float() if outputs[f].is_floating_point() else outputs[f] for f in OUTPUT_FIELDS[head]}
+        return {**{k: inputs[k] for k in EXTRAS}, **floats}
 
     def postprocess(self, windows, top_k=1, max_answer_len=None, handle_impossible_answer=False, null_threshold=None,
                     align_to_words=True):
@@ -326,61 +315,45 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         max_answer_len = settings["max_answer_length"] if max_answer_len is None else max_answer_len
         null_threshold = settings["null_score_diff_threshold"] if null_threshold is None else null_threshold
         context = windows[0]["context"]
-        for w in windows:  # batching adds a leading axis to arrays
-            w["offsets"], w["words"] = (np.asarray(w[key]).reshape(-1, 2) for key in ("offsets", "words"))
-        offsets, words = (stacked(windows, key) for key in ("offsets", "words"))
-        candidates, score, window_null_score = self.scored_candidates(windows, offsets, max_answer_len)
+        # batching adds a leading axis to arrays
+        offsets, words = ([np.asarray(w[key]).reshape(-1, 2) for w in windows] for key in ("offsets", "words"))
+        outputs = self.window_outputs(windows, [len(o) for o in offsets])
+        offsets, words = stacked(offsets, -1, np.int64), stacked(words, -1, np.int64)
+        cls_index = np.array([w["cls_index"] for w in windows])
         bounds = words if align_to_words else offsets
-        char_start = bounds[candidates.window, candidates.start, 0].tolist()
-        char_end = bounds[candidates.window, candidates.end, 1].tolist()
-        per_window = top_k * 2 + 10 if align_to_words else top_k  # the spans transformers 4 takes from a window
-        answers = distinct_answers(context, candidates, score.tolist(), char_start, char_end, top_k, per_window)
+        # Each window gives its best spans, as transformers 4 takes them (more when that makes fewer than top_k
+        # distinct answers and a window may have more).
+        per_window, found = top_k * 2 + 10 if align_to_words else top_k, -1
+        while True:
+            candidates = window_candidates(self.head, outputs, offsets[..., 0] >= 0, cls_index, per_window,
+                                           max_answer_len)
+            scores, null_score = self.reported_scores(outputs, offsets, cls_index, candidates)
+            answers = distinct_answers(context, candidates, scores, bounds[candidates.window, candidates.start, 0].tolist(),
+                                       bounds[candidates.window, candidates.end, 1].tolist())
+            if len(answers) >= top_k or len(candidates.window) == found:
+                break
+            per_window, found = per_window * 2, len(candidates.window)
         if handle_impossible_answer:
-            answers = with_no_answer(answers, float(candidates.window_null.min()), float(window_null_score.min()),
-                                     null_threshold)
+            answers = with_no_answer(answers, float(candidates.window_null.min()), null_score, null_threshold)
         results = [{"score": float(a["score"]), "start": a["start"], "end": a["end"], "answer": a["answer"]}
                    for a in answers[:top_k]]
         return results[0] if top_k == 1 else results
 
-    def scored_candidates(self, windows, offsets, max_answer_len):
-        """(WindowCandidates ranked as evaluation ranks them, each one's reported score, each window's reported
-        no-answer score).
+    def window_outputs(self, windows, lengths):
+        """The head's `OUTPUT_FIELDS` of a question's windows as arrays, one row per window (logits cut to each
+        window's `lengths` tokens, out of a batch padded on the right, and padded with -1e4 to the longest)."""
+        fields = OUTPUT_FIELDS[self.head]
+        if self.head == "crf":
+            return tuple(np.concatenate([w[f].numpy().reshape(1, -1) for w in windows]) for f in fields)
+        return tuple(stacked([w[f].reshape(-1).numpy()[:length] for w, length in zip(windows, lengths)], -1e4,
+                             np.float32) for f in fields)
 
-        A span model's candidates are all its valid spans, reported with transformers 4's scores
-        (`library_scores`); a CRF model's are its best single-span tag paths, reported with their probabilities.
-        """
-        if hasattr(self.model, "crf"):
-            candidates = self.crf_candidates(windows)
-            return (candidates, np.exp(candidates.score.astype(np.float64)),
-                    np.exp(candidates.window_null.astype(np.float64)))
-        start_logits, end_logits = (self.logits(windows, offsets, key) for key in ("start_logits", "end_logits"))
-        context = offsets[..., 0] >= 0
-        window, start, end = valid_spans(context, max_answer_len)
-        cls_index = np.array([w["cls_index"] for w in windows])
-        candidates = WindowCandidates(window, start, end, start_logits[window, start] + end_logits[window, end],
-                                      null_scores(start_logits, end_logits, cls_index))
-        score, null_score = library_scores(start_logits, end_logits, context, cls_index, candidates)
-        return candidates, score, null_score
-
-    def logits(self, windows, offsets, key):
-        """(windows, longest window) float32 `key` logits of a question's windows, padded with -1e4."""
-        logits = np.full(offsets.shape[:2], -1e4, dtype=np.float32)
-        for i, w in enumerate(windows):
-            logits[i, : len(w["offsets"])] = self.unpadded(w[key], len(w["offsets"]))
-        return logits
-
-    def unpadded(self, logits, length):
-        """The `length` logits of a window's own tokens, out of a row padded to its batch's longest window."""
-        row = logits.reshape(-1).numpy()
-        return row[len(row) - length :] if self.tokenizer.padding_side == "left" else row[:length]
-
-    @staticmethod
-    def crf_candidates(windows):
-        """`WindowCandidates` of a CRF model's windows: each window's n-best spans, best first (-inf scores past a
-        window's last span, as evaluation reads them)."""
-        score, start, end = (np.stack([w[key].reshape(-1).numpy() for w in windows])
-                             for key in ("span_score", "span_start", "span_end"))
-        window, slot = np.nonzero(np.isfinite(score))
-        null = np.array([w["null_score"].item() for w in windows], dtype=np.float32)
-        return WindowCandidates(window, start[window, slot], end[window, slot], score[window, slot].astype(np.float32),
-                                null)
+    def reported_scores(self, outputs, offsets, cls_index, candidates):
+        """(each candidate's `score`, the empty answer's `score`): for a span model transformers 4's
+        (`library_scores`, the empty answer's the lowest of its windows'), for a CRF model tag path probabilities
+        (the empty answer's the lowest P(all tags O) of its windows)."""
+        if self.head == "crf":
+            return (np.exp(candidates.score.astype(np.float64)).tolist(),
+                    float(np.exp(candidates.window_null.astype(np.float64)).min()))
+        score, null_score = library_scores(*outputs, offsets[..., 0] >= 0, cls_index, candidates)
+        return score.tolist(), float(null_score.min())

@@ -25,10 +25,11 @@ import model_card
 from qa_data import QADataError, load_questions, with_unanswerable_copies
 from tokenizer_casing import load_tokenizer
 from trainer_qa import HubPushError, QATrainingArguments, QuestionAnsweringTrainer
+from qa_windows import WindowCollator
 from utils_qa import (
-    WindowCollator,
     column,
     eval_features,
+    evaluation_candidates,
     padded_offsets,
     question_predictions,
     train_features,
@@ -42,7 +43,8 @@ logger = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 METRIC_DIR = os.path.join(HERE, "metrics", "squad_v2")
 # The pipeline's code, saved into every model folder so that pipeline("question-answering") loads it.
-PIPELINE_FILES = tuple(os.path.join(HERE, name) for name in ("qa_pipeline.py", "qa_windows.py", "span_decoding.py"))
+PIPELINE_FILES = tuple(os.path.join(HERE, name)
+                       for name in ("qa_pipeline.py", "qa_windows.py", "qa_decoding.py", "span_decoding.py"))
 PIPELINE_ENTRY = {
     "question-answering": {"impl": "qa_pipeline.QuestionAnsweringPipeline", "pt": ["AutoModelForQuestionAnswering"], "type": "text"}
 }
@@ -121,9 +123,9 @@ class DataTrainingArguments:
     )
     threshold_given: bool = field(init=False, default=False)
     doc_stride: int = field(default=128, metadata={"help": "Overlap, in tokens, between consecutive windows."})
-    n_best_size: int = field(default=20, metadata={"help": "Start and end candidates (CRF: single-span tag paths) per "
-                                                           "window; answers kept per question."})
-    max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
+    n_best_size: int = field(default=20, metadata={"help": "Answers listed per question in the n-best file (the "
+                                                           "best answers are found exactly whatever this is)."})
+    max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens (both heads)."})
     unanswerable_cuts: float = field(
         default=0.0,
         metadata={"help": "SQuAD v2 training: add, for this fraction of the answerable training questions, an "
@@ -167,16 +169,14 @@ class DataTrainingArguments:
 class Head:
     """What distinguishes one QA model family from another in this sequence.
 
-    load_model: `(model_name_or_path, config_kwargs, model_args) -> PreTrainedModel`.
+    name: the head's decoder in `qa_decoding` ("span" or "crf"), saved in the model's config.
+    load_model: `(model_args, data_args, hub_kwargs) -> PreTrainedModel`, set up to decode as the arguments say.
     label_scheme: "span" (start/end positions) or "bio" (a tag per token).
-    candidates: `(model_outputs, windows, offsets, data_args) -> utils_qa.WindowCandidates`; the outputs are
-        those the Trainer gathers (all but the model config's `keys_to_ignore_at_inference`).
     """
 
     name: str
     load_model: Callable
     label_scheme: str
-    candidates: Callable
 
 
 # Defaults of this package that differ from TrainingArguments': batches of windows of similar length pad less;
@@ -215,7 +215,7 @@ def setup_logging(training_args):
     library_level = training_args.get_process_log_level()
     level = library_level if training_args.log_level != "passive" else (
         logging.INFO if training_args.should_log else logging.WARNING)
-    for name in (__name__, "qa_data", "qa_windows", "utils_qa", "trainer_qa", "model_card", "squad_compute_score",
+    for name in (__name__, "qa_data", "qa_windows", "qa_decoding", "utils_qa", "trainer_qa", "model_card", "squad_compute_score",
                  "tokenizer_casing"):
         logging.getLogger(name).setLevel(level)
     datasets.utils.logging.set_verbosity(library_level)
@@ -298,11 +298,11 @@ def metric_function(data_args):
     return compute
 
 
-def qa_settings(data_args):
+def qa_settings(head, data_args):
     """Settings saved in the model's config: the pipeline cuts windows and decodes answers as evaluation did."""
     names = ("max_seq_length", "doc_stride", "max_answer_length", "n_best_size", "null_score_diff_threshold",
              "version_2_with_negative")
-    return {name: getattr(data_args, name) for name in names}
+    return {"head": head.name, **{name: getattr(data_args, name) for name in names}}
 
 
 def save_tuned_threshold(trainer, metrics):
@@ -364,11 +364,9 @@ def run(head, model_args, data_args, training_args):
     hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision,
                   "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
     tokenizer = load_tokenizer(model_args, hub_kwargs)
-    model = head.load_model(model_args, hub_kwargs)
+    model = head.load_model(model_args, data_args, hub_kwargs)
     model.config.custom_pipelines = PIPELINE_ENTRY
-    model.config.qa_settings = qa_settings(data_args)
-    if hasattr(model.config, "n_best_size"):  # the CRF model: spans per window its evaluation forward returns
-        model.config.n_best_size = data_args.n_best_size
+    model.config.qa_settings = qa_settings(head, data_args)
 
     def build_train(batch, indices):
         return train_features(batch, indices, tokenizer, data_args, head.label_scheme)
@@ -399,7 +397,7 @@ def run(head, model_args, data_args, training_args):
 
     def post_process(examples, features, outputs, prefix):
         offsets = padded_offsets(features)
-        candidates = head.candidates(outputs, features, offsets, data_args)
+        candidates = evaluation_candidates(head.name, outputs, features, offsets, data_args)
         return question_predictions(examples, features, offsets, candidates, data_args), references(examples)
 
     trainer = QuestionAnsweringTrainer(
@@ -409,9 +407,8 @@ def run(head, model_args, data_args, training_args):
         eval_dataset=eval_windows.get("validation"),
         eval_examples=chosen.get("validation"),
         processing_class=tokenizer,
-        data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side,
-                                     data_args.pad_to_multiple_of or TRAIN_PAD_MULTIPLE),
-        eval_data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side, data_args.pad_to_multiple_of),
+        data_collator=WindowCollator(tokenizer.pad_token_id, data_args.pad_to_multiple_of or TRAIN_PAD_MULTIPLE),
+        eval_data_collator=WindowCollator(tokenizer.pad_token_id, data_args.pad_to_multiple_of),
         post_process_function=post_process,
         write_function=lambda result, prefix: write_prediction_files(result, training_args.output_dir, prefix),
         compute_metrics=metric_function(data_args),

@@ -9,16 +9,15 @@
 from transformers import AutoConfig, AutoModelForQuestionAnswering
 
 from qa_runner import Head, main
-from utils_qa import span_head_candidates
 
 
-def load_span_model(model_args, hub_kwargs):
+def load_span_model(model_args, data_args, hub_kwargs):
     """A start/end-logit QA model; the QA head starts fresh when the checkpoint is a plain encoder."""
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs)
     return AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path, config=config, **hub_kwargs)
 
 
-SPAN_HEAD = Head(name="span", load_model=load_span_model, label_scheme="span", candidates=span_head_candidates)
+SPAN_HEAD = Head(name="span", load_model=load_span_model, label_scheme="span")
 
 if __name__ == "__main__":
     main(SPAN_HEAD)

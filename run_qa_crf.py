@@ -6,19 +6,24 @@ window's most probable single-span tag paths).
         --dataset_name rajpurkar/squad_v2 --version_2_with_negative --do_train --do_eval --output_dir out
 """
 
+from transformers import AutoConfig
+
 from modeling_crf import CrfForQuestionAnswering
 from qa_runner import Head, main
-from utils_qa import crf_head_candidates
 
 
-def load_crf_model(model_args, hub_kwargs):
-    """Encoder + emissions + CRF; from a plain encoder checkpoint the head and the CRF start fresh."""
+def load_crf_model(model_args, data_args, hub_kwargs):
+    """Encoder + emissions + CRF, decoding the `--n_best_size` best single-span paths of at most
+    `--max_answer_length` tokens; from a plain encoder checkpoint the head and the CRF start fresh. `--config_name`
+    names a CRF config, or the encoder's."""
+    config = AutoConfig.from_pretrained(model_args.config_name, **hub_kwargs) if model_args.config_name else None
     return CrfForQuestionAnswering.from_pretrained(
-        model_args.model_name_or_path, emission_relu=model_args.emission_relu, **hub_kwargs
+        model_args.model_name_or_path, config=config, emission_relu=model_args.emission_relu,
+        n_best_size=data_args.n_best_size, max_answer_length=data_args.max_answer_length, **hub_kwargs
     )
 
 
-CRF_HEAD = Head(name="crf", load_model=load_crf_model, label_scheme="bio", candidates=crf_head_candidates)
+CRF_HEAD = Head(name="crf", load_model=load_crf_model, label_scheme="bio")
 
 if __name__ == "__main__":
     main(CRF_HEAD)

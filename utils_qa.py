@@ -1,6 +1,8 @@
-"""The QA steps both heads share: questions -> windows (with labels) -> candidates -> answers per question -> files.
+"""The QA steps of training and evaluation around the model: questions -> windows (with labels) -> candidates ->
+answers per question -> files.
 
-Window features (one row per window of `max_seq_length` tokens over a question and its context):
+Window features (one row per window of `max_seq_length` tokens over a question and its context, built by
+`qa_windows.window_features` as the pipeline builds them):
 - model inputs: `input_ids`, `attention_mask` (and `token_type_ids`), `context_mask` (True on context tokens);
 - training labels: `start_positions`/`end_positions` ("span") or `labels`, BIO tags per token ("bio");
 - for post-processing: `example_index` (row of the question), `offset_mapping` (character span per token,
@@ -9,16 +11,14 @@ Window features (one row per window of `max_seq_length` tokens over a question a
 
 import itertools
 import logging
-import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import orjson
-import torch
 
-from qa_windows import cls_indices, context_offsets, tokenized_windows
-from span_decoding import WindowCandidates, null_scores, ranked_answers, span_candidates
+from qa_decoding import ranked_answers, window_candidates
+from qa_windows import window_features
 
 logger = logging.getLogger(__name__)
 
@@ -42,27 +42,22 @@ def answer_tokens(offsets, answers):
     return start, end
 
 
-def window_rows(examples, indices, tokenizer, args):
-    """Per-window columns common to training and evaluation, plus each window's context offsets."""
-    encoded = tokenized_windows(
-        examples["question"], examples["context"], examples["id"], tokenizer,
-        args.max_seq_length, args.doc_stride, args.pad_to_max_length,
-    )
-    offsets = context_offsets(encoded, tokenizer)
-    columns = {name: encoded[name] for name in encoded.keys() if name not in ("offset_mapping", "overflow_to_sample_mapping")}
-    columns["example_index"] = [indices[i] for i in encoded["overflow_to_sample_mapping"]]
-    columns["context_mask"] = [(o[:, 0] >= 0).tolist() for o in offsets]
-    columns["cls_index"] = cls_indices(encoded, tokenizer)
-    columns["length"] = [int(np.sum(m)) for m in encoded["attention_mask"]]
-    return encoded, columns, offsets
+def window_columns(examples, indices, tokenizer, args):
+    """`qa_windows.window_features` of a batch of questions, each window's question as its row (`example_index`)
+    rather than its place in the batch. Returns (columns, offsets): the columns but the offsets arrays."""
+    columns = window_features(examples["question"], examples["context"], examples["id"], tokenizer,
+                              args.max_seq_length, args.doc_stride, args.pad_to_max_length)
+    columns["example_index"] = [indices[i] for i in columns.pop("window_question")]
+    return columns, columns.pop("offsets")
 
 
 def train_features(examples, indices, tokenizer, args, scheme):
     """Training windows with labels: `scheme` "span" (start/end token, [CLS] when no answer) or "bio" (tags)."""
-    encoded, columns, offsets = window_rows(examples, indices, tokenizer, args)
+    columns, offsets = window_columns(examples, indices, tokenizer, args)
     starts, ends, tags = [], [], []
-    for w, example in enumerate(encoded["overflow_to_sample_mapping"]):
-        span = answer_tokens(offsets[w], examples["answers"][example])
+    position = {index: i for i, index in enumerate(indices)}  # of each question in the batch
+    for w, example in enumerate(columns["example_index"]):
+        span = answer_tokens(offsets[w], examples["answers"][position[example]])
         cls_index = columns["cls_index"][w]
         starts.append(int(span[0]) if span else cls_index)
         ends.append(int(span[1]) if span else cls_index)
@@ -80,40 +75,9 @@ def train_features(examples, indices, tokenizer, args, scheme):
 
 def eval_features(examples, indices, tokenizer, args):
     """Evaluation windows carrying what post-processing needs: offsets ([-1, -1] off the context)."""
-    _, columns, offsets = window_rows(examples, indices, tokenizer, args)
+    columns, offsets = window_columns(examples, indices, tokenizer, args)
     columns["offset_mapping"] = [o.tolist() for o in offsets]
     return columns
-
-
-@dataclass
-class WindowCollator:
-    """Pads every per-token feature of a batch to its longest window (the tokenizer's side and pad id)."""
-
-    pad_token_id: int
-    padding_side: str = "right"
-    pad_to_multiple_of: int | None = None
-
-    def __call__(self, features):
-        width = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of:
-            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
-        batch = {}
-        for key in features[0]:
-            values = [f[key] for f in features]
-            if not isinstance(values[0], (list, tuple, np.ndarray)):
-                batch[key] = torch.tensor(values)
-                continue
-            pad = self.pad_token_id if key == "input_ids" else 0
-            dtype = torch.bool if key == "context_mask" else torch.long
-            padded = torch.full((len(values), width), pad, dtype=dtype)
-            for row, value in enumerate(values):
-                value = torch.as_tensor(value, dtype=dtype)
-                if self.padding_side == "right":
-                    padded[row, : len(value)] = value
-                else:
-                    padded[row, width - len(value) :] = value
-            batch[key] = padded
-        return batch
 
 
 def column(table, name):
@@ -133,16 +97,11 @@ def padded_offsets(features):
     return offsets
 
 
-def span_head_candidates(outputs, features, offsets, args):
-    """Candidates of a start/end-logit model. outputs: (start_logits, end_logits), each (windows, length)."""
-    # logits are padded to the longest window, as the offsets are
-    width = offsets.shape[1]
-    start_logits, end_logits = (np.asarray(o, dtype=np.float32)[:, :width] for o in outputs[:2])
-    window, start, end, score = span_candidates(
-        start_logits, end_logits, offsets[..., 0] >= 0, args.n_best_size, args.max_answer_length
-    )
-    cls_index = np.asarray(column(features, "cls_index"))
-    return WindowCandidates(window, start, end, score, null_scores(start_logits, end_logits, cls_index))
+def evaluation_candidates(head, outputs, features, offsets, args):
+    """`qa_decoding.window_candidates` of evaluated windows: outputs as the Trainer gathers them (the model's
+    `qa_decoding.OUTPUT_FIELDS[head]`, padded to the longest window), offsets from `padded_offsets`."""
+    return window_candidates(head, outputs, offsets[..., 0] >= 0, np.asarray(column(features, "cls_index")),
+                             args.n_best_size, args.max_answer_length)
 
 
 @dataclass
@@ -156,7 +115,7 @@ class QuestionPredictions:
 
 
 def question_predictions(examples, features, offsets, candidates, args):
-    """Answers per question from the candidates of its windows (see `span_decoding.ranked_answers`).
+    """Answers per question from the candidates of its windows (see `qa_decoding.ranked_answers`).
 
     With `version_2_with_negative` the answer is "" when null score - best span score (the null odds) exceeds
     `null_score_diff_threshold`. Every question gets an entry.
@@ -167,7 +126,7 @@ def question_predictions(examples, features, offsets, candidates, args):
     )
     result = QuestionPredictions({}, {}, {}, [])
     for qid, (answers, null, best) in zip(column(examples, "id"), ranked):
-        best_text, best_score = (best["text"], best["score"]) if best else ("", -math.inf)
+        best_text, best_score = (best["text"], best["score"]) if best else ("", -np.inf)
         answer = best_text
         if args.version_2_with_negative:
             result.null_odds[qid] = null - best_score
@@ -225,16 +184,3 @@ def write_prediction_files(result, output_dir, prefix):
     if result.null_odds:
         write_json_atomically(os.path.join(output_dir, f"{prefix}_null_odds.json"), result.null_odds)
     logger.info(f"Wrote {prefix} predictions of {len(result.predictions)} questions to {output_dir}")
-
-
-def crf_head_candidates(outputs, features, offsets, args):
-    """Candidates of a CRF model: each window's n-best single-span paths (the model's `n_best_size`, which the run sets
-    to `--n_best_size`), best first. outputs: (span_start, span_end, span_score, null_score), the first three
-    (windows, n) with -inf scores past a window's last span (or (windows,), one span each), null_score (windows,)."""
-    null_score = np.asarray(outputs[3]).reshape(-1)
-    span_start, span_end, span_score = (np.asarray(o).reshape(len(null_score), -1) for o in outputs[:3])
-    window, slot = np.nonzero(np.isfinite(span_score))  # by window, then best first
-    return WindowCandidates(
-        window, span_start[window, slot], span_end[window, slot], span_score[window, slot].astype(np.float32),
-        null_score.astype(np.float32),
-    )

@@ -5,13 +5,13 @@
    mask covering positions 16..382 (a 14-token question between [CLS] and [SEP], the final [SEP] excluded):
    `CrfForQuestionAnswering.decode_nbest_spans` with n_best_size 20, what evaluation runs (the exact 20 best
    single-span paths, searched on float64 terms, each rescored in float64, plus a parallel-scan log Z and the all-O
-   score), and `decode_spans` (the same for the best path only), against `model.crf.decode` (pytorch-crf's Viterbi,
-   whose backtracking is a Python loop per sequence). The 20-best search alone
-   (`crf_decoding.crf_kbest_single_spans`) and the closed-form best-path search (`crf_decode_single_span`, float32
-   prefix maxima) are timed too.
+   score), and `crf_reference.decode_best_spans` (the same for the best path only), against `model.crf.decode`
+   (pytorch-crf's Viterbi, whose backtracking is a Python loop per sequence). The 20-best search alone
+   (`crf_decoding.crf_kbest_single_spans`) and the closed-form best-path search
+   (`crf_reference.crf_decode_single_span`, float32 prefix maxima) are timed too.
 2. Agreement where no constraint binds: emissions are built so that the unconstrained best path is one `B I*` span
    inside the context (strong emissions, +8 on the chosen tag of every token, over N(0, 0.5) noise); the script
-   checks that `crf.decode` returns that path, that `decode_spans` returns its span, and that its `span_score`
+   checks that `crf.decode` returns that path, that `decode_best_spans` returns its span, and that its `span_score`
    equals the log-likelihood of that path (up to float32 rounding: 1e-5 of the path's score, which sums ~seq
    emissions of about 8), and that `decode_nbest_spans`' 20 spans start with that span, with the same score, and
    are in order.
@@ -19,7 +19,7 @@
    and random weights: `CrfForQuestionAnswering` (BIO labels, CRF negative log-likelihood) against
    `BertForQuestionAnswering` (start/end positions). The CRF head is also timed alone on the same emissions: the
    loss as `forward` computes it in training (forward-backward for the boundary marginals, then the gold path
-   score) and the loss from the forward recursion alone (`log_likelihood`).
+   score) and the loss from the forward recursion alone (`crf_reference.log_likelihood`).
 
     python bench/bench_crf_decode.py
     python bench/bench_crf_decode.py --tiny --repeats 1
@@ -66,6 +66,7 @@ def single_span_emissions(batch, seq, context_mask, generator, max_span=30, stre
 def agreement(model, batch, seq, seed):
     """Rows of the no-binding-constraint check."""
     from crf_decoding import crf_path_scores
+    from crf_reference import decode_best_spans, log_likelihood
 
     generator = torch.Generator().manual_seed(seed + 1)
     context_mask = context_mask_for(batch, seq)
@@ -73,31 +74,32 @@ def agreement(model, batch, seq, seed):
     emissions, tags, spans = single_span_emissions(batch, seq, context_mask, generator)
     with torch.no_grad():
         paths = model.crf.decode(emissions, attention_mask)
-        span_start, span_end, span_score, _ = model.decode_spans(emissions, attention_mask, context_mask)
+        span_start, span_end, span_score, _ = decode_best_spans(model, emissions, attention_mask, context_mask)
         nbest_start, nbest_end, nbest_score, _ = model.decode_nbest_spans(emissions, attention_mask, context_mask,
                                                                           n_best_size=20)
-        log_likelihood = model.log_likelihood(emissions, tags, attention_mask)
+        likelihood = log_likelihood(model, emissions, tags, attention_mask)
         path_score = crf_path_scores(emissions, tags, attention_mask, *model._crf_parameters())
     same_path = sum(path == row.tolist() for path, row in zip(paths, tags))
     same_span = sum((int(s), int(e)) == span for s, e, span in zip(span_start, span_end, spans))
     same_first = sum((int(s), int(e)) == span for s, e, span in zip(nbest_start[:, 0], nbest_end[:, 0], spans))
     ordered = bool((nbest_score[:, 1:] <= nbest_score[:, :-1]).all()) and torch.equal(nbest_score[:, 0], span_score)
     # Both sides sum ~seq float32 terms in different orders: allow float32 rounding relative to the path's score.
-    relative = float(((span_score - log_likelihood).abs() / path_score.abs()).max())
+    relative = float(((span_score - likelihood).abs() / path_score.abs()).max())
     if same_path != batch or same_span != batch or same_first != batch or not ordered or relative > 1e-5:
-        raise SystemExit(f"error: decode_spans disagrees with crf.decode where no constraint binds "
+        raise SystemExit(f"error: decode_best_spans disagrees with crf.decode where no constraint binds "
                          f"(paths {same_path}/{batch}, spans {same_span}/{batch}, first of 20 {same_first}/{batch}, "
                          f"20 best in order with the best's score {ordered}, relative score diff {relative:.2e})")
     return [
         ("crf.decode path = the constructed single-span path", f"{same_path} / {batch}"),
-        ("decode_spans span = that path's span", f"{same_span} / {batch}"),
+        ("decode_best_spans span = that path's span", f"{same_span} / {batch}"),
         ("decode_nbest_spans (20) first span = that path's span", f"{same_first} / {batch}"),
         ("max abs(span_score - log-likelihood of that path) / abs(path score)", f"{relative:.1e}"),
     ]
 
 
 def decode_timings(model, batch, seq, repeats, seed, n_best=20):
-    from crf_decoding import crf_decode_single_span, crf_kbest_single_spans
+    from crf_decoding import crf_kbest_single_spans
+    from crf_reference import crf_decode_single_span, decode_best_spans
 
     generator = torch.Generator().manual_seed(seed)
     emissions = torch.randn(batch, seq, 3, generator=generator)
@@ -110,9 +112,9 @@ def decode_timings(model, batch, seq, repeats, seed, n_best=20):
         with torch.no_grad():
             return model.decode_nbest_spans(emissions, attention_mask, context_mask, n_best_size=n_best)
 
-    def decode_spans():
+    def decode_best():
         with torch.no_grad():
-            return model.decode_spans(emissions, attention_mask, context_mask)
+            return decode_best_spans(model, emissions, attention_mask, context_mask)
 
     emissions64, start64, end64, trans64 = (value.double() for value in (emissions, start, end, trans))
 
@@ -129,7 +131,7 @@ def decode_timings(model, batch, seq, repeats, seed, n_best=20):
             return model.crf.decode(emissions, mask)
 
     variants = [("crf.decode", crf_decode), ("decode_nbest", decode_nbest), ("kbest", kbest_only),
-                ("decode_spans", decode_spans), ("viterbi", viterbi_only)]
+                ("decode_best", decode_best), ("viterbi", viterbi_only)]
     seconds, _ = common.interleaved(variants, repeats, warmup=True)
     med = {name: common.median(values) for name, values in seconds.items()}
     base = med["crf.decode"]
@@ -143,8 +145,9 @@ def decode_timings(model, batch, seq, repeats, seed, n_best=20):
         row(f"`model.decode_nbest_spans(emissions, attention_mask, context_mask, n_best_size={n_best})` (evaluation)",
             "decode_nbest"),
         row(f"  of which the {n_best}-best search (`crf_kbest_single_spans`, float64)", "kbest"),
-        row("`model.decode_spans(emissions, attention_mask, context_mask)` (the best path only)", "decode_spans"),
-        row("closed-form best-path search alone (`crf_decode_single_span`, float32)", "viterbi"),
+        row("`crf_reference.decode_best_spans(model, emissions, attention_mask, context_mask)` (the best path only)",
+            "decode_best"),
+        row("closed-form best-path search alone (`crf_reference.crf_decode_single_span`, float32)", "viterbi"),
     ]
 
 
@@ -179,6 +182,7 @@ def training_timings(args, batch, seq):
     from transformers import BertForQuestionAnswering
 
     from crf_decoding import crf_boundary_logits, crf_path_scores
+    from crf_reference import log_likelihood
     from modeling_crf import CrfForQuestionAnswering, CrfQAConfig
 
     config = bert_config(args)
@@ -210,7 +214,7 @@ def training_timings(args, batch, seq):
     def head_likelihood_only():
         emissions.grad = None
         crf_model.zero_grad(set_to_none=True)
-        loss = -crf_model.log_likelihood(emissions, tags, mask).mean()
+        loss = -log_likelihood(crf_model, emissions, tags, mask).mean()
         loss.backward()
 
     variants = [
@@ -231,7 +235,7 @@ def training_timings(args, batch, seq):
         row("BertForQuestionAnswering (start/end loss)", "span"),
         row("CrfForQuestionAnswering (CRF NLL)", "crf"),
         row("  CRF head alone, as forward computes it (forward-backward marginals + gold score)", "head: as forward"),
-        row("  CRF head alone, forward recursion only (`log_likelihood`)", "head: likelihood only"),
+        row("  CRF head alone, forward recursion only (`crf_reference.log_likelihood`)", "head: likelihood only"),
     ]
 
 

@@ -59,18 +59,19 @@ def make_trainer(head, model, tokenizer, questions, windows, data_args, args, ou
 
     from qa_runner import metric_function, references
     from trainer_qa import QuestionAnsweringTrainer
-    from utils_qa import WindowCollator, padded_offsets, question_predictions, write_prediction_files
+    from qa_windows import WindowCollator
+    from utils_qa import evaluation_candidates, padded_offsets, question_predictions, write_prediction_files
 
     def post_process(examples, features, outputs, prefix):  # qa_runner.run's post-processing
         offsets = padded_offsets(features)
-        candidates = head.candidates(outputs, features, offsets, data_args)
+        candidates = evaluation_candidates(head.name, outputs, features, offsets, data_args)
         return question_predictions(examples, features, offsets, candidates, data_args), references(examples)
 
     training_args = TrainingArguments(output_dir=output_dir, per_device_eval_batch_size=args.batch_size,
                                       report_to="none", disable_tqdm=True, seed=args.seed, **package_defaults())
     trainer = QuestionAnsweringTrainer(
         model=model, args=training_args, eval_dataset=windows, eval_examples=questions, processing_class=tokenizer,
-        data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side),
+        data_collator=WindowCollator(tokenizer.pad_token_id),
         post_process_function=post_process,
         write_function=lambda result, prefix: write_prediction_files(result, output_dir, prefix),
         compute_metrics=metric_function(data_args),

@@ -81,9 +81,9 @@ class StepClock:
 def training_collator(tokenizer):
     """The collator qa_runner gives training batches by default."""
     from qa_runner import TRAIN_PAD_MULTIPLE
-    from utils_qa import WindowCollator
+    from qa_windows import WindowCollator
 
-    return WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side, TRAIN_PAD_MULTIPLE)
+    return WindowCollator(tokenizer.pad_token_id, TRAIN_PAD_MULTIPLE)
 
 
 def train_package(args, head, tokenizer, windows, bf16, steps, output_dir):
@@ -151,7 +151,7 @@ def evaluation_trainer(args, head, tokenizer, bf16, output_dir):
     from transformers import PrinterCallback, TrainingArguments
 
     from trainer_qa import QuestionAnsweringTrainer
-    from utils_qa import WindowCollator
+    from qa_windows import WindowCollator
 
     training_args = TrainingArguments(
         output_dir=output_dir, per_device_eval_batch_size=EVAL_BATCH, report_to="none", disable_tqdm=True,
@@ -159,7 +159,7 @@ def evaluation_trainer(args, head, tokenizer, bf16, output_dir):
     )
     trainer = QuestionAnsweringTrainer(model=load_model(head, args.model), args=training_args,
                                        processing_class=tokenizer,
-                                       data_collator=WindowCollator(tokenizer.pad_token_id, tokenizer.padding_side))
+                                       data_collator=WindowCollator(tokenizer.pad_token_id))
     trainer.remove_callback(PrinterCallback)
     return trainer
 

@@ -62,17 +62,19 @@ def package_defaults(**overrides):
 
 
 def load_model(head, model_path):
-    from qa_runner import ModelArguments
+    from qa_runner import DataTrainingArguments, ModelArguments
 
     hub_kwargs = {"cache_dir": None, "revision": "main", "token": None, "trust_remote_code": False}
-    return head.load_model(ModelArguments(model_name_or_path=model_path), hub_kwargs)
+    # the data arguments' defaults: the head decodes as evaluation does by default
+    return head.load_model(ModelArguments(model_name_or_path=model_path), DataTrainingArguments(train_file="-"),
+                           hub_kwargs)
 
 
 def make_trainer_parts():
     """A timing callback and a width-recording WindowCollator subclass (defined here: transformers imports late)."""
     from transformers import TrainerCallback
 
-    from utils_qa import WindowCollator
+    from qa_windows import WindowCollator
 
     class StepTimer(TrainerCallback):
         def __init__(self):
@@ -115,7 +117,7 @@ def train_once(head, model_path, tokenizer, windows, sampling, bf16, args, outpu
         **package_defaults(train_sampling_strategy=sampling),
         **({"bf16": True, "use_cpu": not torch.cuda.is_available()} if bf16 else {}),
     )
-    collator = WidthRecordingCollator(tokenizer.pad_token_id, tokenizer.padding_side, TRAIN_PAD_MULTIPLE)
+    collator = WidthRecordingCollator(tokenizer.pad_token_id, TRAIN_PAD_MULTIPLE)
     collator.widths = []
     timer = StepTimer()
     trainer = QuestionAnsweringTrainer(

@@ -1,4 +1,5 @@
-"""Tests of modeling_crf: CRF math against pytorch-crf and brute force, loading, saving, gradients.
+"""Tests of modeling_crf (and of crf_reference, which the checks use): CRF math against pytorch-crf and brute force,
+loading, saving, gradients.
 
 Everything runs on tiny random BERT configs, offline.
 """
@@ -30,6 +31,7 @@ from transformers import (  # noqa: E402
 )
 
 import crf_decoding  # noqa: E402
+import crf_reference  # noqa: E402
 import modeling_crf  # noqa: E402
 from modeling_crf import CrfForQuestionAnswering, CrfQAConfig  # noqa: E402
 
@@ -166,7 +168,7 @@ def test_log_likelihood_and_loss_match_pytorch_crf():
     emissions = torch.randn(batch, seq, 3) * 2
     tags = torch.randint(0, 3, (batch, seq))
 
-    ours = model.log_likelihood(emissions, tags, mask)
+    ours = crf_reference.log_likelihood(model, emissions, tags, mask)
     reference = model.crf(emissions, tags, mask, reduction="none")
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
 
@@ -175,7 +177,7 @@ def test_log_likelihood_and_loss_match_pytorch_crf():
     model.eval()  # no dropout: the emissions below are the forward's
     with torch.no_grad():
         out = model(input_ids, attention_mask=mask.long(), labels=tags)
-        emissions = model.emission_scores(input_ids, attention_mask=mask.long())
+        emissions = crf_reference.emission_scores(model, input_ids, attention_mask=mask.long())
     assert emissions.shape == (batch, seq, 3) and emissions.dtype == torch.float32
     expected = -model.crf(emissions, tags, mask, reduction="mean")
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-5)
@@ -212,7 +214,7 @@ def test_decode_default_context_excludes_position_zero():
     model = tiny_model()
     emissions = torch.zeros(1, 4, 3)
     emissions[0, 0, B] = 50.0  # the CRF would love a span at [CLS]
-    span_start, span_end, _, _ = model.decode_spans(emissions)
+    span_start, span_end, _, _ = crf_reference.decode_best_spans(model, emissions)
     assert span_start.item() >= 1 and span_end.item() >= span_start.item()
 
 
@@ -236,7 +238,7 @@ def test_decode_equals_unconstrained_viterbi_when_no_constraint_binds():
         gold.append((i, j, tags))
 
     unconstrained = model.crf.decode(emissions, mask)
-    span_start, span_end, span_score, _ = model.decode_spans(emissions, mask, context)
+    span_start, span_end, span_score, _ = crf_reference.decode_best_spans(model, emissions, mask, context)
     for b, (i, j, tags) in enumerate(gold):
         assert unconstrained[b] == tags  # the construction is what makes no constraint bind
         assert (span_start[b].item(), span_end[b].item()) == (i, j)
@@ -247,9 +249,9 @@ def test_decode_equals_unconstrained_viterbi_when_no_constraint_binds():
 
 
 def assert_decode_matches_brute_force(model, emissions, mask, context):
-    """`decode_spans` against every single-span path scored exactly; returns its (span_start, span_end)."""
+    """`decode_best_spans` against every single-span path scored exactly; returns its (span_start, span_end)."""
     start, end, trans = crf_params(model)
-    span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask, context)
+    span_start, span_end, span_score, null_score = crf_reference.decode_best_spans(model, emissions, mask, context)
     for b, length in enumerate(mask.sum(1).tolist()):
         em = emissions[b].double()
         log_z = brute_log_z(em, length, start, end, trans)
@@ -361,25 +363,28 @@ def test_decode_long_sequences_match_exhaustive_float64():
         start, end, trans = crf_params(model)
         mask, context, emissions = random_qa_windows(generator, batch, seq, scale)
 
-        span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask, context)
+        span_start, span_end, span_score, null_score = crf_reference.decode_best_spans(model, emissions, mask, context)
         alphas = crf_decoding.crf_forward_alphas(emissions.double(), mask, start, trans)
         log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
         null = crf_decoding.crf_all_o_scores(emissions.double(), mask, start, end, trans) - log_z
         torch.testing.assert_close(null_score.double(), null, rtol=1e-4, atol=1e-4)
+        params = model._crf_parameters()
+        closed_start, closed_end, _ = crf_reference.crf_decode_single_span(emissions, mask, context, *params)
         for b, best in enumerate(exhaustive_best_spans(emissions, mask, context, start, end, trans)):
             if best is None:
                 assert span_score[b].item() == float("-inf") and span_start[b] == span_end[b] == 0
                 continue
             assert (span_start[b].item(), span_end[b].item()) == best[:2], (trial, b)
+            # the closed-form best-path search (the reference the benches time) finds the same span
+            assert (closed_start[b].item(), closed_end[b].item()) == best[:2], (trial, b)
             exact = best[2] - log_z[b].item()
             assert abs(span_score[b].item() - exact) <= 1e-4 * max(1.0, abs(exact)), (trial, b)
 
         # The decoding and log Z read nothing past each sequence's end.
         dirty = emissions.masked_fill(~mask.unsqueeze(2), float("nan"))
-        params = model._crf_parameters()
         for clean, messy in zip(
-            crf_decoding.crf_decode_single_span(emissions, mask, context, *params),
-            crf_decoding.crf_decode_single_span(dirty, mask, context, *params),
+            crf_reference.crf_decode_single_span(emissions, mask, context, *params),
+            crf_reference.crf_decode_single_span(dirty, mask, context, *params),
         ):
             assert torch.equal(clean, messy)
         assert torch.equal(
@@ -400,7 +405,7 @@ def test_null_odds_are_exact_when_path_scores_are_large():
     emissions = torch.randn(batch, seq, 3, generator=generator) * 2.0
     emissions[:, :, O] += 30.0
     mask = length_mask([seq, seq, 300, 200, 129, 2], seq)
-    span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask)
+    span_start, span_end, span_score, null_score = crf_reference.decode_best_spans(model, emissions, mask)
     for b, length in enumerate(mask.sum(1).tolist()):
         em = emissions[b].double()
         span = span_tags(length, span_start[b].item(), span_end[b].item())
@@ -563,10 +568,10 @@ def test_nbest_first_span_and_null_odds_do_not_depend_on_k():
         assert span_start.shape == (batch, k) and torch.isfinite(span_score).all()
         assert torch.equal(span_start, widest[0][:, :k]) and torch.equal(span_end, widest[1][:, :k])
         assert torch.equal(span_score, widest[2][:, :k]) and torch.equal(null_score, widest[3])
-    best = model.decode_spans(emissions, mask, context)
+    best = crf_reference.decode_best_spans(model, emissions, mask, context)
     for ours, first in zip(best, (runs[1][0][:, 0], runs[1][1][:, 0], runs[1][2][:, 0], runs[1][3])):
         assert torch.equal(ours, first)
-    closed_form = crf_decoding.crf_decode_single_span(emissions, mask, context, *model._crf_parameters())
+    closed_form = crf_reference.crf_decode_single_span(emissions, mask, context, *model._crf_parameters())
     assert torch.equal(closed_form[0], best[0]) and torch.equal(closed_form[1], best[1])
     assert (best[1] > best[0]).sum() >= batch // 2  # the multi-token spans' search is what is checked
 
@@ -620,7 +625,7 @@ def test_decode_scores_are_differentiable():
     randomize_crf(model, seed=13)
     mask = length_mask([9, 4, 2], 9)
     emissions = torch.randn(3, 9, 3, generator=torch.Generator().manual_seed(13), requires_grad=True)
-    span_start, span_end, span_score, null_score = model.decode_spans(emissions, mask)
+    span_start, span_end, span_score, null_score = crf_reference.decode_best_spans(model, emissions, mask)
     assert torch.isfinite(span_score).all()
     (span_score.sum() + null_score.sum()).backward()
     assert torch.isfinite(emissions.grad).all()
@@ -635,7 +640,7 @@ def test_tag_marginals_sum_to_one():
     randomize_crf(model, seed=4)
     torch.manual_seed(4)
     mask = length_mask([10, 6, 1], 10)
-    log_marginals = model.tag_log_marginals(torch.randn(3, 10, 3) * 3, mask)
+    log_marginals = crf_reference.tag_log_marginals(model, torch.randn(3, 10, 3) * 3, mask)
     totals = log_marginals.exp().sum(-1)
     torch.testing.assert_close(totals[mask], torch.ones(int(mask.sum())), rtol=1e-5, atol=1e-5)
 
@@ -649,7 +654,7 @@ def test_boundary_logits_match_brute_force():
     seq = 6
     mask = length_mask(lengths, seq)
     emissions = torch.randn(len(lengths), seq, 3) * 1.5
-    start_logits, end_logits = model.span_boundary_logits(emissions, mask)
+    start_logits, end_logits = crf_reference.span_boundary_logits(model, emissions, mask)
     assert start_logits.dtype == torch.float32 and start_logits.shape == (len(lengths), seq)
 
     for b, length in enumerate(lengths):
@@ -692,11 +697,11 @@ def test_forward_eval_outputs_and_tuple_mode():
     assert (out.span_start[~found] == 0).all() and (out.span_end[~found] == 0).all()
 
     with torch.no_grad():
-        emissions = model.emission_scores(input_ids, attention_mask, token_type_ids)
+        emissions = crf_reference.emission_scores(model, input_ids, attention_mask, token_type_ids)
     nbest = model.decode_nbest_spans(emissions, attention_mask, context_mask)
     for ours, theirs in zip(nbest, (out.span_start, out.span_end, out.span_score, out.null_score)):
         torch.testing.assert_close(ours, theirs)
-    best = model.decode_spans(emissions, attention_mask, context_mask)
+    best = crf_reference.decode_best_spans(model, emissions, attention_mask, context_mask)
     for ours, theirs in zip(best, (out.span_start[:, 0], out.span_end[:, 0], out.span_score[:, 0], out.null_score)):
         torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(out.null_score, out.start_logits[:, 0])
@@ -712,6 +717,17 @@ def test_forward_eval_outputs_and_tuple_mode():
         as_tuple = model(input_ids, attention_mask, token_type_ids, context_mask=context_mask, return_dict=False)
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[0], out.start_logits)
+
+
+@pytest.mark.parametrize("mask", [[[0, 1, 1, 1], [1, 1, 0, 0]],  # left padding: the first position off
+                                  [[1, 1, 1, 1], [1, 0, 1, 0]]])  # a hole: not a length prefix
+def test_a_mask_that_is_not_a_length_prefix_is_refused(mask):
+    model = tiny_model().eval()
+    input_ids = torch.randint(1, 100, (2, 4))
+    with pytest.raises(ValueError, match=r"padding on the right.*rows \[\d\]"):
+        model(input_ids, attention_mask=torch.tensor(mask))
+    with pytest.raises(ValueError, match="padding on the right"):
+        model.decode_nbest_spans(torch.zeros(2, 4, 3), torch.tensor(mask))
 
 
 def test_crf_math_is_float32_under_bf16_autocast():
@@ -787,6 +803,7 @@ def test_save_and_load_in_fresh_process_with_remote_code(tmp_path):
     assert (folder / "modeling_crf.py").exists()
     # the CRF algorithms: copied because modeling_crf.py imports them relatively
     assert (folder / "crf_decoding.py").read_text() == (ROOT / "crf_decoding.py").read_text()
+    assert not (folder / "crf_reference.py").exists()  # tests' and benches' helpers, not the model's
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "crf_qa"
     assert config["auto_map"] == {

@@ -133,22 +133,24 @@ def test_any_threshold_decides_no_answer_as_evaluation_would(pipes, learned, lea
 
 @pytest.mark.parametrize("head", HEADS)
 def test_top_k_answers_are_the_evaluation_n_best_in_order(pipes, learned, learned_questions, head):
+    """Evaluation's n-best list with the spans of equal text (ignoring case) merged into the best one, as the pipeline
+    merges them, is the start of the pipeline's top_k list: the same decoder found both."""
     nbest = read_json(learned[head], "eval_nbest_predictions.json")
     n_best_size = read_json(learned[head], "config.json")["qa_settings"]["n_best_size"]
     results = pipes[head](dicts(learned_questions), top_k=n_best_size, handle_impossible_answer=False,
                           align_to_words=False)
+    lengths = []
     for qid, answers in zip(learned_questions["id"], results):
-        # evaluation's n-best with the spans of equal text (ignoring case) merged into the best one, as the
-        # pipeline merges them; evaluation searches the 20 best starts x the 20 best ends of each window, the
-        # pipeline every valid span, so the pipeline's list can hold spans evaluation missed: the spans both
-        # found come in the same order
-        spans = list({a["text"].lower(): a for a in reversed(nbest[qid]) if a["text"]}.values())[::-1]
-        found = {a["answer"].lower(): (a["answer"], a["start"], a["end"]) for a in answers}
-        common = [a for a in spans if a["text"].lower() in found]
-        assert len(common) >= min(10, len(spans)), qid
-        scores = [a["score"] for a in common]
-        expected = tie_blocks([(a["text"], a["start"], a["end"]) for a in common], scores)
-        assert tie_blocks([found[a["text"].lower()] for a in common], scores) == expected, qid
+        merged = {}
+        for answer in nbest[qid]:
+            if answer["text"]:
+                merged.setdefault(answer["text"].lower(), answer)
+        expected = [(a["text"], a["start"], a["end"]) for a in merged.values()]
+        scores = [a["score"] for a in merged.values()]
+        # float noise between a window run alone and in a batch may swap spans whose scores are within 1e-4
+        assert tie_blocks(spans(answers)[: len(expected)], scores) == tie_blocks(expected, scores), qid
+        lengths.append(len(expected))
+    assert min(lengths) >= 5
 
 
 @pytest.mark.parametrize("head", HEADS)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import qa_runner
-import utils_qa
+import qa_windows
 from qa_data import questions_from_file
 from run_qa import SPAN_HEAD
 from run_qa_crf import CRF_HEAD
@@ -169,7 +169,7 @@ HEAD_OF = {"span": SPAN_HEAD, "crf": CRF_HEAD}
 def recorded_batches(monkeypatch):
     """A list that every WindowCollator batch from now on adds (training batch?, width, its longest window) to."""
     batches = []
-    pad = utils_qa.WindowCollator.__call__
+    pad = qa_windows.WindowCollator.__call__
 
     def recording_pad(collator, features):
         batch = pad(collator, features)
@@ -177,7 +177,7 @@ def recorded_batches(monkeypatch):
                         int(batch["attention_mask"].sum(dim=1).max())))
         return batch
 
-    monkeypatch.setattr(utils_qa.WindowCollator, "__call__", recording_pad)
+    monkeypatch.setattr(qa_windows.WindowCollator, "__call__", recording_pad)
     return batches
 
 

@@ -87,3 +87,39 @@ def test_evaluation_during_training_decodes_with_viterbi_as_the_final_one(traine
     evaluations = [log for log in read_json(trained_crf, "trainer_state.json")["log_history"] if "eval_f1" in log]
     assert [log["step"] for log in evaluations] == [4, 8]
     assert evaluations[-1]["eval_f1"] == read_json(trained_crf, "eval_results.json")["eval_f1"]
+
+
+def test_max_answer_length_bounds_crf_answers_and_config_name_is_honoured(tiny_bert_dir, tmp_path):
+    """An untrained CRF decodes long spans: --max_answer_length 2 must bound them in evaluation, in the saved
+    config and in the pipeline; --config_name's encoder settings are those of the model that is built."""
+    from transformers import AutoConfig, AutoTokenizer, pipeline
+
+    from qa_data import questions_from_file
+    from tests.conftest import DEV
+
+    config_dir = tmp_path / "config"
+    AutoConfig.from_pretrained(tiny_bert_dir, hidden_dropout_prob=0.25).save_pretrained(config_dir)
+    out = tmp_path / "out"
+    run_qa(*tiny_args(tiny_bert_dir, out, "--do_train", "--do_eval", "--max_steps", 1, "--save_strategy", "no",
+                      "--max_answer_length", 2, "--config_name", config_dir), script="run_qa_crf.py")
+    config = read_json(out, "config.json")
+    assert config["encoder"]["hidden_dropout_prob"] == 0.25
+    assert config["max_answer_length"] == config["qa_settings"]["max_answer_length"] == 2
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    dev = questions_from_file(DEV)
+    contexts = dict(zip(dev["id"], dev["context"]))
+
+    def tokens(context, start, end):
+        offsets = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return sum(start <= s and e <= end for s, e in offsets)
+
+    spans = [(contexts[qid], a["start"], a["end"]) for qid, answers in read_json(out, "eval_nbest_predictions.json").items()
+             for a in answers if a["text"]]
+    assert len(spans) > 100 and all(1 <= tokens(*span) <= 2 for span in spans)
+    qa = pipeline("question-answering", model=str(out), trust_remote_code=True)
+    for row in dev.select(range(5)):
+        for answer in qa(question=row["question"], context=row["context"], top_k=5, align_to_words=False):
+            assert 1 <= tokens(row["context"], answer["start"], answer["end"]) <= 2
+        for answer in qa(question=row["question"], context=row["context"], top_k=5, align_to_words=False,
+                         max_answer_len=1):
+            assert tokens(row["context"], answer["start"], answer["end"]) == 1

@@ -1,73 +1,76 @@
 import numpy as np
 import pytest
 
-from span_decoding import best_per_group, null_scores, span_candidates
+from span_decoding import best_spans, forward_max, null_scores, top_first
 
 
-def loop_candidates(start_logits, end_logits, context_mask, top_k, max_answer_length):
-    """Reference: the plain per-candidate loop over each window's top-k starts x top-k ends, keeping its k best."""
-    found = set()
+def every_span(start_logits, end_logits, context_mask, n_best, max_answer_length):
+    """Reference: every valid span of every window scored one by one, each window's `n_best` best kept, equal scores
+    by start, then end."""
+    found = []
     for w in range(start_logits.shape[0]):
-        starts = np.where(context_mask[w], start_logits[w], -np.inf)
-        ends = np.where(context_mask[w], end_logits[w], -np.inf)
-        pairs = []
-        for i in np.argsort(-starts)[:top_k]:
-            for j in np.argsort(-ends)[:top_k]:
-                if context_mask[w, i] and context_mask[w, j] and 0 <= j - i < max_answer_length:
-                    pairs.append((w, int(i), int(j), round(float(starts[i] + ends[j]), 4)))
-        found.update(sorted(pairs, key=lambda p: -p[3])[:top_k])
+        spans = [(-(start_logits[w, i] + end_logits[w, j]), i, j)
+                 for i in range(start_logits.shape[1]) for j in range(i, min(i + max_answer_length, start_logits.shape[1]))
+                 if context_mask[w, i] and context_mask[w, j]]
+        found += [(w, i, j, -score) for score, i, j in sorted(spans)[:n_best]]
     return found
 
 
-def random_windows(rng, windows=6, length=40):
-    start = rng.normal(size=(windows, length)).astype(np.float32)
-    end = rng.normal(size=(windows, length)).astype(np.float32)
+def random_windows(rng, windows=6, length=40, levels=None):
+    """Random logits (drawn from `levels` values when given, so that many scores tie) and context masks, one window
+    without context."""
+    draw = (lambda: rng.choice(levels, size=(windows, length))) if levels else (lambda: rng.normal(size=(windows, length)))
+    start, end = draw().astype(np.float32), draw().astype(np.float32)
     mask = np.zeros((windows, length), dtype=bool)
     for w in range(windows):
         first = rng.integers(1, 10)
         mask[w, first : rng.integers(first + 1, length)] = True
+    mask[rng.integers(windows)] = False
     return start, end, mask
 
 
+@pytest.mark.parametrize("levels", [None, [0.0, 1.0, 2.0]])
 @pytest.mark.parametrize("rows_per_chunk", [1024, 2, 1])
-def test_candidates_equal_the_loop(rows_per_chunk):
-    """Also in chunks of a few windows, each cut to its own width, and with windows without context tokens."""
+def test_the_n_best_spans_are_every_spans_n_best_in_order(rows_per_chunk, levels):
+    """Exactly the spans and order of scoring every span (ties by start, then end), also in chunks of a few windows,
+    each cut to its own width, and where a window's best starts and best ends make no valid pair."""
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        start, end, mask = random_windows(rng)
-        mask[rng.integers(len(mask))] = False
-        window, s, e, score = span_candidates(start, end, mask, top_k=5, max_answer_length=4,
-                                              rows_per_chunk=rows_per_chunk)
-        got = {(int(w), int(i), int(j), round(float(x), 4)) for w, i, j, x in zip(window, s, e, score)}
-        reference = loop_candidates(start, end, mask, 5, 4)
-        lonely = {w for w in range(len(mask))} - {c[0] for c in reference}
-        assert {c for c in got if c[0] not in lonely} == reference
+    for trial in range(30):
+        start, end, mask = random_windows(rng, levels=levels)
+        if trial % 3 == 0:  # the best starts after the best ends: the top starts x top ends pairs are all invalid
+            start[:, 25:] += 10.0
+            end[:, :20] += 10.0
+        for n_best, max_answer_length in ((1, 30), (5, 4), (20, 3), (200, 50)):
+            window, s, e, score = best_spans(start, end, mask, n_best, max_answer_length, rows_per_chunk=rows_per_chunk)
+            got = list(zip(window.tolist(), s.tolist(), e.tolist(), score.tolist()))
+            assert got == every_span(start, end, mask, n_best, max_answer_length), (trial, n_best)
 
 
-def test_every_window_with_context_gets_a_single_token_span_when_its_top_pairs_are_invalid():
-    start = np.array([[0.0, 0.0, 1.0, 5.0, 0.0]], dtype=np.float32)
-    end = np.array([[0.0, 4.0, 3.0, 0.0, 0.0]], dtype=np.float32)
-    mask = np.array([[False, True, True, True, False]])
-    # top-1 start is 3, top-1 end is 1: end before start, so the best single token (2: 1+3 = 4 vs 3: 5+0) is used
-    window, s, e, score = span_candidates(start, end, mask, top_k=1, max_answer_length=30)
-    assert (window.tolist(), s.tolist(), e.tolist(), score.tolist()) == ([0], [3], [3], [5.0])
+def test_the_best_span_is_the_same_for_any_number_of_spans():
+    rng = np.random.default_rng(3)
+    start, end, mask = random_windows(rng, windows=40, levels=[0.0, 0.5])
+    best = {}
+    for n_best in (1, 2, 20):
+        window, s, e, score = best_spans(start, end, mask, n_best, 30)
+        first = np.r_[True, window[1:] != window[:-1]]
+        best[n_best] = list(zip(window[first].tolist(), s[first].tolist(), e[first].tolist(), score[first].tolist()))
+    assert best[1] == best[2] == best[20]
 
 
-def test_spans_stay_inside_the_context_and_within_max_length():
-    rng = np.random.default_rng(1)
-    start, end, mask = random_windows(rng, windows=50)
-    window, s, e, _ = span_candidates(start, end, mask, top_k=20, max_answer_length=3)
-    assert mask[window, s].all() and mask[window, e].all()
-    assert ((e - s) >= 0).all() and ((e - s) < 3).all()
+def test_forward_max_is_the_maximum_of_each_run():
+    values = np.random.default_rng(2).normal(size=(3, 17))
+    for span in range(1, 20):
+        expected = [[values[r, i : i + span].max() for i in range(17)] for r in range(3)]
+        assert forward_max(values, span).tolist() == expected, span
+
+
+def test_top_first_breaks_ties_by_index():
+    scores = np.array([[1.0, 3.0, 3.0, 2.0, 3.0], [-np.inf, 0.0, -np.inf, -np.inf, 0.0]])
+    assert top_first(scores, 2).tolist() == [[1, 2], [1, 4]]
+    assert top_first(scores, 4).tolist() == [[1, 2, 4, 3], [1, 4, 0, 2]]
 
 
 def test_null_scores_read_the_cls_token():
     start = np.arange(12, dtype=np.float32).reshape(3, 4)
     end = 10 * np.arange(12, dtype=np.float32).reshape(3, 4)
     assert null_scores(start, end, np.array([0, 0, 3])).tolist() == [0.0, 44.0, 121.0]
-
-
-def test_best_per_group_keeps_the_n_best_of_each_group_best_first():
-    group = np.array([1, 0, 1, 1, 0, 2])
-    score = np.array([0.5, 3.0, 2.0, 1.0, -1.0, 0.0])
-    assert best_per_group(group, score, 2).tolist() == [1, 4, 2, 3, 5]

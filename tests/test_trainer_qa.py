@@ -6,7 +6,8 @@ from torch.utils.data import SequentialSampler
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, TrainingArguments
 
 from trainer_qa import QuestionAnsweringTrainer
-from utils_qa import QuestionPredictions, WindowCollator
+from qa_windows import WindowCollator
+from utils_qa import QuestionPredictions
 
 
 def trainer(tiny_bert_dir, tmp_path, **kwargs):

@@ -11,18 +11,16 @@ import torch
 from transformers import AutoTokenizer
 
 from qa_data import questions_from_file
-from span_decoding import WindowCandidates
+from qa_decoding import WindowCandidates
 from utils_qa import (
     TAG_B,
     TAG_I,
     TAG_O,
-    WindowCollator,
-    crf_head_candidates,
     eval_features,
+    evaluation_candidates,
     metric_prediction,
     padded_offsets,
     question_predictions,
-    span_head_candidates,
     train_features,
     write_atomically,
     write_json_atomically,
@@ -111,16 +109,6 @@ def test_a_question_longer_than_the_window_is_truncated_with_a_warning(tokenizer
     assert any(s != 0 for s in features["start_positions"])
 
 
-def test_left_padding_tokenizers_put_the_question_second(minilm_dir):
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir, padding_side="left")
-    batch = long_context_question()
-    features = train_features(batch, [0], tokenizer, settings(max_seq_length=128, doc_stride=32), "span")
-    last = len(features["input_ids"]) - 1
-    s, e = features["start_positions"][last], features["end_positions"][last]
-    assert tokenizer.decode(features["input_ids"][last][s : e + 1]) == "zanzibar"
-    assert tokenizer.decode(features["input_ids"][last]).rstrip().endswith("what is the answer? [SEP]")
-
-
 def test_eval_offsets_cover_only_the_context(tokenizer, questions):
     batch = questions.select(range(5))
     features = eval_features(columns(batch), list(range(5)), tokenizer, settings())
@@ -131,17 +119,6 @@ def test_eval_offsets_cover_only_the_context(tokenizer, questions):
         context = batch[features["example_index"][w]]["context"]
         covered = context[offsets[mask][0, 0] : offsets[mask][-1, 1]]
         assert tokenizer(covered, add_special_tokens=False)["input_ids"] == np.array(features["input_ids"][w])[mask].tolist()
-
-
-def test_collator_pads_every_token_feature_on_the_tokenizer_side():
-    features = [{"input_ids": [5, 6, 7], "context_mask": [False, True, True], "labels": [0, 1, 2], "cls_index": 0},
-                {"input_ids": [5], "context_mask": [False], "labels": [0], "cls_index": 0}]
-    right = WindowCollator(pad_token_id=9)(features)
-    assert right["input_ids"].tolist() == [[5, 6, 7], [5, 9, 9]]
-    assert right["context_mask"].dtype == torch.bool and right["context_mask"].tolist()[1] == [False, False, False]
-    assert right["labels"].tolist()[1] == [0, 0, 0] and right["cls_index"].tolist() == [0, 0]
-    left = WindowCollator(pad_token_id=9, padding_side="left")(features)
-    assert left["input_ids"].tolist()[1] == [9, 9, 5]
 
 
 def window_dataset(offsets_per_window, example_index, cls_index=None):
@@ -169,7 +146,7 @@ def test_question_predictions_group_windows_and_apply_the_null_threshold():
     start = np.array([[1.0, 0.0, 5.0, 0.0], [3.0, 0.0, 0.0, 2.0], [9.0, 0.0, 1.0, -5.0]], dtype=np.float32)
     end = np.array([[1.0, 0.0, 4.0, 1.0], [3.0, 0.0, 0.0, 6.0], [9.0, 0.0, 1.0, -5.0]], dtype=np.float32)
     offsets_array = padded_offsets(features)
-    candidates = span_head_candidates((start, end), features, offsets_array, settings())
+    candidates = evaluation_candidates("span", (start, end), features, offsets_array, settings())
     result = question_predictions(examples, features, offsets_array, candidates, settings())
     # a: best span "beta" (window 0: 5 + 4 = 9); null = min(1 + 1, 3 + 3) = 2; odds = 2 - 9 < 0 -> answered
     assert result.predictions["a"] == "beta" and result.null_odds["a"] == pytest.approx(-7.0)
@@ -195,7 +172,7 @@ def test_unicode_contexts_keep_answers_equal_to_their_context_slice(tokenizer):
     offsets = padded_offsets(features)
     rng = np.random.default_rng(0)
     logits = [rng.normal(size=offsets.shape[:2]).astype(np.float32) for _ in range(2)]
-    candidates = span_head_candidates(logits, features, offsets, settings())
+    candidates = evaluation_candidates("span", logits, features, offsets, settings())
     result = question_predictions(examples, features, offsets, candidates, settings(version_2_with_negative=False))
     for qid, context in zip(examples["id"], contexts):
         assert result.predictions[qid]
@@ -244,6 +221,7 @@ def test_crf_candidates_keep_the_best_answer_and_null_odds_for_any_n_best_size()
     """A CRF window now gives its n_best_size best single-span paths: a question's n-best list grows beyond one span
     per window, while evaluation's answer and null odds per question stay the same, exactly, as with one span per
     window (and as with the one-dimensional outputs of the earlier best-path-only model)."""
+    from crf_reference import decode_best_spans
     from modeling_crf import CrfForQuestionAnswering, CrfQAConfig
     from transformers import BertConfig
 
@@ -260,15 +238,15 @@ def test_crf_candidates_keep_the_best_answer_and_null_odds_for_any_n_best_size()
         with torch.no_grad():
             outputs = [t.numpy() for t in model.decode_nbest_spans(emissions, mask, context_mask, n_best_size=k)]
         assert outputs[0].shape == (len(mask), k)
-        candidates = crf_head_candidates(outputs, features, offsets, settings(n_best_size=k))
+        candidates = evaluation_candidates("crf", outputs, features, offsets, settings(n_best_size=k))
         assert np.bincount(candidates.window).max() == k
         # the questions keep their 20 best either way: only what the windows give differs
         results[k] = question_predictions(examples, features, offsets, candidates, settings())
     with torch.no_grad():
-        best_only = [t.numpy() for t in model.decode_spans(emissions, mask, context_mask)]
+        best_only = [t.numpy() for t in decode_best_spans(model, emissions, mask, context_mask)]
     assert best_only[0].shape == (len(mask),)
     results["1-d"] = question_predictions(examples, features, offsets,
-                                          crf_head_candidates(best_only, features, offsets, settings()), settings())
+                                          evaluation_candidates("crf", best_only, features, offsets, settings()), settings())
     for other in (20, "1-d"):
         assert results[other].predictions == results[1].predictions
         assert results[other].null_odds == results[1].null_odds  # exactly: the same float32 scores

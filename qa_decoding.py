@@ -1,0 +1,160 @@
+"""From a model's window outputs to answers: each head's window decoding, and the answers per question.
+
+Self-contained (numpy and the span search beside it): it is copied into saved model folders beside the
+question-answering pipeline. Evaluation's post-processing and the pipeline both call `window_candidates`, so a
+question gets the same candidates, scores and null score from either; `ranked_answers` then ranks them per
+question as evaluation reports them.
+
+The heads, named by the model config's `qa_settings["head"]`:
+- "span": start/end logits; a window's candidates are its `n_best` best valid spans (`span_decoding.best_spans`,
+  exact), scored start + end logit; its null score is the start + end logit of its [CLS] token.
+- "crf": the model decodes in its forward pass (the exact n-best single-span tag paths of each window, at most
+  `max_answer_length` tokens); a candidate scores log P(path), the null score is log P(all tags O).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+try:  # a module of the model folder's package (trust_remote_code), or of the project
+    from .span_decoding import best_spans, null_scores
+except ImportError:
+    from span_decoding import best_spans, null_scores
+
+# The model outputs each head's window decoding reads, in the order `window_candidates` takes them.
+OUTPUT_FIELDS = {"span": ("start_logits", "end_logits"), "crf": ("span_start", "span_end", "span_score", "null_score")}
+
+
+@dataclass
+class WindowCandidates:
+    """Answer candidates of a set of windows, from either head.
+
+    window, start, end: (candidates,) int arrays, the window and its token span, by window and best first within
+    it; score: (candidates,) float32. window_null: (windows,) float32 no-answer score of each window.
+    """
+
+    window: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    score: np.ndarray
+    window_null: np.ndarray
+
+
+def head_of(config):
+    """The head a model config describes: its `qa_settings["head"]`, else "crf" for a CRF model and "span" for any
+    other (folders saved before the setting existed, QA checkpoints saved by transformers)."""
+    head = (getattr(config, "qa_settings", None) or {}).get("head")
+    if head is None:
+        head = "crf" if getattr(config, "model_type", None) == "crf_qa" else "span"
+    if head not in OUTPUT_FIELDS:
+        raise ValueError(f"Unknown QA head {head!r} in the model's config (known: {', '.join(OUTPUT_FIELDS)})")
+    return head
+
+
+def window_candidates(head, outputs, context_mask, cls_index, n_best, max_answer_length):
+    """Each window's `n_best` best answer candidates and its null score.
+
+    Args:
+        head: "span" or "crf".
+        outputs: the model's `OUTPUT_FIELDS[head]` as arrays, one row per window: span: start and end logits
+            (windows, length), length at least the context's; crf: span_start, span_end, span_score (windows, n)
+            (-inf scores past a window's last span; or (windows,), one span each) and null_score (windows,).
+        context_mask: (windows, width) bool, True on the tokens an answer may cover.
+        cls_index: (windows,) int, the [CLS] token of each window (span head).
+        n_best: candidates kept per window; max_answer_length: the most tokens a span may cover (the CRF model
+            applies it in its own decoding).
+    """
+    if head == "span":
+        width = context_mask.shape[1]
+        start_logits, end_logits = (np.asarray(o, dtype=np.float32)[:, :width] for o in outputs)
+        window, start, end, score = best_spans(start_logits, end_logits, context_mask, n_best, max_answer_length)
+        return WindowCandidates(window, start, end, score, null_scores(start_logits, end_logits, cls_index))
+    null_score = np.asarray(outputs[3], dtype=np.float32).reshape(-1)
+    span_start, span_end, span_score = (np.asarray(o).reshape(len(null_score), -1)[:, :n_best] for o in outputs[:3])
+    window, slot = np.nonzero(np.isfinite(span_score))  # by window, then best first
+    return WindowCandidates(window, span_start[window, slot], span_end[window, slot],
+                            span_score[window, slot].astype(np.float32), null_score)
+
+
+def question_nulls(window_question, window_null, questions):
+    """(questions,) null score of each question: the lowest of its windows' (the window that sees the answer best,
+    if any, decides); +inf for a question without windows."""
+    null = np.full(questions, np.inf, dtype=np.float32)
+    np.minimum.at(null, window_question, window_null)
+    return null
+
+
+def rank_within_groups(group, score):
+    """Order of candidates sorted by group then descending score (equal scores keep their order), and each one's
+    rank inside its group."""
+    order = np.lexsort((-score, group))
+    sorted_group = group[order]
+    group_start = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
+    sizes = np.diff(np.r_[group_start, len(order)])
+    rank = np.arange(len(order)) - np.repeat(group_start, sizes)
+    return order, rank
+
+
+def grouped_softmax(score, group, groups, extra=None):
+    """Softmax of `score` within each group (`group` sorted, in [0, groups)), with an optional extra score per
+    group in the normalisation. Returns (probabilities of `score`, probabilities of `extra` or None)."""
+    score = score.astype(np.float64)
+    top = np.full(groups, -np.inf)
+    np.maximum.at(top, group, score)
+    if extra is not None:
+        top = np.maximum(top, extra)
+    top[~np.isfinite(top)] = 0.0
+    exp = np.exp(score - top[group])
+    total = np.bincount(group, weights=exp, minlength=groups)
+    extra_exp = None if extra is None else np.exp(extra - top)
+    if extra_exp is not None:
+        total = total + extra_exp
+    return exp / total[group], None if extra is None else extra_exp / total
+
+
+def ranked_answers(contexts, window_question, offsets, candidates, n_best, with_null):
+    """Per question, its answers best first and its null score.
+
+    Each question keeps the `n_best` best spans over all its windows (equal scores in window order, then as the
+    window ranked them), as `{"text", "start", "end", "score", "probability"}` with character offsets into its
+    context; its null score is `question_nulls`'. With `with_null`, the empty answer with the null score joins
+    the list (after spans of equal score). The probabilities are the softmax of the scores over the list.
+
+    Args:
+        contexts: the questions' contexts; window_question: (windows,) question index of each window.
+        offsets: (windows, length, 2) character offsets of the tokens, -1 off the context.
+        candidates: `WindowCandidates` of those windows.
+
+    Returns:
+        list, per question, of (answers, null score, best span or None).
+    """
+    question = window_question[candidates.window]
+    order, rank = rank_within_groups(question, candidates.score)
+    keep = order[rank < n_best]
+    kept_question = question[keep]
+    kept_score = candidates.score[keep]
+    question_null = question_nulls(window_question, candidates.window_null, len(contexts))
+    probability, null_probability = grouped_softmax(
+        kept_score, kept_question, len(contexts), question_null.astype(np.float64) if with_null else None
+    )
+    null_rank = np.bincount(kept_question, weights=kept_score >= question_null[kept_question], minlength=len(contexts))
+    bounds = np.searchsorted(kept_question, np.arange(len(contexts) + 1)).tolist()
+    # Python numbers for the loops below: converting numpy scalars one by one is their main cost
+    char_start = offsets[candidates.window[keep], candidates.start[keep], 0].tolist()
+    char_end = offsets[candidates.window[keep], candidates.end[keep], 1].tolist()
+    spans = [
+        {"text": contexts[q][s:e], "start": s, "end": e, "score": sc, "probability": p}
+        for q, s, e, sc, p in zip(kept_question.tolist(), char_start, char_end, kept_score.tolist(), probability.tolist())
+    ]
+    nulls, null_rank = question_null.tolist(), null_rank.astype(int).tolist()
+    null_probability = null_probability.tolist() if with_null else None
+
+    ranked = []
+    for q in range(len(contexts)):
+        answers = spans[bounds[q]:bounds[q + 1]]
+        best = answers[0] if answers else None
+        if with_null:
+            answers.insert(null_rank[q], {"text": "", "start": 0, "end": 0, "score": nulls[q],
+                                          "probability": null_probability[q]})
+        ranked.append((answers, nulls[q], best))
+    return ranked

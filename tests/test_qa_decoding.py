@@ -1,0 +1,97 @@
+"""Each head's window decoding and the answers per question, which evaluation and the pipeline share: unit tests on
+small arrays, and end to end on MiniLM fine-tuned with each head until it answers (the `learned` fixture)."""
+
+import json
+import shutil
+import types
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+import qa_runner
+from qa_decoding import head_of, window_candidates
+from run_qa import SPAN_HEAD
+from run_qa_crf import CRF_HEAD
+from tests.conftest import HEADS, LEARNED_QUESTIONS, LEARNED_WINDOWS, TRAIN, read_json
+
+HEAD_OF = {"span": SPAN_HEAD, "crf": CRF_HEAD}
+
+
+def test_the_config_names_the_head():
+    assert head_of(types.SimpleNamespace(qa_settings={"head": "crf"}, model_type="bert")) == "crf"
+    # folders saved before the setting, and QA checkpoints saved by transformers
+    assert head_of(types.SimpleNamespace(model_type="crf_qa")) == "crf"
+    assert head_of(types.SimpleNamespace(model_type="bert", qa_settings=None)) == "span"
+    with pytest.raises(ValueError, match="Unknown QA head 'tags'"):
+        head_of(types.SimpleNamespace(qa_settings={"head": "tags"}))
+
+
+def test_span_candidates_are_each_windows_n_best_and_its_cls_score():
+    start = np.array([[5.0, 1.0, 3.0, 0.0], [0.0, 2.0, 0.0, 9.0]], dtype=np.float32)
+    end = np.array([[4.0, 0.0, 1.0, 2.0], [1.0, 0.0, 3.0, 1.0]], dtype=np.float32)
+    context = np.array([[False, True, True, True], [False, True, True, False]])
+    candidates = window_candidates("span", (start, end), context, np.array([0, 0]), n_best=2, max_answer_length=2)
+    spans = list(zip(candidates.window.tolist(), candidates.start.tolist(), candidates.end.tolist(),
+                     candidates.score.tolist()))
+    # window 0: (2, 3) 3 + 2, then (2, 2) 3 + 1 and (1, 3)... too long; window 1: (1, 2) 2 + 3, then (2, 2) 0 + 3
+    assert spans == [(0, 2, 3, 5.0), (0, 2, 2, 4.0), (1, 1, 2, 5.0), (1, 2, 2, 3.0)]
+    assert candidates.window_null.tolist() == [9.0, 1.0]
+
+
+def test_crf_candidates_are_the_models_decoded_paths_cut_to_n_best():
+    outputs = (np.array([[3, 1, 0]]), np.array([[4, 1, 0]]), np.array([[-0.5, -1.0, -np.inf]]), np.array([-2.0]))
+    candidates = window_candidates("crf", outputs, np.ones((1, 6), bool), np.array([0]), n_best=5, max_answer_length=30)
+    assert (candidates.start.tolist(), candidates.end.tolist(), candidates.score.tolist()) == ([3, 1], [4, 1], [-0.5, -1.0])
+    assert window_candidates("crf", outputs, np.ones((1, 6), bool), np.array([0]), 1, 30).start.tolist() == [3]
+
+
+# --- end to end: evaluation's answers depend on neither the n-best size nor the tokenizer's padding side -----------
+
+def evaluate(head, model, output_dir, *extra):
+    qa_runner.main(HEAD_OF[head], [
+        "--model_name_or_path", str(model), "--validation_file", TRAIN, "--version_2_with_negative",
+        "--max_eval_samples", str(LEARNED_QUESTIONS), *map(str, LEARNED_WINDOWS), "--do_eval",
+        "--output_dir", str(output_dir), "--per_device_eval_batch_size", "8", "--report_to", "none", *extra])
+    return {name: read_json(output_dir, f"eval_{name}.json") for name in ("predictions", "null_odds")}
+
+
+@pytest.fixture(scope="module")
+def left_padding(learned, tmp_path_factory):
+    """{head: a copy of the learned model folder whose tokenizer pads on the left, as XLNet's and others' do}."""
+    folders = {}
+    for head, folder in learned.items():
+        copy = tmp_path_factory.mktemp(f"left-{head}") / "model"
+        shutil.copytree(folder, copy)
+        path = copy / "tokenizer_config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "padding_side": "left"}))
+        folders[head] = copy
+    return folders
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_n_best_size_one_gives_the_same_answers_and_null_odds_as_twenty(learned, tmp_path, head):
+    expected = {name: read_json(learned[head], f"eval_{name}.json") for name in ("predictions", "null_odds")}
+    assert sum(bool(text) for text in expected["predictions"].values()) >= LEARNED_QUESTIONS // 2
+    assert evaluate(head, learned[head], tmp_path, "--n_best_size", "1") == expected
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_a_left_padding_tokenizer_gives_the_same_answers_in_evaluation_and_the_pipeline(learned, left_padding,
+                                                                                       learned_questions, tmp_path, head):
+    expected = {name: read_json(learned[head], f"eval_{name}.json") for name in ("predictions", "null_odds")}
+    got = evaluate(head, left_padding[head], tmp_path)
+    assert got["predictions"] == expected["predictions"]
+    assert got["null_odds"] == pytest.approx(expected["null_odds"], abs=1e-4)
+    qa = pipeline("question-answering", model=str(left_padding[head]), trust_remote_code=True)
+    assert qa.tokenizer.padding_side == "left"
+    questions = [{"question": q["question"], "context": q["context"]} for q in learned_questions]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # batched: windows of several lengths padded together
+        answers = qa(questions, batch_size=8, handle_impossible_answer=True, align_to_words=False,
+                     null_score_diff_threshold=0.0)
+    finally:
+        torch.set_num_threads(threads)
+    assert {qid: a["answer"] for qid, a in zip(learned_questions["id"], answers)} == expected["predictions"]
