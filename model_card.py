@@ -107,7 +107,7 @@ def eval_results(data_args, metrics):
         EvalResult(
             task_type="question-answering", task_name="Extractive question answering",
             dataset_type=data_args.dataset_name if hub else name, dataset_name=name,
-            dataset_config=data_args.dataset_config_name if hub else None, dataset_split="validation" if hub else None,
+            dataset_config=data_args.dataset_config_name if hub else None, dataset_split="validation",
             metric_type=metric, metric_name=metric, metric_value=float(metrics[f"eval_{metric}"]),
         )
         for metric in REPORTED_METRICS if f"eval_{metric}" in metrics

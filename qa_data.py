@@ -41,6 +41,8 @@ QUESTION_FEATURES = datasets.Features(
     }
 )
 REQUIRED_FIELDS = ("id", "context", "question", "answers")
+# The description of a questions Dataset that came without answers (questions to predict on).
+UNLABELLED = "questions without answers"
 MAX_REPORTED_PROBLEMS = 5
 # The default {schema name: column name} of the question, context and answers of flat files and Hub datasets, and
 # the arguments that name them otherwise.
@@ -77,15 +79,58 @@ def json_type(value):
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
+class KeyedTwice(dict):
+    """A parsed JSON object in which a key appears more than once (`twice`: those keys); `json` keeps each one's last
+    value, and the others would be lost without a word."""
+
+    twice = ()
+
+
+def parsed_json(text, path, where=""):
+    """`json.loads(text)`, or QADataError naming `path`, the record (`where`, then the path inside it) and the key
+    that an object holds more than once, or where the JSON is malformed."""
+    found = []
+
+    def keyed_once(pairs):
+        value = dict(pairs)
+        if len(value) < len(pairs):
+            value, seen = KeyedTwice(value), set()
+            value.twice = [key for key, _ in pairs if key in seen or seen.add(key)]
+            found.append(value)
+        return value
+
+    try:
+        value = json.loads(text, object_pairs_hook=keyed_once)
+    except json.JSONDecodeError as err:
+        place = f"at line {err.lineno}, column {err.colno}" if not where else f"on {where}, column {err.colno}"
+        raise QADataError(f"{path}: malformed JSON {place}: {err.msg}") from err
+    if found:
+        location, keys = object_keyed_twice(value)
+        location = " ".join(part for part in (where, location) if part) or "the top-level object"
+        raise QADataError(f"{path}: {location}: the key {keys[0]!r} appears more than once in one object; JSON keeps "
+                          f"only its last value, so the others would be lost: keep one")
+    return value
+
+
+def object_keyed_twice(value, location=""):
+    """(JSON path, keys) of the first object, depth first, that holds a key more than once, or None."""
+    if isinstance(value, KeyedTwice):
+        return location, value.twice
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        found = object_keyed_twice(child, f"{location}[{key}]" if isinstance(key, int) else f"{location}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
+
+
 def read_json_file(path):
-    """Parsed JSON of a plain or gzip-compressed file, or QADataError saying where it is malformed."""
+    """Parsed JSON of a plain or gzip-compressed file, or QADataError saying where it is malformed or which object
+    holds a key twice."""
     text = read_text(path)
     if not text.strip():
         raise QADataError(f"{path}: the file is empty" + (" (only whitespace)" if text else ""))
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise QADataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
+    return parsed_json(text, path)
 
 
 def read_json_lines(path):
@@ -95,12 +140,8 @@ def read_json_lines(path):
     # Split on "\n" only: str.splitlines() would also split inside records at U+2028, U+0085 and the like,
     # which JSON allows unescaped in strings (reading in text mode already turned "\r\n" into "\n").
     for lineno, line in enumerate(read_text(path).split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append((f"line {lineno}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise QADataError(f"{path}: malformed JSON on line {lineno}, column {err.colno}: {err.msg}") from err
+        if line.strip():
+            records.append((f"line {lineno}", parsed_json(line, path, f"line {lineno}")))
     if not records:
         raise QADataError(f"{path}: the file holds no records")
     return records
@@ -440,18 +481,36 @@ def validated_columns(records, source, answers_required=True):
     return columns
 
 
+def questions_dataset(records, source, answers_required):
+    """Dataset of the checked records. Questions to predict on that come without answers (all of them, or some: a
+    warning says how many) are marked unlabelled (see `labelled`); questions whose answers are all empty are
+    labelled: they are scored as unanswerable."""
+    dataset = datasets.Dataset.from_dict(validated_columns(records, source, answers_required), features=QUESTION_FEATURES)
+    missing = 0 if answers_required else sum(answers_dict(r.get("answers")) is None for _, r in records)
+    if missing:
+        if missing < len(records):
+            logger.warning(f"{source}: {missing} of {len(records)} questions have no answers: predictions are written "
+                           f"for every question and scored for none")
+        dataset.info.description = UNLABELLED
+    return dataset
+
+
+def labelled(questions):
+    """Whether `questions` came with their answers (empty for unanswerable ones), so that predictions are scored."""
+    return questions.info.description != UNLABELLED
+
+
 def questions_from_file(path, answers_required=True, columns=SCHEMA_COLUMNS):
     """Dataset of checked questions read from one file (`answers_required=False` for questions to predict on);
     `columns`: {schema name: column name} of a flat file's question, context and answers."""
-    records = read_records(path, columns, answers_required)
-    return datasets.Dataset.from_dict(validated_columns(records, path, answers_required), features=QUESTION_FEATURES)
+    return questions_dataset(read_records(path, columns, answers_required), path, answers_required)
 
 
 def questions_from_hub(dataset, source, answers_required=True, columns=SCHEMA_COLUMNS):
     """The same checks applied to a Hub dataset split, its `columns` named as for a flat file; returns it with the
     project's features."""
     records = schema_named([(f"row {i}", row) for i, row in enumerate(dataset)], source, columns, answers_required)
-    return datasets.Dataset.from_dict(validated_columns(records, source, answers_required), features=QUESTION_FEATURES)
+    return questions_dataset(records, source, answers_required)
 
 
 def schema_columns(data_args):

@@ -14,8 +14,10 @@ scores; a CRF model's with their tag paths' probabilities.
 """
 
 import itertools
+import math
+import operator
 from collections.abc import Iterable, Mapping
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -111,6 +113,20 @@ def check_counts(minimum, **params):
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def check_flags(**params):
+    """Refuse a given parameter that is not True or False."""
+    for name, value in params.items():
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def check_numbers(**params):
+    """Refuse a given parameter that is not a finite real number (a bool is not a number)."""
+    for name, value in params.items():
+        if value is not None and (not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
 def context_words(tokenizer, context):
     """(words, 2) character spans of the tokenizer's words in `context`, in order: tokenized alone, so a word
     that a window boundary cuts is still whole."""
@@ -155,10 +171,10 @@ def library_scores(start_logits, end_logits, context, cls_index, candidates):
     return np.exp(span), np.exp(log_start[rows, cls_index] + log_end[rows, cls_index])
 
 
-def distinct_answers(context, candidates, score, char_start, char_end):
+def distinct_answers(context, candidates, score, char_start, char_end, combine):
     """Answers best first (by the candidates' scores, as evaluation ranks them: equal scores in window order, then
     as the window ranked them), merged as transformers 4 merges them: spans whose texts are equal (ignoring case)
-    are one answer, at the best one's place, with the sum of their `score`s.
+    are one answer, at the best one's place, with their `score`s combined by `combine` (transformers 4 adds them).
 
     Returns dicts {"answer", "start", "end", "rank", "score"}; "rank" is the ranking score.
     """
@@ -168,7 +184,7 @@ def distinct_answers(context, candidates, score, char_start, char_end):
         text = context[start:end]
         merged = answers.get(text.lower())
         if merged:
-            merged["score"] += score[i]
+            merged["score"] = combine(merged["score"], score[i])
         else:
             answers[text.lower()] = {"answer": text, "start": start, "end": end,
                                      "rank": float(candidates.score[i]), "score": score[i]}
@@ -201,6 +217,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     """
 
     def __call__(self, *args, **kwargs):
+        check_counts(1, batch_size=kwargs.get("batch_size", self._batch_size))
+        check_counts(0, num_workers=kwargs.get("num_workers", self._num_workers))
         inputs = pipeline_inputs(args, kwargs)
         if isinstance(inputs, list) and not inputs:
             return []
@@ -248,6 +266,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         check_counts(1, top_k=top_k, max_seq_len=max_seq_len, max_question_len=max_question_len,
                      max_answer_len=max_answer_len)
         check_counts(0, doc_stride=doc_stride)
+        check_flags(handle_impossible_answer=handle_impossible_answer, align_to_words=align_to_words)
+        check_numbers(null_score_diff_threshold=null_score_diff_threshold)
         preprocess = given(max_seq_len=max_seq_len, doc_stride=doc_stride, max_question_len=max_question_len)
         postprocess = given(top_k=top_k, max_answer_len=max_answer_len, align_to_words=align_to_words,
                             handle_impossible_answer=handle_impossible_answer, null_threshold=null_score_diff_threshold)
@@ -329,7 +349,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
                                            max_answer_len)
             scores, null_score = self.reported_scores(outputs, offsets, cls_index, candidates)
             answers = distinct_answers(context, candidates, scores, bounds[candidates.window, candidates.start, 0].tolist(),
-                                       bounds[candidates.window, candidates.end, 1].tolist())
+                                       bounds[candidates.window, candidates.end, 1].tolist(), self.combine_scores)
             if len(answers) >= top_k or len(candidates.window) == found:
                 break
             per_window, found = per_window * 2, len(candidates.window)
@@ -347,6 +367,13 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             return tuple(np.concatenate([w[f].numpy().reshape(1, -1) for w in windows]) for f in fields)
         return tuple(stacked([w[f].reshape(-1).numpy()[:length] for w, length in zip(windows, lengths)], -1e4,
                              np.float32) for f in fields)
+
+    @property
+    def combine_scores(self):
+        """How the scores of equal answers are merged: a span model's added, as transformers 4 adds them (so a text
+        found in several windows may score above 1); a CRF model's the highest, the probability of the most probable
+        of their tag paths."""
+        return max if self.head == "crf" else operator.add
 
     def reported_scores(self, outputs, offsets, cls_index, candidates):
         """(each candidate's `score`, the empty answer's `score`): for a span model transformers 4's

@@ -22,11 +22,12 @@ from transformers.trainer_utils import sort_checkpoints
 from transformers.utils import CONFIG_NAME
 
 import model_card
-from qa_data import QADataError, load_questions, with_unanswerable_copies
+from qa_data import QADataError, labelled, load_questions, read_json_file, with_unanswerable_copies
+from qa_windows import WindowCollator
 from tokenizer_casing import load_tokenizer
 from trainer_qa import HubPushError, QATrainingArguments, QuestionAnsweringTrainer
-from qa_windows import WindowCollator
 from utils_qa import (
+    OutputError,
     column,
     eval_features,
     evaluation_candidates,
@@ -37,6 +38,7 @@ from utils_qa import (
     write_json_atomically,
     write_prediction_files,
 )
+from window_cache import cached_windows, windows_key
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +66,9 @@ class ModelArguments:
         metadata={"help": "Lowercase the input (default: as the tokenizer's files say); SpanBERT and other cased "
                           "checkpoints whose Hub repo has only vocab.txt need --do_lower_case false"},
     )
-    emission_relu: bool = field(
-        default=False, metadata={"help": "run_qa_crf.py: ReLU on the CRF emissions, as the original notebook had."}
+    emission_relu: bool | None = field(
+        default=None, metadata={"help": "run_qa_crf.py: ReLU on the CRF emissions, as the original notebook had "
+                                        "(default: as a CRF checkpoint's config says, else off)."}
     )
     widget_question: str | None = field(
         default=None, metadata={"help": "Model card: the question the Hub's inference widget offers (with "
@@ -98,8 +101,10 @@ class DataTrainingArguments:
         default="answers",
         metadata={"help": "Column of the answers ({text: [...], answer_start: [...]}) in a Hub dataset or flat file."},
     )
-    overwrite_cache: bool = field(default=False, metadata={"help": "Recompute the tokenized windows."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Tokenize the windows again rather than read them from the cache (the "
+                                         "datasets cache, or --cache_dir, under spanbert_qa_windows/)."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes that tokenize."})
     max_seq_length: int = field(default=384, metadata={"help": "Tokens per window (question + context + specials)."})
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every window to max_seq_length (default: pad each batch to its longest)."}
@@ -189,20 +194,16 @@ TRAIN_PAD_MULTIPLE = 32
 
 
 def parse_args(argv):
-    """(ModelArguments, DataTrainingArguments, QATrainingArguments) from a JSON config file or the command line."""
+    """(ModelArguments, DataTrainingArguments, QATrainingArguments) from a JSON config file or the command line.
+
+    The package's `TRAINING_DEFAULTS` are the parser's defaults: whatever the user gives, in any spelling the parser
+    accepts (`--train_sampling_strategy`, `--train-sampling-strategy`, `--no_dataloader_pin_memory`, a key of the
+    JSON file), overrides them."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, QATrainingArguments))
     if len(argv) == 1 and argv[0].endswith(".json"):
-        with open(argv[0], encoding="utf-8") as f:
-            config = json.load(f)
-        model_args, data_args, training_args = parser.parse_dict(config)
-        given = set(config)
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-        given = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
-    for name, value in TRAINING_DEFAULTS.items():
-        if name not in given:
-            setattr(training_args, name, value)
-    return model_args, data_args, training_args
+        return parser.parse_dict({**TRAINING_DEFAULTS, **read_json_file(argv[0])})
+    parser.set_defaults(**TRAINING_DEFAULTS)
+    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def setup_logging(training_args):
@@ -255,22 +256,27 @@ def first(questions, limit):
     return questions.select(range(min(limit, len(questions)))) if limit is not None else questions
 
 
-def windows(questions, build, training_args, data_args, description):
-    """Windows of `questions` built by `build(batch, indices)`, tokenized once (main process first, then cached)."""
+def windows(questions, build, kind, tokenizer, cache_dir, training_args, data_args):
+    """Windows of `questions` built by `build(batch, indices)` ("train" or "eval" `kind`): tokenized by the main
+    process and cached on disk (`window_cache`), where the other processes of a launch and later runs find them;
+    --overwrite_cache tokenizes again."""
+    settings = {"kind": kind, **{name: getattr(data_args, name) for name in ("max_seq_length", "doc_stride",
+                                                                             "pad_to_max_length")}}
+    key = windows_key(questions, tokenizer, settings)
+    description = f"{kind} windows"
     with training_args.main_process_first(desc=description):
-        return questions.map(
-            build, batched=True, with_indices=True, remove_columns=questions.column_names,
-            num_proc=data_args.preprocessing_num_workers, load_from_cache_file=not data_args.overwrite_cache,
-            desc=description,
-        )
+        # the other processes read what the main process has just written, even when it was asked to tokenize again
+        recompute = data_args.overwrite_cache and training_args.local_process_index == 0
+        return cached_windows(questions, build, key, cache_dir, recompute, data_args.preprocessing_num_workers,
+                              description)
 
 
 def references(questions):
-    """Gold answers in the metric's format, or None when no question has one (an unlabelled test set)."""
-    answers = column(questions, "answers")
-    if not any(a["text"] for a in answers):
+    """Gold answers in the metric's format (an unanswerable question's are empty), or None for questions that came
+    without answers (an unlabelled test set)."""
+    if not labelled(questions):
         return None
-    return [{"id": qid, "answers": a} for qid, a in zip(column(questions, "id"), answers)]
+    return [{"id": qid, "answers": a} for qid, a in zip(column(questions, "id"), column(questions, "answers"))]
 
 
 def metric_function(data_args):
@@ -385,13 +391,17 @@ def run(head, model_args, data_args, training_args):
     if "train" in chosen and sum(data_args.unanswerable_fractions()):
         chosen["train"] = with_unanswerable_copies(chosen["train"], *data_args.unanswerable_fractions(),
                                                    seed=training_args.seed)
-    train_windows = windows(chosen["train"], build_train, training_args, data_args, "Train windows") if "train" in chosen else None
+    train_windows = None
+    if "train" in chosen:
+        train_windows = windows(chosen["train"], build_train, f"train ({head.label_scheme} labels)", tokenizer,
+                                model_args.cache_dir, training_args, data_args)
     # Longest windows first: batches of similar width pad little, and the widest batch's memory, taken first, is
     # reused by every narrower one after it (widening batches leave freed blocks that fit no later tensor:
     # bench/bench_eval_memory.py measured run_qa.py on 2,000 dev questions at +720 MB over 10 questions
     # shortest-first, +255 MB longest-first).
     eval_windows = {
-        split: windows(chosen[split], build_eval, training_args, data_args, f"{split} windows").sort("length", reverse=True)
+        split: windows(chosen[split], build_eval, split, tokenizer, model_args.cache_dir, training_args,
+                       data_args).sort("length", reverse=True)
         for split in ("validation", "test") if split in chosen
     }
 
@@ -454,6 +464,6 @@ def main(head, argv=None):
         raise SystemExit(f"error: {err}") from None
     try:
         return run(head, model_args, data_args, training_args)
-    except (QADataError, HubPushError) as err:
+    except (QADataError, HubPushError, OutputError) as err:
         logger.error(str(err))
         raise SystemExit(f"error: {err}") from None

@@ -9,9 +9,11 @@ Window features (one row per window of `max_seq_length` tokens over a question a
   [-1, -1] outside the context), `cls_index` (the [CLS] token, where no-answer is scored) and `length`.
 """
 
+import contextlib
 import itertools
 import logging
 import os
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,14 +153,30 @@ def metric_prediction(qid, best_text, null_odds, args):
     return {"id": qid, "prediction_text": best_text, "no_answer_probability": float(null_odds)}
 
 
+class OutputError(RuntimeError):
+    """An output file could not be written (a full disk, no permission); the message names it and says why."""
+
+
 def write_atomically(path, data):
-    """Write bytes, or an iterable of byte strings one after the other, to a temporary name and rename, so an
-    interrupted run never leaves a half-written file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        for chunk in [data] if isinstance(data, bytes) else data:
-            f.write(chunk)
-    os.replace(tmp, path)
+    """Write bytes, or an iterable of byte strings one after the other, to a temporary file beside `path` and rename
+    it to `path`, so an interrupted run never leaves a half-written file.
+
+    The temporary file has a random name and is created exclusively: never through an existing file or a link
+    planted there. A failed write removes it, leaves `path` as it was, and raises `OutputError` naming `path`."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp, created = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp"), False
+    try:
+        with open(tmp, "xb") as f:
+            created = True
+            for chunk in [data] if isinstance(data, bytes) else data:
+                f.write(chunk)
+        os.replace(tmp, path)
+    except OSError as err:
+        if created:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        raise OutputError(f"Cannot write {path}: {err.strerror or err}. Outputs written before it are complete; "
+                          f"free some space or fix the folder's permissions and run again") from err
 
 
 def write_json_atomically(path, payload, indent=True):

@@ -75,6 +75,12 @@ def test_bench_eval_memory(tiny_bert_dir):
                   "`--do_eval` on 2 and on 19 questions of dev-v2.0.json")
 
 
+def test_bench_window_cache(tiny_bert_dir):
+    output = run_bench("bench_window_cache.py", "--model", tiny_bert_dir)
+    assert_report(output, "Time to the first training step, first run and rerun", "| first run |", "| rerun |",
+                  "on 466 questions (train-v2.0.json x 2, new ids)", "rerun / first run: ")
+
+
 def test_bench_train_memory(tiny_bert_dir):
     output = run_bench("bench_train_memory.py", "--model", tiny_bert_dir, "--train_file", TRAIN, "--head", "crf",
                        "--variant", "arena1=MALLOC_ARENA_MAX=1 --pad_to_max_length")

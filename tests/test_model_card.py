@@ -60,7 +60,7 @@ def test_file_run_card_names_the_evaluation_file_not_the_training_file(tmp_path)
     card = card_of(tmp_path, "SpanBERT/spanbert-base-cased",
                    data_args(train_file="/data/train-v2.0.json", validation_file="/data/dev-v2.0.json"))
     _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
-    assert {r.dataset_name for r in results} == {"dev-v2.0.json"}
+    assert {(r.dataset_name, r.dataset_split) for r in results} == {("dev-v2.0.json", "validation")}
     assert "On dev-v2.0.json (11873 questions" in card.text and "on train-v2.0.json." in card.text
     assert "datasets" not in card.data.to_dict() and "/data/" not in card.content
 

@@ -16,6 +16,7 @@ import pytest
 from qa_data import (
     QUESTION_FEATURES,
     QADataError,
+    labelled,
     load_questions,
     questions_from_file,
     questions_from_hub,
@@ -215,6 +216,22 @@ def test_malformed_json_lines_names_the_file_and_line(tmp_path):
     path.write_text(json.dumps(QUESTIONS[0]) + "\n\n" + '{"id": "q2", "context": \n', encoding="utf-8")
     message = error_message(path)
     assert str(path) in message and "malformed JSON on line 3" in message
+
+
+@pytest.mark.parametrize("name,text,where", [
+    # a paragraph with two "qas" lists: json keeps the second, and the first one's questions would vanish
+    ("two-qas.json", '{"data": [{"title": "T", "paragraphs": [{"context": "Tides follow the Moon.", "qas": [{"id": '
+     '"q1", "question": "What?", "answers": []}], "qas": [{"id": "q2", "question": "Who?", "answers": []}]}]}]}',
+     "data[0].paragraphs[0]: the key 'qas'"),
+    ("two-ids.jsonl", json.dumps(QUESTIONS[0]) + '\n{"id": "a", "id": "b", "context": "c", "question": "q"}\n',
+     "line 2: the key 'id'"),
+    ("top.json", '{"data": [], "data": []}', "the top-level object: the key 'data'"),
+])
+def test_a_key_given_twice_in_one_object_is_refused_with_the_record_and_the_key(tmp_path, name, text, where):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    message = error_message(path)
+    assert f"{path}: {where} appears more than once in one object" in message
 
 
 def test_json_lines_locators_count_blank_lines(tmp_path):
@@ -601,9 +618,21 @@ def test_test_questions_need_no_answers(tmp_path):
     records = [{key: value for key, value in q.items() if key != "answers"} for q in QUESTIONS]
     splits = load_questions(data_args(test_file=str(write_jsonl(tmp_path / "test.jsonl", records))))
     assert splits["test"]["answers"] == [{"text": [], "answer_start": []}] * len(QUESTIONS)
+    assert not labelled(splits["test"]) and not labelled(splits["test"].select([0]))  # predictions are not scored
     # ... but answers are required wherever they are scored or trained on.
     with pytest.raises(QADataError, match=r"no column 'answers' \(--answer_column_name\)"):
         load_questions(data_args(validation_file=str(tmp_path / "test.jsonl"), version_2_with_negative=True))
+
+
+def test_questions_whose_answers_are_all_empty_are_labelled_and_a_partly_labelled_set_is_not(tmp_path, caplog):
+    unanswerable = [q for q in QUESTIONS if not q["answers"]["text"]]
+    path = str(write_jsonl(tmp_path / "unanswerable.jsonl", unanswerable))
+    splits = load_questions(data_args(validation_file=path, test_file=path, version_2_with_negative=True))
+    assert labelled(splits["validation"]) and labelled(splits["test"])  # scored: "" is their right answer
+    partly = [QUESTIONS[0], {key: value for key, value in QUESTIONS[1].items() if key != "answers"}]
+    with caplog.at_level(logging.WARNING):
+        test = load_questions(data_args(test_file=str(write_jsonl(tmp_path / "partly.jsonl", partly))))["test"]
+    assert not labelled(test) and "1 of 2 questions have no answers" in caplog.text
 
 
 def test_require_negative_flag_names_the_source():

@@ -281,6 +281,16 @@ def test_span_scores_are_transformers_4_scores(pipes, learned_questions):
                                                                                       abs=1e-6)
 
 
+def test_crf_scores_are_probabilities_and_span_scores_add_up_as_transformers_4s(pipes, learned_questions, long_context):
+    """Equal texts found in several windows are one answer: a CRF model's keeps its most probable path's probability
+    (at most 1), a span model's the sum of its windows' probabilities, as transformers 4 reports it."""
+    questions = [{"question": q["question"], "context": long_context} for q in learned_questions]
+    crf = [a["score"] for answers in pipes["crf"](questions, top_k=20) for a in answers]
+    assert max(crf) <= 1.0 and max(crf) > 0.5
+    span = [a["score"] for answers in pipes["span"](questions, top_k=20) for a in answers]
+    assert max(span) > 1.0  # a text found in overlapping windows, each confident
+
+
 def test_answers_widen_to_the_tokenizers_words_not_to_runs_of_letters(pipes):
     """Chinese and Japanese characters are words of their own for BERT's tokenizer: an aligned answer is not
     widened to the whole run of letters (a sentence); "1889s-era" holds three words."""
@@ -332,8 +342,21 @@ def test_aligned_answers_never_cut_a_word(pipes, learned_questions, head):
     (lambda qa: qa(question="Where?", context="Paris.", max_seq_len=64, doc_stride=32),
      "doc_stride 32 must be less than half"),
     (lambda qa: qa(question="Where?", context="Paris.", max_seq_len=100_000), "longer than the model's 512 tokens"),
+    (lambda qa: qa(question=["Where?"], context=["Paris."], batch_size="2"), "batch_size must be an integer >= 1, got '2'"),
+    (lambda qa: qa(question=["Where?"], context=["Paris."], batch_size=2.5), "batch_size must be an integer >= 1, got 2.5"),
+    (lambda qa: qa(question="Where?", context="Paris.", num_workers=-1), "num_workers must be an integer >= 0"),
+    (lambda qa: qa(question="Where?", context="Paris.", null_score_diff_threshold="1"),
+     "null_score_diff_threshold must be a finite number, got '1'"),
+    (lambda qa: qa(question="Where?", context="Paris.", null_score_diff_threshold=float("nan")),
+     "null_score_diff_threshold must be a finite number, got nan"),
+    (lambda qa: qa(question="Where?", context="Paris.", handle_impossible_answer="yes"),
+     "handle_impossible_answer must be True or False, got 'yes'"),
+    (lambda qa: qa(question="Where?", context="Paris.", align_to_words=1), "align_to_words must be True or False"),
+    (lambda qa: qa(question="Where?", context="Paris.", max_answer_len=True), "max_answer_len must be an integer"),
 ], ids=["empty-question", "blank-context", "none-context", "bad-item-in-list", "mismatched-lists", "no-context",
-        "question-none", "lone-string", "no-tokens", "top_k-0", "stride-too-long", "window-too-long"])
+        "question-none", "lone-string", "no-tokens", "top_k-0", "stride-too-long", "window-too-long", "batch-str",
+        "batch-float", "workers-negative", "threshold-str", "threshold-nan", "impossible-str", "align-int",
+        "answer-len-bool"])
 def test_bad_input_is_refused_with_a_clear_message(pipes, call, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         call(pipes["span"])

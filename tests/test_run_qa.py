@@ -128,6 +128,32 @@ def test_a_json_config_file_is_the_sole_argument_and_a_given_threshold_is_kept(l
     assert read_json(tmp_path, "config.json")["qa_settings"]["null_score_diff_threshold"] == 1.5
 
 
+# Each package default that differs from TrainingArguments': its value where nothing is given, and a user's value in
+# every spelling the parser accepts, and in a JSON config.
+USER_VALUES = {
+    "train_sampling_strategy": ("random", [["--train_sampling_strategy", "random"], ["--train-sampling-strategy", "random"],
+                                           ["--train_sampling_strategy=random"], ["--train-sampling-strategy=random"]]),
+    "dataloader_pin_memory": (True, [["--dataloader_pin_memory", "true"], ["--dataloader-pin-memory", "true"],
+                                     ["--dataloader_pin_memory"], ["--dataloader-pin-memory=True"]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(qa_runner.TRAINING_DEFAULTS))
+def test_a_package_default_applies_only_where_the_user_gave_nothing(tmp_path, name):
+    common = {"model_name_or_path": "m", "train_file": TRAIN, "output_dir": str(tmp_path)}
+    argv = [f"--{key}={value}" for key, value in common.items()]
+    assert getattr(qa_runner.parse_args(argv)[2], name) == qa_runner.TRAINING_DEFAULTS[name]
+    value, spellings = USER_VALUES[name]
+    assert value != qa_runner.TRAINING_DEFAULTS[name]
+    for spelling in spellings:
+        assert getattr(qa_runner.parse_args(argv + spelling)[2], name) == value, spelling
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**common, name: value}))
+    assert getattr(qa_runner.parse_args([str(config)])[2], name) == value
+    config.write_text(json.dumps(common))
+    assert getattr(qa_runner.parse_args([str(config)])[2], name) == qa_runner.TRAINING_DEFAULTS[name]
+
+
 def test_squad_v2_data_without_the_flag_is_refused_with_a_clear_message(licensed_tiny_bert, tmp_path):
     args = [a for a in tiny_args(licensed_tiny_bert, tmp_path, "--do_eval") if a != "--version_2_with_negative"]
     result = run_script([sys.executable, str(ROOT / "run_qa.py"), *map(str, args)])
@@ -208,6 +234,45 @@ def test_pad_to_multiple_of_pads_every_batch_and_changes_no_answer(learned, tmp_
         assert [a["text"] for a in padded[qid]] == [a["text"] for a in answers]
         assert [a["score"] for a in padded[qid]] == pytest.approx([a["score"] for a in answers], abs=1e-3)
     assert sum(bool(read_json(learned[head], "eval_predictions.json")[qid]) for qid in unpadded) >= 12
+
+
+def test_evaluation_and_test_data_of_unanswerable_questions_only_are_scored(learned, tmp_path):
+    unanswerable = questions_from_file(TRAIN).filter(lambda q: not q["answers"]["text"]).select(range(12))
+    path = tmp_path / "unanswerable.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in unanswerable))
+    out = tmp_path / "out"
+    qa_runner.main(SPAN_HEAD, [
+        "--model_name_or_path", str(learned["span"]), "--validation_file", str(path), "--test_file", str(path),
+        "--version_2_with_negative", *map(str, LEARNED_WINDOWS), "--do_eval", "--do_predict", "--output_dir", str(out),
+        "--report_to", "none"])
+    results = read_json(out, "all_results.json")
+    for prefix in ("eval", "predict"):
+        empty = sum(text == "" for text in read_json(out, f"{prefix}_predictions.json").values())
+        assert 0 < empty  # the learned model says "no answer" to questions it was trained on as unanswerable
+        assert results[f"{prefix}_exact"] == results[f"{prefix}_NoAns_exact"] == pytest.approx(100 * empty / 12)
+        assert f"{prefix}_f1" in results and f"{prefix}_best_f1" in results
+
+
+def test_a_failed_write_ends_the_run_with_the_files_name_and_leaves_earlier_outputs_complete(trained_span, tmp_path,
+                                                                                              monkeypatch):
+    import errno
+
+    replace = os.replace
+
+    def disk_full_for_the_nbest_file(source, target):
+        if str(target).endswith("eval_nbest_predictions.json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", disk_full_for_the_nbest_file)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as ended:
+        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(trained_span / "checkpoint-6"), "--validation_file", DEV,
+                                   "--version_2_with_negative", "--do_eval", "--output_dir", str(out),
+                                   "--report_to", "none"])
+    assert f"Cannot write {out / 'eval_nbest_predictions.json'}: No space left on device" in str(ended.value)
+    assert sorted(os.listdir(out)) == ["eval_predictions.json"]  # written before it, complete; no temporary file
+    assert len(read_json(out, "eval_predictions.json")) == 19
 
 
 def test_rerunning_in_the_same_output_dir_resumes_from_its_last_checkpoint(licensed_tiny_bert, tmp_path):
@@ -393,8 +458,8 @@ def test_hostile_but_valid_questions_all_get_answers_taken_from_their_context(tr
     path.write_text(json.dumps(squad, ensure_ascii=False), encoding="utf-8")
     result = run_qa("--model_name_or_path", trained_span / "checkpoint-6", "--validation_file", path,
                     "--version_2_with_negative", "--do_eval", "--max_seq_length", 128, "--doc_stride", 32,
-                    "--report_to", "none", "--output_dir", tmp_path / "out")
-    assert "1 question(s) are longer than" in result.stdout
+                    "--report_to", "none", "--output_dir", tmp_path / "out", "--overwrite_cache")
+    assert "1 question(s) are longer than" in result.stdout  # said when the windows are tokenized, not read back
     assert len(long_context) == 100_000
     predictions = read_json(tmp_path / "out", "eval_predictions.json")
     nbest = read_json(tmp_path / "out", "eval_nbest_predictions.json")

@@ -123,3 +123,19 @@ def test_max_answer_length_bounds_crf_answers_and_config_name_is_honoured(tiny_b
         for answer in qa(question=row["question"], context=row["context"], top_k=5, align_to_words=False,
                          max_answer_len=1):
             assert tokens(row["context"], answer["start"], answer["end"]) == 1
+
+
+def test_a_crf_checkpoints_emission_relu_is_kept_unless_the_flag_says_otherwise(tiny_bert_dir, tmp_path):
+    from modeling_crf import CrfForQuestionAnswering
+    from qa_runner import DataTrainingArguments, ModelArguments
+    from run_qa_crf import load_crf_model
+
+    CrfForQuestionAnswering.from_pretrained(tiny_bert_dir, emission_relu=True).save_pretrained(tmp_path / "relu")
+    data_args = DataTrainingArguments(validation_file="dev.json", n_best_size=7, max_answer_length=5)
+    hub_kwargs = {"cache_dir": None, "revision": "main", "token": None, "trust_remote_code": False}
+    for flag, expected in ((None, True), (False, False), (True, True)):
+        model_args = ModelArguments(model_name_or_path=str(tmp_path / "relu"), emission_relu=flag)
+        config = load_crf_model(model_args, data_args, hub_kwargs).config
+        assert (config.emission_relu, config.n_best_size, config.max_answer_length) == (expected, 7, 5), flag
+    fresh = load_crf_model(ModelArguments(model_name_or_path=tiny_bert_dir), data_args, hub_kwargs)
+    assert fresh.config.emission_relu is False

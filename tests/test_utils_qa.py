@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 from qa_data import questions_from_file
 from qa_decoding import WindowCandidates
 from utils_qa import (
+    OutputError,
     TAG_B,
     TAG_I,
     TAG_O,
@@ -316,7 +317,7 @@ def test_compact_json_is_written_an_entry_at_a_time_as_one_document(tmp_path, mo
 
     def recording_open(file, mode="r", *args, **kwargs):
         f = real_open(file, mode, *args, **kwargs)
-        if "w" in mode:
+        if "w" in mode or "x" in mode:
             write = f.write
             f.write = lambda data: written.append(data) or write(data)
         return f
@@ -335,18 +336,49 @@ def test_a_write_stopped_midway_leaves_the_old_file_or_none(tmp_path, stop_write
     old = tmp_path / "eval_results.json"
     write_json_atomically(old, {"eval_f1": 50.0})
     stop_writes_midway()
-    with pytest.raises(OSError, match="midway"):
+    with pytest.raises(OutputError, match=f"Cannot write {old}: write stopped midway"):
         write_json_atomically(old, {"eval_f1": 60.0, "eval_exact": list(range(100))})
-    with pytest.raises(OSError, match="midway"):
+    with pytest.raises(OutputError, match="eval_predictions.json: write stopped midway"):
         write_atomically(tmp_path / "eval_predictions.json", b'{"a": "' + b"x" * 1000 + b'"}')
     assert json.loads(old.read_text()) == {"eval_f1": 50.0}  # the old content, complete
-    assert final_files(tmp_path) == ["eval_results.json"]  # the new file absent under its final name
+    assert os.listdir(tmp_path) == ["eval_results.json"]  # no temporary file left, the new file absent
     monkeypatch.undo()
     # stopped between the write and the rename
     monkeypatch.setattr(os, "replace", lambda *args: (_ for _ in ()).throw(OSError("stopped before the rename")))
-    with pytest.raises(OSError, match="rename"):
+    with pytest.raises(OutputError, match="rename"):
         write_json_atomically(old, {"eval_f1": 70.0})
-    assert json.loads(old.read_text()) == {"eval_f1": 50.0}
+    assert json.loads(old.read_text()) == {"eval_f1": 50.0} and os.listdir(tmp_path) == ["eval_results.json"]
+
+
+def test_a_full_disk_or_a_read_only_folder_ends_with_a_message_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "replace", lambda *args: (_ for _ in ()).throw(full))
+    with pytest.raises(OutputError, match=f"Cannot write {tmp_path / 'a.json'}: No space left on device"):
+        write_json_atomically(tmp_path / "a.json", {"x": 1})
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    (tmp_path / "locked").mkdir(mode=0o500)
+    if os.access(tmp_path / "locked", os.W_OK):
+        pytest.skip("running as a user who may write anywhere (root): no read-only folder to test with")
+    with pytest.raises(OutputError, match="locked/a.json: Permission denied"):
+        write_json_atomically(tmp_path / "locked" / "a.json", {"x": 1})
+
+
+def test_the_temporary_file_is_never_opened_through_a_link_planted_at_its_name(tmp_path, monkeypatch):
+    import secrets
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "0" * (2 * n))
+    (tmp_path / f".out.json.{'0' * 16}.tmp").symlink_to(victim)
+    with pytest.raises(OutputError, match="out.json: File exists"):
+        write_json_atomically(tmp_path / "out.json", {"x": 1})
+    assert victim.read_text() == "keep me" and not (tmp_path / "out.json").exists()
+    monkeypatch.undo()
+    write_json_atomically(tmp_path / "out.json", {"x": 1})  # another name: written
+    assert json.loads((tmp_path / "out.json").read_text()) == {"x": 1}
 
 
 def trainer_with_saved_config(output_dir):
@@ -368,7 +400,7 @@ def test_tuned_threshold_rewrites_config_json_under_a_temporary_name(tmp_path, s
     trainer = trainer_with_saved_config(tmp_path)
     metrics = {"eval_best_f1_null_score_diff_threshold": -61.25}  # null odds units, past sigmoid's range
     stop_writes_midway()
-    with pytest.raises(OSError, match="midway"):
+    with pytest.raises(OutputError, match="config.json: write stopped midway"):
         save_tuned_threshold(trainer, metrics)
     # config.json is still the old one, complete
     assert json.loads((tmp_path / "config.json").read_text())["qa_settings"]["null_score_diff_threshold"] == 0.0

@@ -1,0 +1,89 @@
+"""Tokenized windows cached on disk: reruns and the other processes of a launch read them, any change of data,
+tokenizer or settings tokenizes again, --overwrite_cache and --preprocessing_num_workers work."""
+
+import contextlib
+import types
+
+import pytest
+from transformers import AutoTokenizer
+
+import qa_runner
+import utils_qa
+from qa_data import questions_from_file
+from run_qa import SPAN_HEAD
+from tests.conftest import DEV, read_json
+from window_cache import tokenizer_identity, windows_key
+
+
+@pytest.fixture
+def tokenizations(monkeypatch):
+    """A list that gets one entry per batch of questions tokenized into windows (in this process)."""
+    calls = []
+    features = utils_qa.window_features
+
+    def counting(questions, *args, **kwargs):
+        calls.append(len(questions))
+        return features(questions, *args, **kwargs)
+
+    monkeypatch.setattr(utils_qa, "window_features", counting)
+    return calls
+
+
+def evaluate(model, output_dir, cache_dir, *extra):
+    qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(model), "--validation_file", DEV, "--version_2_with_negative",
+                               "--do_eval", "--output_dir", str(output_dir), "--cache_dir", str(cache_dir),
+                               "--max_seq_length", "128", "--doc_stride", "32", "--report_to", "none", *extra])
+    return read_json(output_dir, "eval_nbest_predictions.json")
+
+
+def test_a_rerun_reads_the_windows_and_a_change_or_overwrite_cache_tokenizes_again(tiny_bert_dir, tmp_path,
+                                                                                   tokenizations):
+    cache = tmp_path / "cache"
+    first = evaluate(tiny_bert_dir, tmp_path / "1", cache)
+    assert sum(tokenizations) == 19 and list((cache / "spanbert_qa_windows").glob("*.arrow"))
+    tokenizations.clear()
+    assert evaluate(tiny_bert_dir, tmp_path / "2", cache) == first and not tokenizations
+    assert evaluate(tiny_bert_dir, tmp_path / "3", cache, "--overwrite_cache") == first and sum(tokenizations) == 19
+    tokenizations.clear()
+    evaluate(tiny_bert_dir, tmp_path / "4", cache, "--doc_stride", "16")  # other windows
+    assert sum(tokenizations) == 19
+    tokenizations.clear()
+    evaluate(tiny_bert_dir, tmp_path / "5", cache, "--max_eval_samples", "5")  # other questions
+    assert sum(tokenizations) == 5
+
+
+def test_worker_processes_tokenize_into_the_same_windows(tiny_bert_dir, tmp_path):
+    one = evaluate(tiny_bert_dir, tmp_path / "one", tmp_path / "cache-one")
+    assert evaluate(tiny_bert_dir, tmp_path / "two", tmp_path / "cache-two", "--preprocessing_num_workers", "2") == one
+    assert len(list((tmp_path / "cache-two" / "spanbert_qa_windows").glob("*_of_00002.arrow"))) == 2
+
+
+def test_the_other_processes_of_a_launch_read_what_the_main_process_wrote(tiny_bert_dir, tmp_path, tokenizations):
+    """Even with --overwrite_cache, which only the main process obeys: the others wait for it and read."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    questions = questions_from_file(DEV)
+    data_args = qa_runner.DataTrainingArguments(validation_file=DEV, max_seq_length=128, doc_stride=32,
+                                                overwrite_cache=True)
+
+    def build(batch, indices):
+        return utils_qa.eval_features(batch, indices, tokenizer, data_args)
+
+    def process(index):
+        return types.SimpleNamespace(local_process_index=index, main_process_first=lambda desc: contextlib.nullcontext())
+
+    main = qa_runner.windows(questions, build, "eval", tokenizer, tmp_path, process(0), data_args)
+    assert sum(tokenizations) == 19
+    other = qa_runner.windows(questions, build, "eval", tokenizer, tmp_path, process(1), data_args)
+    assert sum(tokenizations) == 19 and other.to_dict() == main.to_dict()
+
+
+def test_the_key_ignores_the_tokenizers_call_state_but_not_its_vocabulary(tiny_bert_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    questions = questions_from_file(DEV)
+    key = windows_key(questions, tokenizer, {"max_seq_length": 128})
+    tokenizer("a question", "a context", truncation="only_second", max_length=16, padding="max_length")
+    assert windows_key(questions_from_file(DEV), tokenizer, {"max_seq_length": 128}) == key
+    assert windows_key(questions, tokenizer, {"max_seq_length": 64}) != key
+    assert windows_key(questions.select(range(3)), tokenizer, {"max_seq_length": 128}) != key
+    lowercase = AutoTokenizer.from_pretrained(tiny_bert_dir, do_lower_case=False)
+    assert tokenizer_identity(lowercase) != tokenizer_identity(tokenizer)
