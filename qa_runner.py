@@ -44,9 +44,10 @@ logger = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METRIC_DIR = os.path.join(HERE, "metrics", "squad_v2")
-# The pipeline's code, saved into every model folder so that pipeline("question-answering") loads it.
-PIPELINE_FILES = tuple(os.path.join(HERE, name)
-                       for name in ("qa_pipeline.py", "qa_windows.py", "qa_decoding.py", "span_decoding.py"))
+# The pipeline's code, saved into every model folder so that pipeline("question-answering") loads it, and the
+# Inference Endpoints handler that serves it.
+PIPELINE_FILES = tuple(os.path.join(HERE, name) for name in ("qa_pipeline.py", "qa_windows.py", "qa_decoding.py",
+                                                             "span_decoding.py", "handler.py"))
 PIPELINE_ENTRY = {
     "question-answering": {"impl": "qa_pipeline.QuestionAnsweringPipeline", "pt": ["AutoModelForQuestionAnswering"], "type": "text"}
 }
@@ -216,7 +217,7 @@ def setup_logging(training_args):
     library_level = training_args.get_process_log_level()
     level = library_level if training_args.log_level != "passive" else (
         logging.INFO if training_args.should_log else logging.WARNING)
-    for name in (__name__, "qa_data", "qa_windows", "qa_decoding", "utils_qa", "trainer_qa", "model_card", "squad_compute_score",
+    for name in (__name__, "qa_data", "qa_windows", "utils_qa", "trainer_qa", "model_card", "squad_compute_score",
                  "tokenizer_casing"):
         logging.getLogger(name).setLevel(level)
     datasets.utils.logging.set_verbosity(library_level)
@@ -257,9 +258,9 @@ def first(questions, limit):
 
 
 def windows(questions, build, kind, tokenizer, cache_dir, training_args, data_args):
-    """Windows of `questions` built by `build(batch, indices)` ("train" or "eval" `kind`): tokenized by the main
-    process and cached on disk (`window_cache`), where the other processes of a launch and later runs find them;
-    --overwrite_cache tokenizes again."""
+    """Windows of `questions` built by `build(batch, indices)` (`kind`: what they are for, the training labels or the
+    split, a part of the cache key): tokenized by the main process and cached on disk (`window_cache`), where the
+    other processes of a launch and later runs find them; --overwrite_cache tokenizes again."""
     settings = {"kind": kind, **{name: getattr(data_args, name) for name in ("max_seq_length", "doc_stride",
                                                                              "pad_to_max_length")}}
     key = windows_key(questions, tokenizer, settings)

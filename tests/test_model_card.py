@@ -54,6 +54,8 @@ def test_hub_run_card_names_dataset_split_settings_and_parses_back(tmp_path):
     assert "| `null_score_diff_threshold`" in card.text and "| -1.8125 |" in card.text
     assert "| max_train_samples | 15000 |" in card.text and "| learning_rate | 3e-05 |" in card.text
     assert 'pipeline("question-answering", model="me/spanbert-qa", trust_remote_code=True)' in card.text
+    assert "hosted inference widget and serverless inference run no custom code" in card.text
+    assert "`handler.py`\n(`EndpointHandler`)" in card.text and '{"inputs": {"question": "..."' in card.text
 
 
 def test_file_run_card_names_the_evaluation_file_not_the_training_file(tmp_path):

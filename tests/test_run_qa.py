@@ -98,7 +98,7 @@ def test_metrics_equal_an_independent_scorer_and_the_best_threshold_reproduces_b
 def test_model_folder_is_hub_format_with_pipeline_and_card(trained_span):
     files = set(os.listdir(trained_span))
     assert {"model.safetensors", "config.json", "tokenizer.json", "qa_pipeline.py", "qa_windows.py",
-            "span_decoding.py", "README.md"} <= files
+            "qa_decoding.py", "span_decoding.py", "handler.py", "README.md"} <= files
     assert not any(name.endswith(".bin") and name != "training_args.bin" for name in files)
     config = read_json(trained_span, "config.json")
     assert config["custom_pipelines"]["question-answering"]["impl"] == "qa_pipeline.QuestionAnsweringPipeline"
