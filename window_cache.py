@@ -8,7 +8,6 @@ them. Any change makes another key, so a stale file is never read.
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import datasets
