@@ -272,12 +272,22 @@ def windows(questions, build, kind, tokenizer, cache_dir, training_args, data_ar
                               description)
 
 
-def references(questions):
+def references(questions, data_args):
     """Gold answers in the metric's format (an unanswerable question's are empty), or None for questions that came
-    without answers (an unlabelled test set)."""
+    without answers (an unlabelled test set), and, without --version_2_with_negative, for questions some of which
+    have empty answers (SQuAD v1.1 scores answerable questions only; unlabelled test files often hold `"answers":
+    []`)."""
     if not labelled(questions):
         return None
-    return [{"id": qid, "answers": a} for qid, a in zip(column(questions, "id"), column(questions, "answers"))]
+    answers = column(questions, "answers")
+    if not data_args.version_2_with_negative:
+        empty = sum(not a["text"] for a in answers)
+        if empty:
+            if empty < len(answers):
+                logger.warning(f"{empty} of {len(answers)} questions have no answer: predictions are written for "
+                               f"every question and scored for none (--version_2_with_negative scores them all)")
+            return None
+    return [{"id": qid, "answers": a} for qid, a in zip(column(questions, "id"), answers)]
 
 
 def metric_function(data_args):
@@ -409,7 +419,7 @@ def run(head, model_args, data_args, training_args):
     def post_process(examples, features, outputs, prefix):
         offsets = padded_offsets(features)
         candidates = evaluation_candidates(head.name, outputs, features, offsets, data_args)
-        return question_predictions(examples, features, offsets, candidates, data_args), references(examples)
+        return question_predictions(examples, features, offsets, candidates, data_args), references(examples, data_args)
 
     trainer = QuestionAnsweringTrainer(
         model=model,

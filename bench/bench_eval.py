@@ -65,7 +65,7 @@ def make_trainer(head, model, tokenizer, questions, windows, data_args, args, ou
     def post_process(examples, features, outputs, prefix):  # qa_runner.run's post-processing
         offsets = padded_offsets(features)
         candidates = evaluation_candidates(head.name, outputs, features, offsets, data_args)
-        return question_predictions(examples, features, offsets, candidates, data_args), references(examples)
+        return question_predictions(examples, features, offsets, candidates, data_args), references(examples, data_args)
 
     training_args = TrainingArguments(output_dir=output_dir, per_device_eval_batch_size=args.batch_size,
                                       report_to="none", disable_tqdm=True, seed=args.seed, **package_defaults())

@@ -40,14 +40,14 @@ def test_an_endpoint_answers_as_the_pipeline_does(learned, learned_questions, tm
     parameters = {"top_k": 3, "handle_impossible_answer": True, "align_to_words": False}
     answers = served(learned[head], [{"inputs": items[0]}, {"inputs": items, "parameters": parameters}], tmp_path)
     qa = pipeline("question-answering", model=str(learned[head]), trust_remote_code=True)
-    one, many = answers
-    expected_one = qa(items[0])
-    assert one == [expected_one] and expected_one["answer"] == items[0]["context"][expected_one["start"]:expected_one["end"]]
-    expected = qa(items, **parameters)
-    assert len(many) == 6 and all(len(answer) == 3 for answer in many)
-    for got, want in zip(many, expected):
-        assert [a["answer"] for a in got] == [a["answer"] for a in want]
-        assert [a["score"] for a in got] == pytest.approx([a["score"] for a in want], abs=1e-5)
+    expected = [[qa(items[0])], qa(items, **parameters)]
+    assert expected[0][0]["answer"] and len(answers[1]) == 6 and all(len(answer) == 3 for answer in answers[1])
+    for got, want in zip(answers, expected):  # float noise between processes moves the scores, not the answers
+        got, want = ([[a] if isinstance(a, dict) else a for a in answer] for answer in (got, want))
+        assert [[(a["answer"], a["start"], a["end"]) for a in g] for g in got] == \
+            [[(a["answer"], a["start"], a["end"]) for a in w] for w in want]
+        scores = [a["score"] for w in want for a in w]
+        assert [a["score"] for g in got for a in g] == pytest.approx(scores, rel=1e-3, abs=1e-6)
 
 
 def test_a_request_without_inputs_is_refused_with_the_expected_shape(learned, tmp_path):

@@ -173,8 +173,9 @@ def test_mrqa_questions_score_as_squad_v1_1_with_the_max_over_their_answers(tmp_
     #   m4 "thirty" vs "thirty years": precision 1, recall 1/2, F1 = 2/3; vs "for thirty years": F1 = 1/2 -> 2/3
     #   m5 "two ferries" vs "two": precision 1/2, recall 1, F1 = 2/3
     # exact_match = 1/5 = 20 %; f1 = (2/3 + 1 + 1/2 + 2/3 + 2/3) / 5 = 3.5 / 5 = 70 %
-    scores = metric_function(SimpleNamespace(version_2_with_negative=False))(
-        [{"id": qid, "prediction_text": text} for qid, text in predictions.items()], references(questions))
+    v1 = SimpleNamespace(version_2_with_negative=False)
+    scores = metric_function(v1)(
+        [{"id": qid, "prediction_text": text} for qid, text in predictions.items()], references(questions, v1))
     assert scores == pytest.approx({"exact_match": 20.0, "f1": 70.0})
 
 
