@@ -183,8 +183,8 @@ The pipeline's code (`qa_pipeline.py` and the modules it imports) is part of thi
 The Hub's hosted inference widget and serverless inference run no custom code, so they cannot answer with this
 model. An [Inference Endpoint](https://huggingface.co/docs/inference-endpoints) can: this repo's `handler.py`
 (`EndpointHandler`) is the custom handler it loads, and it answers
-`{{"inputs": {{"question": "...", "context": "..."}}, "parameters": {{"top_k": 3}}}}` (or a list of inputs) as the pipeline
-does. Anywhere else, run the pipeline above.
+`{{"inputs": {{"question": "...", "context": "..."}}, "parameters": {{"top_k": 3}}}}` (or a list of inputs) as the
+pipeline does. Anywhere else, run the pipeline above.
 
 ## Evaluation
 

@@ -118,7 +118,8 @@ def object_keyed_twice(value, location=""):
         return location, value.twice
     children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, child in children:
-        found = object_keyed_twice(child, f"{location}[{key}]" if isinstance(key, int) else f"{location}.{key}".lstrip("."))
+        path = f"{location}[{key}]" if isinstance(key, int) else f"{location}.{key}".lstrip(".")
+        found = object_keyed_twice(child, path)
         if found:
             return found
     return None
@@ -485,7 +486,8 @@ def questions_dataset(records, source, answers_required):
     """Dataset of the checked records. Questions to predict on that come without answers (all of them, or some: a
     warning says how many) are marked unlabelled (see `labelled`); questions whose answers are all empty are
     labelled: they are scored as unanswerable."""
-    dataset = datasets.Dataset.from_dict(validated_columns(records, source, answers_required), features=QUESTION_FEATURES)
+    columns = validated_columns(records, source, answers_required)
+    dataset = datasets.Dataset.from_dict(columns, features=QUESTION_FEATURES)
     missing = 0 if answers_required else sum(answers_dict(r.get("answers")) is None for _, r in records)
     if missing:
         if missing < len(records):

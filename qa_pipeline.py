@@ -314,8 +314,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
                       if name in features}
             window["context_mask"] = torch.tensor([features["context_mask"][w]])
             offsets = features["offsets"][w]
-            yield {**window, "offsets": offsets, "words": word_spans(words, offsets), "cls_index": features["cls_index"][w],
-                   "context": context, "is_last": w == count - 1}
+            yield {**window, "offsets": offsets, "words": word_spans(words, offsets),
+                   "cls_index": features["cls_index"][w], "context": context, "is_last": w == count - 1}
 
     def _forward(self, inputs, top_k=1, max_answer_len=None):
         model_inputs = {k: v for k, v in inputs.items() if k not in EXTRAS}
@@ -348,8 +348,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             candidates = window_candidates(self.head, outputs, offsets[..., 0] >= 0, cls_index, per_window,
                                            max_answer_len)
             scores, null_score = self.reported_scores(outputs, offsets, cls_index, candidates)
-            answers = distinct_answers(context, candidates, scores, bounds[candidates.window, candidates.start, 0].tolist(),
-                                       bounds[candidates.window, candidates.end, 1].tolist(), self.combine_scores)
+            char_start = bounds[candidates.window, candidates.start, 0].tolist()
+            char_end = bounds[candidates.window, candidates.end, 1].tolist()
+            answers = distinct_answers(context, candidates, scores, char_start, char_end, self.combine_scores)
             if len(answers) >= top_k or len(candidates.window) == found:
                 break
             per_window, found = per_window * 2, len(candidates.window)

@@ -43,7 +43,8 @@ def test_span_candidates_are_each_windows_n_best_and_its_cls_score():
 def test_crf_candidates_are_the_models_decoded_paths_cut_to_n_best():
     outputs = (np.array([[3, 1, 0]]), np.array([[4, 1, 0]]), np.array([[-0.5, -1.0, -np.inf]]), np.array([-2.0]))
     candidates = window_candidates("crf", outputs, np.ones((1, 6), bool), np.array([0]), n_best=5, max_answer_length=30)
-    assert (candidates.start.tolist(), candidates.end.tolist(), candidates.score.tolist()) == ([3, 1], [4, 1], [-0.5, -1.0])
+    spans = (candidates.start.tolist(), candidates.end.tolist(), candidates.score.tolist())
+    assert spans == ([3, 1], [4, 1], [-0.5, -1.0])
     assert window_candidates("crf", outputs, np.ones((1, 6), bool), np.array([0]), 1, 30).start.tolist() == [3]
 
 
@@ -78,8 +79,8 @@ def test_n_best_size_one_gives_the_same_answers_and_null_odds_as_twenty(learned,
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_a_left_padding_tokenizer_gives_the_same_answers_in_evaluation_and_the_pipeline(learned, left_padding,
-                                                                                       learned_questions, tmp_path, head):
+def test_a_left_padding_tokenizer_gives_the_same_answers_in_evaluation_and_the_pipeline(
+        learned, left_padding, learned_questions, tmp_path, head):
     expected = {name: read_json(learned[head], f"eval_{name}.json") for name in ("predictions", "null_odds")}
     got = evaluate(head, left_padding[head], tmp_path)
     assert got["predictions"] == expected["predictions"]

@@ -9,8 +9,9 @@ def every_span(start_logits, end_logits, context_mask, n_best, max_answer_length
     by start, then end."""
     found = []
     for w in range(start_logits.shape[0]):
+        length = start_logits.shape[1]
         spans = [(-(start_logits[w, i] + end_logits[w, j]), i, j)
-                 for i in range(start_logits.shape[1]) for j in range(i, min(i + max_answer_length, start_logits.shape[1]))
+                 for i in range(length) for j in range(i, min(i + max_answer_length, length))
                  if context_mask[w, i] and context_mask[w, j]]
         found += [(w, i, j, -score) for score, i, j in sorted(spans)[:n_best]]
     return found
@@ -19,8 +20,11 @@ def every_span(start_logits, end_logits, context_mask, n_best, max_answer_length
 def random_windows(rng, windows=6, length=40, levels=None):
     """Random logits (drawn from `levels` values when given, so that many scores tie) and context masks, one window
     without context."""
-    draw = (lambda: rng.choice(levels, size=(windows, length))) if levels else (lambda: rng.normal(size=(windows, length)))
-    start, end = draw().astype(np.float32), draw().astype(np.float32)
+    def draw():
+        return (rng.choice(levels, size=(windows, length)) if levels else rng.normal(size=(windows, length))).astype(
+            np.float32)
+
+    start, end = draw(), draw()
     mask = np.zeros((windows, length), dtype=bool)
     for w in range(windows):
         first = rng.integers(1, 10)

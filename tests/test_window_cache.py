@@ -30,8 +30,8 @@ def tokenizations(monkeypatch):
 
 
 def evaluate(model, output_dir, cache_dir, *extra):
-    qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(model), "--validation_file", DEV, "--version_2_with_negative",
-                               "--do_eval", "--output_dir", str(output_dir), "--cache_dir", str(cache_dir),
+    qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(model), "--validation_file", DEV,
+                               "--version_2_with_negative", "--do_eval", "--output_dir", str(output_dir), "--cache_dir", str(cache_dir),
                                "--max_seq_length", "128", "--doc_stride", "32", "--report_to", "none", *extra])
     return read_json(output_dir, "eval_nbest_predictions.json")
 
@@ -69,7 +69,8 @@ def test_the_other_processes_of_a_launch_read_what_the_main_process_wrote(tiny_b
         return utils_qa.eval_features(batch, indices, tokenizer, data_args)
 
     def process(index):
-        return types.SimpleNamespace(local_process_index=index, main_process_first=lambda desc: contextlib.nullcontext())
+        return types.SimpleNamespace(local_process_index=index,
+                                     main_process_first=lambda desc: contextlib.nullcontext())
 
     main = qa_runner.windows(questions, build, "eval", tokenizer, tmp_path, process(0), data_args)
     assert sum(tokenizations) == 19
