@@ -284,7 +284,7 @@ def test_span_scores_are_transformers_4_scores(pipes, learned_questions):
 def test_crf_scores_are_probabilities_and_span_scores_add_up_as_transformers_4s(pipes, learned_questions, long_context):
     """Equal texts found in several windows are one answer: a CRF model's keeps its most probable path's probability
     (at most 1), a span model's the sum of its windows' probabilities, as transformers 4 reports it."""
-    questions = [{"question": q["question"], "context": long_context} for q in learned_questions]
+    questions = [{"question": q["question"], "context": long_context} for q in learned_questions.select(range(8))]
     crf = [a["score"] for answers in pipes["crf"](questions, top_k=20) for a in answers]
     assert max(crf) <= 1.0 and max(crf) > 0.5
     span = [a["score"] for answers in pipes["span"](questions, top_k=20) for a in answers]
