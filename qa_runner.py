@@ -340,6 +340,12 @@ def save_tuned_threshold(trainer, metrics):
                          config.to_json_string(use_diff=True).encode("utf-8"))
 
 
+def has_qa_head(config):
+    """Whether the checkpoint a model was loaded from held a question-answering head (its config names a
+    `*ForQuestionAnswering` architecture), rather than a bare encoder whose head the loader initialised."""
+    return any(name.endswith("ForQuestionAnswering") for name in config.architectures or ())
+
+
 def widget_example(model_args, chosen):
     """The model card's widget example: the one given, else the first answerable evaluation (else training)
     question; None without either."""
@@ -382,6 +388,10 @@ def run(head, model_args, data_args, training_args):
                   "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
     tokenizer = load_tokenizer(model_args, hub_kwargs)
     model = head.load_model(model_args, data_args, hub_kwargs)
+    if not training_args.do_train and not has_qa_head(model.config):
+        logger.warning(f"{model_args.model_name_or_path} has no question-answering head (its architectures: "
+                       f"{model.config.architectures}): this run's QA head is freshly initialised, random, so its "
+                       f"answers and figures mean nothing. Fine-tune it with --do_train, or give a QA checkpoint.")
     model.config.custom_pipelines = PIPELINE_ENTRY
     model.config.qa_settings = qa_settings(head, data_args)
 

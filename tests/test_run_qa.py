@@ -501,3 +501,14 @@ def test_squad_v1_end_to_end_and_predictions_for_a_file_without_answers(learned,
     assert read_json(out, "predict_predictions.json") == predictions
     assert not any("exact" in key for key in read_json(out, "predict_results.json"))
     assert read_json(out, "config.json")["qa_settings"]["version_2_with_negative"] is False
+
+
+def test_evaluating_a_bare_encoder_without_training_warns_that_its_head_is_random(tiny_bert_dir, learned, tmp_path,
+                                                                                   caplog):
+    for model, warned in ((tiny_bert_dir, True), (learned["span"], False)):
+        caplog.clear()
+        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(model), "--validation_file", DEV,
+                                   "--version_2_with_negative", "--do_eval", "--max_eval_samples", "2",
+                                   "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+        assert ("has no question-answering head" in caplog.text) == warned, model
+        assert ("freshly initialised, random" in caplog.text) == warned
