@@ -24,7 +24,7 @@ from transformers.utils import CONFIG_NAME
 import model_card
 from qa_data import QADataError, labelled, load_questions, read_json_file, with_unanswerable_copies
 from qa_windows import WindowCollator
-from tokenizer_casing import load_tokenizer
+from tokenizer_casing import CheckpointError, load_tokenizer
 from trainer_qa import HubPushError, QATrainingArguments, QuestionAnsweringTrainer
 from utils_qa import (
     OutputError,
@@ -340,6 +340,20 @@ def save_tuned_threshold(trainer, metrics):
                          config.to_json_string(use_diff=True).encode("utf-8"))
 
 
+def loaded_model(head, model_args, data_args, hub_kwargs):
+    """`head.load_model`, or CheckpointError naming the checkpoint and why it cannot be loaded (no PyTorch weights,
+    only ONNX ones, an architecture transformers has no question-answering model for, ...)."""
+    try:
+        return head.load_model(model_args, data_args, hub_kwargs)
+    except (OSError, ValueError) as err:
+        path = model_args.model_name_or_path
+        onnx_only = os.path.isdir(path) and any(name.endswith(".onnx") for name in os.listdir(path)) and not any(
+            name.endswith((".safetensors", ".bin")) for name in os.listdir(path))
+        hint = (" It holds only ONNX weights, which can answer through ONNX Runtime but not be evaluated or "
+                "fine-tuned here: give the PyTorch checkpoint it was exported from." if onnx_only else "")
+        raise CheckpointError(f"{path}: cannot load it as a {head.name} QA model: {err}{hint}") from err
+
+
 def has_qa_head(config):
     """Whether the checkpoint a model was loaded from held a question-answering head (its config names a
     `*ForQuestionAnswering` architecture), rather than a bare encoder whose head the loader initialised."""
@@ -383,17 +397,17 @@ def run(head, model_args, data_args, training_args):
     resume_from = checkpoint_to_resume(training_args)
     set_seed(training_args.seed)
 
-    questions = load_questions(data_args, model_args.cache_dir)
     hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision,
                   "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
     tokenizer = load_tokenizer(model_args, hub_kwargs)
-    model = head.load_model(model_args, data_args, hub_kwargs)
+    model = loaded_model(head, model_args, data_args, hub_kwargs)
     if not training_args.do_train and not has_qa_head(model.config):
         logger.warning(f"{model_args.model_name_or_path} has no question-answering head (its architectures: "
                        f"{model.config.architectures}): this run's QA head is freshly initialised, random, so its "
                        f"answers and figures mean nothing. Fine-tune it with --do_train, or give a QA checkpoint.")
     model.config.custom_pipelines = PIPELINE_ENTRY
     model.config.qa_settings = qa_settings(head, data_args)
+    questions = load_questions(data_args, model_args.cache_dir)
 
     def build_train(batch, indices):
         return train_features(batch, indices, tokenizer, data_args, head.label_scheme)
@@ -485,6 +499,6 @@ def main(head, argv=None):
         raise SystemExit(f"error: {err}") from None
     try:
         return run(head, model_args, data_args, training_args)
-    except (QADataError, HubPushError, OutputError) as err:
+    except (QADataError, CheckpointError, HubPushError, OutputError) as err:
         logger.error(str(err))
         raise SystemExit(f"error: {err}") from None

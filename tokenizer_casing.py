@@ -19,15 +19,28 @@ CASING_PROBE = "Paris THE Question"
 SPECIAL_ENTRY = re.compile(r"\[[^\]]*\]|<[^>]*>")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint (model or tokenizer) that cannot serve the run; the message names it and the problem."""
+
+
 def load_tokenizer(model_args, hub_kwargs):
     """The run's tokenizer: --tokenizer_name's or the checkpoint's, lowercasing as --do_lower_case says when it is
-    given (else as the tokenizer's files say). It must be fast (windows need its offset mapping); a tokenizer that
-    lowercases the input of a cased checkpoint is logged as a warning."""
+    given (else as the tokenizer's files say). It must be fast (windows need its offset mapping) and have a
+    vocabulary; a tokenizer that lowercases the input of a cased checkpoint is logged as a warning."""
+    source = model_args.tokenizer_name or model_args.model_name_or_path
     casing = {} if model_args.do_lower_case is None else {"do_lower_case": model_args.do_lower_case}
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path,
-                                              **hub_kwargs, **casing)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs, **casing)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{source}: cannot load its tokenizer: {err}") from err
     if not tokenizer.is_fast:
-        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: windows need its offset mapping.")
+        raise CheckpointError(f"{source}: its tokenizer ({type(tokenizer).__name__}) is not a fast tokenizer: windows "
+                              f"need the character offsets only fast tokenizers give")
+    if set(tokenizer.get_vocab()) <= set(tokenizer.all_special_tokens):
+        # transformers builds an empty tokenizer of the model's type from a folder without tokenizer files
+        raise CheckpointError(f"{source}: no tokenizer files (tokenizer.json, vocab.txt, ...): its tokenizer would "
+                              f"know only its {len(tokenizer)} special tokens and read every word as unknown; give "
+                              f"--tokenizer_name")
     warn_on_casing_mismatch(tokenizer, model_args, hub_kwargs)
     return tokenizer
 

@@ -4,6 +4,7 @@ refusals and resume; MiniLM fine-tuned until it answers (the `learned` fixture) 
 import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -512,3 +513,38 @@ def test_evaluating_a_bare_encoder_without_training_warns_that_its_head_is_rando
                                    "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
         assert ("has no question-answering head" in caplog.text) == warned, model
         assert ("freshly initialised, random" in caplog.text) == warned
+
+
+def bad_checkpoint(folder, tiny_bert_dir, tokenizer=True, weights="model.safetensors", config=None):
+    """A copy of the tiny encoder, with or without its tokenizer files, its weights renamed or removed, or another
+    config."""
+    import shutil
+
+    shutil.copytree(tiny_bert_dir, folder)
+    if not tokenizer:
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            (folder / name).unlink(missing_ok=True)
+    if weights != "model.safetensors":
+        (folder / "model.safetensors").rename(folder / weights)
+    if config is not None:
+        config.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no-tokenizer", r"no tokenizer files \(tokenizer\.json, vocab\.txt, \.\.\.\): .* 5 special tokens"),
+    ("onnx-only", "cannot load it as a span QA model: .* It holds only ONNX weights"),
+    ("not-qa", "cannot load it as a span QA model: .*CTRLConfig"),
+])
+def test_a_checkpoint_that_cannot_serve_is_refused_before_any_work_with_its_name(tiny_bert_dir, tmp_path, case,
+                                                                                 message):
+    from transformers import CTRLConfig
+
+    options = {"no-tokenizer": {"tokenizer": False}, "onnx-only": {"weights": "model.onnx"},
+               "not-qa": {"config": CTRLConfig(n_layer=1, n_embd=32, n_head=2)}}[case]
+    folder = bad_checkpoint(tmp_path / case, tiny_bert_dir, **options)
+    missing = tmp_path / "no-such-file.json"  # never read: the checkpoint is refused first
+    with pytest.raises(SystemExit) as refused:
+        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(folder), "--validation_file", str(missing),
+                                   "--version_2_with_negative", "--do_eval", "--output_dir", str(tmp_path / "out")])
+    assert re.search(f"{re.escape(str(folder))}: {message}", str(refused.value)), str(refused.value)[:500]
