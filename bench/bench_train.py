@@ -62,12 +62,11 @@ def package_defaults(**overrides):
 
 
 def load_model(head, model_path):
-    from qa_runner import DataTrainingArguments, ModelArguments
+    from qa_runner import ModelArguments
 
     hub_kwargs = {"cache_dir": None, "revision": "main", "token": None, "trust_remote_code": False}
-    # the data arguments' defaults: the head decodes as evaluation does by default
-    return head.load_model(ModelArguments(model_name_or_path=model_path), DataTrainingArguments(train_file="-"),
-                           hub_kwargs)
+    # run_qa.py's default data arguments: the head decodes as evaluation does by default
+    return head.load_model(ModelArguments(model_name_or_path=model_path), common.qa_data_args(), hub_kwargs)
 
 
 def make_trainer_parts():
