@@ -1,7 +1,8 @@
-"""The model card (README.md) of a fine-tuned model folder, as the Hub reads it: metadata (base model by Hub id,
-license, datasets, widget example, a `model-index` with the evaluation figures) and a body saying what the model
-was trained and evaluated on, the settings its pipeline uses and how to load it. Rendered offline; the Hub is asked
-for the base model's license only when the base model is neither a local folder with a card nor known here."""
+"""The model card (README.md) of a model folder, fine-tuned here or a QA checkpoint evaluated as it is, as the Hub
+reads it: metadata (base model by Hub id, license, datasets, widget example, a `model-index` with the evaluation
+figures) and a body saying what the model was trained (if it was) and evaluated on, the settings its pipeline uses
+and how to load it. Rendered offline; the Hub is asked for the base model's license only when the base model is
+neither a local folder with a card nor known here."""
 
 import json
 import logging
@@ -119,7 +120,8 @@ def table(header, rows):
 
 
 def render(head_name, model_args, data_args, training_args, all_metrics, qa_settings, widget=None):
-    """README.md text for the model folder that `training_args.output_dir` holds.
+    """README.md text for the model folder that `training_args.output_dir` holds: a model fine-tuned here, or
+    (without `training_args.do_train`) a QA checkpoint evaluated or packaged as it is.
 
     qa_settings: the settings saved in the model's config (the pipeline's windows and no-answer threshold).
     widget: {"text": question, "context": context} for the Hub's inference widget, or None.
@@ -145,7 +147,13 @@ def render(head_name, model_args, data_args, training_args, all_metrics, qa_sett
     base_line = (f"`{base}`" if base else
                  f"a local model folder (`{os.path.basename(os.path.normpath(given_base))}`) whose Hub id is not known, "
                  "so the metadata names no base model")
-    train_data = data_label(data_args, data_args.train_file, "train")
+    if training_args.do_train:
+        origin = (f"fine-tuned from {base_line} with spanbert-qa on "
+                  f"{data_label(data_args, data_args.train_file, 'train')}.")
+    else:  # a QA checkpoint written as a model folder by an evaluation-only run: its weights are the checkpoint's
+        origin = (f"the QA checkpoint {base_line} as it is, not fine-tuned here: spanbert-qa "
+                  f"{'evaluated it and ' if eval_metrics else ''}added the pipeline below (its code and settings) "
+                  "and this card.")
     results = [(name, round(float(eval_metrics[f"eval_{name}"]), 2)) for name in REPORTED_METRICS
                if f"eval_{name}" in eval_metrics]
     evaluation = (
@@ -157,12 +165,14 @@ def render(head_name, model_args, data_args, training_args, all_metrics, qa_sett
                 if name in qa_settings]
     hyper = [(name, getattr(training_args, name)) for name in HYPERPARAMETERS if hasattr(training_args, name)]
     hyper.append(("max_train_samples", data_args.max_train_samples))
+    training = (f"\n## Training hyperparameters\n\n{table(('hyperparameter', 'value'), hyper)}\n"
+                if training_args.do_train else "")
     old_pipeline = ("\nOn transformers < 5.3 the library's own `question-answering` pipeline also serves this model "
                     "(without `trust_remote_code`).\n" if head_name == "span" else "")
     body = f"""
 # {model_id.split("/")[-1]}
 
-Extractive question answering ({head_name} head), fine-tuned from {base_line} with spanbert-qa on {train_data}.
+Extractive question answering ({head_name} head), {origin}
 
 ## Use
 
@@ -189,11 +199,7 @@ pipeline does. Anywhere else, run the pipeline above.
 ## Evaluation
 
 {evaluation}
-
-## Training hyperparameters
-
-{table(("hyperparameter", "value"), hyper)}
-
+{training}
 ## License
 
 The base model is licensed `{license_id}`; this fine-tuned model inherits its terms.

@@ -1,7 +1,7 @@
 """Extractive question answering as a `transformers` pipeline, for the models spanbert-qa trains.
 
 transformers 5.3 removed the "question-answering" task; a model folder brings it back by carrying this file (with
-`qa_windows.py`, `qa_decoding.py` and `span_decoding.py`) and naming it in `config.custom_pipelines`:
+the modules it imports) and naming it in `config.custom_pipelines`:
 
     from transformers import pipeline
     qa = pipeline("question-answering", model="path/or/hub-id", trust_remote_code=True)
@@ -10,7 +10,8 @@ transformers 5.3 removed the "question-answering" task; a model folder brings it
 Windows and their features come from the function evaluation uses (`qa_windows.window_features`), and each window's
 candidates and null score from the decoding evaluation uses (`qa_decoding.window_candidates`, the head the model's
 config names), so the pipeline answers as evaluation did. A span model's answers are reported with transformers 4's
-scores; a CRF model's with their tag paths' probabilities.
+scores; a CRF model's with their tag paths' probabilities. A model whose config stores a calibrator (`run_qa.py
+--calibrate`) adds each answer's `probability` of being right (`calibration.py`).
 """
 
 import itertools
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from transformers.pipelines.base import ChunkPipeline
 
+from .calibration import Calibrator
 from .qa_decoding import OUTPUT_FIELDS, head_of, window_candidates
 from .qa_windows import WindowCollator, max_question_tokens, window_features
 
@@ -191,11 +193,19 @@ def distinct_answers(context, candidates, score, char_start, char_end, combine):
     return list(answers.values())
 
 
-def with_no_answer(answers, null_rank, null_score, threshold):
-    """`answers` with the empty answer at its place: evaluation answers "" when null score - best span score >
-    threshold, so the empty answer ranks as its null score lowered by the threshold (a tie goes to the span)."""
+def with_no_answer(answers, null_rank, empty, threshold):
+    """`answers` with the `empty` answer at its place: evaluation answers "" when null score - best span score >
+    threshold, so the empty answer ranks as its null score (`null_rank`) lowered by the threshold (a tie goes to the
+    span)."""
     place = sum(answer["rank"] >= null_rank - threshold for answer in answers)
-    return [*answers[:place], {"answer": "", "start": 0, "end": 0, "score": null_score}, *answers[place:]]
+    return [*answers[:place], {"answer": "", "start": 0, "end": 0, **empty}, *answers[place:]]
+
+
+def with_probabilities(answers, null_rank, calibrator):
+    """(`answers` each with its calibrated `probability`, the empty answer's probability)."""
+    spans, empty = calibrator.answer_probabilities([a["answer"] for a in answers], [a["rank"] for a in answers],
+                                                   null_rank)
+    return [{**answer, "probability": p} for answer, p in zip(answers, spans)], empty
 
 
 def stacked(rows, fill, dtype):
@@ -341,9 +351,12 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         offsets, words = stacked(offsets, -1, np.int64), stacked(words, -1, np.int64)
         cls_index = np.array([w["cls_index"] for w in windows])
         bounds = words if align_to_words else offsets
-        # Each window gives its best spans, as transformers 4 takes them (more when that makes fewer than top_k
-        # distinct answers and a window may have more).
-        per_window, found = top_k * 2 + 10 if align_to_words else top_k, -1
+        calibrator = Calibrator.from_settings(settings)
+        # A calibrated top answer's evidence includes its margin over the runner-up: find two distinct answers.
+        needed = max(top_k, 2) if calibrator else top_k
+        # Each window gives its best spans, as transformers 4 takes them (more when that makes fewer than the
+        # distinct answers needed and a window may have more).
+        per_window, found = needed * 2 + 10 if align_to_words else needed, -1
         while True:
             candidates = window_candidates(self.head, outputs, offsets[..., 0] >= 0, cls_index, per_window,
                                            max_answer_len)
@@ -351,13 +364,16 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             char_start = bounds[candidates.window, candidates.start, 0].tolist()
             char_end = bounds[candidates.window, candidates.end, 1].tolist()
             answers = distinct_answers(context, candidates, scores, char_start, char_end, self.combine_scores)
-            if len(answers) >= top_k or len(candidates.window) == found:
+            if len(answers) >= needed or len(candidates.window) == found:
                 break
             per_window, found = per_window * 2, len(candidates.window)
+        null_rank, empty = float(candidates.window_null.min()), {"score": null_score}
+        if calibrator:
+            answers, empty["probability"] = with_probabilities(answers, null_rank, calibrator)
         if handle_impossible_answer:
-            answers = with_no_answer(answers, float(candidates.window_null.min()), null_score, null_threshold)
-        results = [{"score": float(a["score"]), "start": a["start"], "end": a["end"], "answer": a["answer"]}
-                   for a in answers[:top_k]]
+            answers = with_no_answer(answers, null_rank, empty, null_threshold)
+        fields = ("score", "start", "end", "answer", "probability") if calibrator else ("score", "start", "end", "answer")
+        results = [{field: answer[field] for field in fields} for answer in answers[:top_k]]
         return results[0] if top_k == 1 else results
 
     def window_outputs(self, windows, lengths):

@@ -27,7 +27,11 @@ from qa_windows import WindowCollator
 from tokenizer_casing import CheckpointError, load_tokenizer
 from trainer_qa import HubPushError, QATrainingArguments, QuestionAnsweringTrainer
 from utils_qa import (
+    CALIBRATION_FOLDS,
+    MIN_CALIBRATION_QUESTIONS,
     OutputError,
+    calibration_evidence,
+    calibration_report,
     column,
     eval_features,
     evaluation_candidates,
@@ -47,7 +51,7 @@ METRIC_DIR = os.path.join(HERE, "metrics", "squad_v2")
 # The pipeline's code, saved into every model folder so that pipeline("question-answering") loads it, and the
 # Inference Endpoints handler that serves it.
 PIPELINE_FILES = tuple(os.path.join(HERE, name) for name in ("qa_pipeline.py", "qa_windows.py", "qa_decoding.py",
-                                                             "span_decoding.py", "handler.py"))
+                                                             "span_decoding.py", "calibration.py", "handler.py"))
 PIPELINE_ENTRY = {
     "question-answering": {"impl": "qa_pipeline.QuestionAnsweringPipeline", "pt": ["AutoModelForQuestionAnswering"], "type": "text"}
 }
@@ -132,6 +136,13 @@ class DataTrainingArguments:
     n_best_size: int = field(default=20, metadata={"help": "Answers listed per question in the n-best file (the "
                                                            "best answers are found exactly whatever this is)."})
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens (both heads)."})
+    calibrate: bool = field(
+        default=False,
+        metadata={"help": "SQuAD v2 with --do_eval: fit a calibrator of P(answer right) on the evaluation questions, "
+                          f"at least {MIN_CALIBRATION_QUESTIONS} (its figures by {CALIBRATION_FOLDS}-fold cross-validation "
+                          "in eval_results.json and eval_calibration.json) and store it in the model's config: the "
+                          "pipeline then returns a `probability` with every answer."},
+    )
     unanswerable_cuts: float = field(
         default=0.0,
         metadata={"help": "SQuAD v2 training: add, for this fraction of the answerable training questions, an "
@@ -152,8 +163,6 @@ class DataTrainingArguments:
         self.threshold_given = self.null_score_diff_threshold is not None
         if not self.threshold_given:
             self.null_score_diff_threshold = 0.0
-        if not (self.dataset_name or self.train_file or self.validation_file or self.test_file):
-            raise ValueError("Give a --dataset_name or at least one of --train_file/--validation_file/--test_file.")
         if self.doc_stride >= self.max_seq_length // 2:
             raise ValueError(f"--doc_stride {self.doc_stride} must be less than half of --max_seq_length {self.max_seq_length}.")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
@@ -322,13 +331,52 @@ def qa_settings(head, data_args):
     return {"head": head.name, **{name: getattr(data_args, name) for name in names}}
 
 
-def save_tuned_threshold(trainer, metrics):
-    """Store the no-answer threshold that maximised F1 at evaluation in the saved config (for the pipeline)."""
+def keep_tuned_threshold(config, metrics):
+    """Put the no-answer threshold that maximised F1 at evaluation in the model's config (for the pipeline);
+    whether there was one (SQuAD v2 scoring)."""
     tuned = metrics.get("eval_best_f1_null_score_diff_threshold")
     if tuned is None:
-        return
-    trainer.model.config.qa_settings = {**trainer.model.config.qa_settings, "null_score_diff_threshold": tuned}
+        return False
+    config.qa_settings = {**config.qa_settings, "null_score_diff_threshold": tuned}
     logger.info(f"Saved the F1-best no-answer threshold {tuned:.4f} in the model's config")
+    return True
+
+
+def check_calibration_flags(training_args, data_args):
+    """--calibrate fits on SQuAD v2 evaluation questions: QADataError without --do_eval and
+    --version_2_with_negative, before anything is loaded."""
+    if data_args.calibrate and not (training_args.do_eval and data_args.version_2_with_negative):
+        raise QADataError("--calibrate fits on the evaluation questions: it needs --do_eval and SQuAD v2 data "
+                          "(--version_2_with_negative)")
+
+
+def check_calibration_data(questions, data_args):
+    """--calibrate needs enough evaluation questions (which the reader has checked carry answers): QADataError
+    otherwise, before any window is cut."""
+    source = data_args.validation_file or data_args.dataset_name
+    if len(questions) < MIN_CALIBRATION_QUESTIONS:
+        raise QADataError(f"{source}: --calibrate needs at least {MIN_CALIBRATION_QUESTIONS} evaluation questions "
+                          f"to fit and measure a calibrator ({CALIBRATION_FOLDS} folds of 20 or more); it has "
+                          f"{len(questions)}" + (" (--max_eval_samples)" if data_args.max_eval_samples else ""))
+
+
+def calibrated(config, examples, result, refs, training_args):
+    """Fit the calibrator on the evaluated questions and store it in `config.qa_settings`; write its reliability
+    bins (cross-validated calibrated probability, raw n-best probability) to eval_calibration.json. Returns its
+    metrics, prefixed as evaluation's."""
+    calibrator, metrics, bins = calibration_report(calibration_evidence(result, refs, column(examples, "context")))
+    config.qa_settings = {**config.qa_settings, "calibrator": calibrator.to_settings(metrics["calibration_questions"])}
+    logger.info(f"Calibrator fitted on {metrics['calibration_questions']} questions: expected calibration error "
+                f"{metrics['calibrated_ece']:.4f} calibrated, {metrics['raw_ece']:.4f} raw (cross-validated)")
+    if training_args.should_save:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        write_json_atomically(os.path.join(training_args.output_dir, "eval_calibration.json"),
+                              {**metrics, "calibrator": config.qa_settings["calibrator"], "bins": bins})
+    return {f"eval_{name}": value for name, value in metrics.items()}
+
+
+def rewrite_saved_config(trainer):
+    """Write the model's config again into the saved model folder (after evaluation has tuned its threshold)."""
     if trainer.is_world_process_zero():
         # config.save_pretrained writes config.json in place; the model folder is already saved (auto_map, bundled
         # code), so only the JSON is rewritten, as save_pretrained would (validated, diff against the defaults),
@@ -358,6 +406,33 @@ def has_qa_head(config):
     """Whether the checkpoint a model was loaded from held a question-answering head (its config names a
     `*ForQuestionAnswering` architecture), rather than a bare encoder whose head the loader initialised."""
     return any(name.endswith("ForQuestionAnswering") for name in config.architectures or ())
+
+
+def model_folder_of_checkpoint(model, model_args, training_args):
+    """Whether a run that does not train writes the checkpoint it loaded as a model folder in --output_dir (its
+    tensors as loaded, tokenizer, config with the pipeline settings, pipeline code, card): only a checkpoint that
+    holds a QA head, and not over the checkpoint's own folder. A bare encoder's head would be random: evaluating it
+    warns, and packaging it alone is refused."""
+    if training_args.do_train:
+        return False
+    checkpoint = model_args.model_name_or_path
+    evaluates = training_args.do_eval or training_args.do_predict
+    if not has_qa_head(model.config):
+        problem = (f"{checkpoint} has no question-answering head (its architectures: {model.config.architectures}):"
+                   " its QA head would be freshly initialised, random")
+        if not evaluates:
+            raise CheckpointError(f"{problem}; there is no model to write. Fine-tune it with --do_train, or give a "
+                                  "QA checkpoint.")
+        logger.warning(f"{problem}, so this run's answers and figures mean nothing and no model folder is written. "
+                       "Fine-tune it with --do_train, or give a QA checkpoint.")
+        return False
+    output_dir = training_args.output_dir
+    if os.path.isdir(checkpoint) and os.path.isdir(output_dir) and os.path.samefile(checkpoint, output_dir):
+        logger.info(f"{output_dir} is the checkpoint's own folder: its model files are left as they are")
+        return False
+    logger.info(f"Writing {checkpoint} as a model folder in {output_dir} (not fine-tuned: "
+                f"{'evaluated' if evaluates else 'packaged'} only)")
+    return True
 
 
 def widget_example(model_args, chosen):
@@ -394,6 +469,7 @@ def run(head, model_args, data_args, training_args):
     logger.warning(f"Process rank {training_args.process_index} of world size {training_args.world_size} on "
                    f"{training_args.device}")
     logger.info(f"Training/evaluation parameters {training_args}")
+    check_calibration_flags(training_args, data_args)
     resume_from = checkpoint_to_resume(training_args)
     set_seed(training_args.seed)
 
@@ -401,10 +477,7 @@ def run(head, model_args, data_args, training_args):
                   "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
     tokenizer = load_tokenizer(model_args, hub_kwargs)
     model = loaded_model(head, model_args, data_args, hub_kwargs)
-    if not training_args.do_train and not has_qa_head(model.config):
-        logger.warning(f"{model_args.model_name_or_path} has no question-answering head (its architectures: "
-                       f"{model.config.architectures}): this run's QA head is freshly initialised, random, so its "
-                       f"answers and figures mean nothing. Fine-tune it with --do_train, or give a QA checkpoint.")
+    packaging = model_folder_of_checkpoint(model, model_args, training_args)
     model.config.custom_pipelines = PIPELINE_ENTRY
     model.config.qa_settings = qa_settings(head, data_args)
     questions = load_questions(data_args, model_args.cache_dir)
@@ -423,6 +496,8 @@ def run(head, model_args, data_args, training_args):
             if split not in questions:
                 raise QADataError(f"--{flag} needs {split} questions: give --{split}_file or a dataset with that split")
             chosen[split] = first(questions[split], limit)
+    if data_args.calibrate:
+        check_calibration_data(chosen["validation"], data_args)
     if "train" in chosen and sum(data_args.unanswerable_fractions()):
         chosen["train"] = with_unanswerable_copies(chosen["train"], *data_args.unanswerable_fractions(),
                                                    seed=training_args.seed)
@@ -440,10 +515,14 @@ def run(head, model_args, data_args, training_args):
         for split in ("validation", "test") if split in chosen
     }
 
+    evaluated = {}  # prefix: (examples, predictions, references) of its last evaluation, for --calibrate
+
     def post_process(examples, features, outputs, prefix):
         offsets = padded_offsets(features)
         candidates = evaluation_candidates(head.name, outputs, features, offsets, data_args)
-        return question_predictions(examples, features, offsets, candidates, data_args), references(examples, data_args)
+        result = question_predictions(examples, features, offsets, candidates, data_args), references(examples, data_args)
+        evaluated[prefix] = (examples, *result)
+        return result
 
     trainer = QuestionAnsweringTrainer(
         model=model,
@@ -472,15 +551,20 @@ def run(head, model_args, data_args, training_args):
         all_metrics["train"] = metrics
     if training_args.do_eval:
         metrics = trainer.evaluate()
+        if data_args.calibrate:
+            metrics.update(calibrated(model.config, *evaluated["eval"], training_args))
         save_metrics(trainer, "eval", metrics)
-        if training_args.do_train and not data_args.threshold_given:
-            save_tuned_threshold(trainer, metrics)
+        tuned = not data_args.threshold_given and keep_tuned_threshold(model.config, metrics)
+        if training_args.do_train and (tuned or data_args.calibrate):
+            rewrite_saved_config(trainer)
         all_metrics["eval"] = metrics
     if training_args.do_predict:
         _, metrics = trainer.predict(eval_windows["test"], chosen["test"])
         save_metrics(trainer, "predict", metrics)
         all_metrics["predict"] = metrics
-    if training_args.do_train and trainer.is_world_process_zero():
+    if packaging:
+        trainer.save_model()
+    if (training_args.do_train or packaging) and trainer.is_world_process_zero():
         trainer.create_model_card()
     try:
         if training_args.push_to_hub:

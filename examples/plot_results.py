@@ -3,6 +3,7 @@
 
     python examples/plot_results.py spans OUTPUT_DIR/eval_nbest_predictions.json results/RUN/eval_span_predictions.json
     python examples/plot_results.py plot --dev DEV.json.gz --out results/plots results/RUN_A results/RUN_B ...
+    python examples/plot_results.py reliability results/RUN/holdout_calibration.json ... --out results/plots/reliability.png
 
 `spans` keeps each question's best non-empty answer from an n-best file: with `eval_null_odds.json` it is what
 the SQuAD v2 metric scores at every no-answer threshold (the official script's `--na-prob-file` and
@@ -114,6 +115,33 @@ def plot_thresholds(runs, answers, path):
     plt.close(fig)
 
 
+def plot_reliability(files, path):
+    """Reliability diagrams: per calibration file (`eval_calibration.json`, or `calibration_holdout.py measure`'s),
+    the fraction right against the mean probability in each of its bins, calibrated and raw, with the diagonal."""
+    import matplotlib.pyplot as plt
+
+    columns = min(len(files), PANELS_PER_ROW)
+    rows = math.ceil(len(files) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 4.5 * rows), squeeze=False)
+    for ax in axes.flat[len(files):]:
+        ax.set_visible(False)
+    for ax, file in zip(axes.flat, files):
+        figures = read_json(file)
+        for name, label in (("calibrated", "probability"), ("raw", "raw score")):
+            filled = [b for b in figures["bins"][name] if b["count"]]
+            ax.plot([b["probability"] for b in filled], [b["right"] for b in filled], "o-",
+                    label=f"{label} (ECE {figures[f'{name}_ece']:.3f})")
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+        title = os.path.basename(os.path.dirname(os.path.abspath(file)))
+        ax.set(xlabel="mean probability in the bin", ylabel="fraction right", xlim=(0, 1), ylim=(0, 1),
+               title=f"{title}: {os.path.basename(file)}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -124,7 +152,14 @@ def main():
     plot.add_argument("runs", nargs="+")
     plot.add_argument("--dev", required=True, help="the SQuAD v2 dev file the runs were evaluated on")
     plot.add_argument("--out", required=True, help="folder for the PNG files")
+    reliability = commands.add_parser("reliability", help="reliability diagrams of calibration files")
+    reliability.add_argument("files", nargs="+")
+    reliability.add_argument("--out", required=True, help="the PNG file")
     args = parser.parse_args()
+    if args.command == "reliability":
+        plot_reliability(args.files, args.out)
+        print(f"wrote {args.out}")
+        return
     if args.command == "spans":
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(best_spans(read_json(args.nbest)), f, ensure_ascii=False, indent=2)

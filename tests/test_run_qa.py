@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, pipeline
 
 import qa_runner
 import qa_windows
@@ -508,11 +509,105 @@ def test_evaluating_a_bare_encoder_without_training_warns_that_its_head_is_rando
                                                                                    caplog):
     for model, warned in ((tiny_bert_dir, True), (learned["span"], False)):
         caplog.clear()
+        out = tmp_path / ("bare" if warned else "qa")
         qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(model), "--validation_file", DEV,
                                    "--version_2_with_negative", "--do_eval", "--max_eval_samples", "2",
-                                   "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+                                   "--output_dir", str(out), "--report_to", "none"])
         assert ("has no question-answering head" in caplog.text) == warned, model
         assert ("freshly initialised, random" in caplog.text) == warned
+        assert (out / "model.safetensors").exists() != warned  # no model folder of a random head
+        assert (out / "eval_predictions.json").exists()
+
+
+# --- a QA checkpoint written as a model folder, without training ---------------------------------------------
+
+def transformers_checkpoint(folder, model_dir, weights):
+    """`model_dir`'s span model as transformers itself saves a QA checkpoint: BertForQuestionAnswering's weights
+    (in `weights`: model.safetensors, or pytorch_model.bin only, as many Hub models have), config without this
+    package's settings and pipeline entry, and tokenizer; no file of this package."""
+    config = AutoConfig.from_pretrained(model_dir)
+    del config.qa_settings, config.custom_pipelines
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir, config=config)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
+    if weights == "pytorch_model.bin":  # as transformers 4 wrote it without safetensors
+        torch.save(model.state_dict(), folder / weights)
+        (folder / "model.safetensors").unlink()
+    assert not list(folder.glob("*.py")) and "qa_settings" not in read_json(folder, "config.json")
+    return folder
+
+
+def checkpoint_tensors(path):
+    return load_file(path) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
+
+
+def assert_model_folder_of(checkpoint, weights, out, head, threshold):
+    """`out` is a complete model folder of `checkpoint`: its tensors bit for bit, its tokenizer, the pipeline's
+    code, and a config with the pipeline's settings and `threshold`."""
+    saved, original = load_file(out / "model.safetensors"), checkpoint_tensors(checkpoint / weights)
+    assert saved.keys() == original.keys()
+    for name, tensor in original.items():
+        assert saved[name].dtype == tensor.dtype and torch.equal(saved[name], tensor), name
+    question = ("Who designed it?", "Gustave Eiffel's company designed and built the tower.")
+    assert AutoTokenizer.from_pretrained(out)(*question)["input_ids"] == \
+        AutoTokenizer.from_pretrained(checkpoint)(*question)["input_ids"]
+    assert all((out / os.path.basename(path)).exists() for path in qa_runner.PIPELINE_FILES)
+    config = read_json(out, "config.json")
+    assert config["custom_pipelines"] == qa_runner.PIPELINE_ENTRY
+    assert config["qa_settings"]["head"] == head and config["qa_settings"]["max_seq_length"] == 64
+    assert config["qa_settings"]["null_score_diff_threshold"] == threshold
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_evaluating_a_qa_checkpoint_saved_by_transformers_writes_it_as_a_model_folder(learned, learned_questions,
+                                                                                      tmp_path, weights):
+    """An evaluation-only run gives any QA checkpoint the pipeline, the F1-best threshold and a card; its pipeline
+    answers as the evaluation did."""
+    checkpoint = transformers_checkpoint(tmp_path / "checkpoint", learned["span"], weights)
+    out = tmp_path / "out"
+    qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(checkpoint), "--validation_file", str(TRAIN),
+                               "--version_2_with_negative", "--do_eval", "--max_eval_samples", str(LEARNED_QUESTIONS),
+                               *map(str, LEARNED_WINDOWS), "--per_device_eval_batch_size", "8",
+                               "--output_dir", str(out), "--report_to", "none"])
+    results = read_json(out, "eval_results.json")
+    assert results["eval_exact"] >= 95  # the checkpoint really answers
+    assert_model_folder_of(checkpoint, weights, out, "span", results["eval_best_f1_null_score_diff_threshold"])
+    card = (out / "README.md").read_text()
+    assert "not fine-tuned here: spanbert-qa evaluated it" in card and "Training hyperparameters" not in card
+    assert f"| f1 | {round(results['eval_f1'], 2)} |" in card
+    pipe = pipeline("question-answering", model=str(out), trust_remote_code=True)
+    answers = pipe([{"question": q, "context": c} for q, c in zip(learned_questions["question"],
+                                                                  learned_questions["context"])],
+                   handle_impossible_answer=True, align_to_words=False, null_score_diff_threshold=0.0)
+    assert dict(zip(learned_questions["id"], (a["answer"] for a in answers))) == read_json(out, "eval_predictions.json")
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_a_qa_checkpoint_without_evaluation_data_becomes_a_model_folder_at_the_threshold_given(learned, tmp_path,
+                                                                                                head):
+    """The packaging command: no data, no --do_* flag; a span checkpoint saved by transformers, a CRF folder."""
+    weights = "model.safetensors"
+    checkpoint = (transformers_checkpoint(tmp_path / "checkpoint", learned["span"], weights) if head == "span"
+                  else learned["crf"])
+    out = tmp_path / "out"
+    qa_runner.main({"span": SPAN_HEAD, "crf": CRF_HEAD}[head], [
+        "--model_name_or_path", str(checkpoint), "--version_2_with_negative", "--null_score_diff_threshold", "-1.25",
+        *map(str, LEARNED_WINDOWS), "--output_dir", str(out), "--report_to", "none"])
+    assert_model_folder_of(checkpoint, weights, out, head, -1.25)
+    assert not list(out.glob("*_results.json"))
+    card = (out / "README.md").read_text()
+    assert "not fine-tuned here: spanbert-qa added the pipeline" in card and "No evaluation results yet." in card
+    context = "The Eiffel Tower in Paris was completed in 1889."
+    answer = pipeline("question-answering", model=str(out), trust_remote_code=True)(
+        question="When was the tower completed?", context=context)
+    assert answer["answer"] == context[answer["start"]:answer["end"]] and answer["answer"]
+
+
+def test_packaging_a_bare_encoder_is_refused(tiny_bert_dir, tmp_path):
+    with pytest.raises(SystemExit) as refused:
+        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(tiny_bert_dir), "--output_dir", str(tmp_path / "out")])
+    assert f"{tiny_bert_dir} has no question-answering head" in str(refused.value)
+    assert "there is no model to write" in str(refused.value) and not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def bad_checkpoint(folder, tiny_bert_dir, tokenizer=True, weights="model.safetensors", config=None):
