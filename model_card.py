@@ -167,6 +167,12 @@ def render(head_name, model_args, data_args, training_args, all_metrics, qa_sett
     hyper.append(("max_train_samples", data_args.max_train_samples))
     training = (f"\n## Training hyperparameters\n\n{table(('hyperparameter', 'value'), hyper)}\n"
                 if training_args.do_train else "")
+    calibrator = qa_settings.get("calibrator")
+    calibration = (f"\nEvery answer also carries `probability`, the chance that it is right, from a calibrator "
+                   f"fitted on {calibrator['questions']} evaluation questions (spanbert-qa `--calibrate`; "
+                   f"expected calibration error {eval_metrics['eval_calibrated_ece']:.3f} by cross-validation, "
+                   f"{eval_metrics['eval_raw_ece']:.3f} for the raw n-best probability).\n"
+                   if calibrator and "eval_calibrated_ece" in eval_metrics else "")
     old_pipeline = ("\nOn transformers < 5.3 the library's own `question-answering` pipeline also serves this model "
                     "(without `trust_remote_code`).\n" if head_name == "span" else "")
     body = f"""
@@ -187,7 +193,7 @@ The pipeline's code (`qa_pipeline.py` and the modules it imports) is part of thi
 `trust_remote_code=True`, and reads its settings from `config.json`:
 
 {table(("setting", "value"), settings)}
-{old_pipeline}
+{calibration}{old_pipeline}
 ## Serving
 
 The Hub's hosted inference widget and serverless inference run no custom code, so they cannot answer with this

@@ -5,6 +5,8 @@
 #   bash examples/minilm_squad_v2_cpu.sh parity         # 1 epoch, lr 3e-5, batch 8 (the transformers example's budget)
 #   bash examples/minilm_squad_v2_cpu.sh recipe span    # the recommended CPU recipe, one head
 #   bash examples/minilm_squad_v2_cpu.sh recipe-all span  # the same on all ten articles, at the recipe's threshold
+#   bash examples/minilm_squad_v2_cpu.sh calibrate span   # after recipe: calibrated on half the dev articles,
+#                                                         # measured through the pipeline on the other half
 #   DATA=../shared/data/squad_v2 OUT=outputs bash examples/minilm_squad_v2_cpu.sh recipe
 #
 # recipe: the subset's article "The_Legend_of_Zelda:_Twilight_Princess" (374 questions, 160 of them unanswerable,
@@ -16,6 +18,9 @@
 # held-out article, and the dev set is evaluated once, at that threshold.
 # recipe-all: the same training on all ten articles (the held-out one's 160 real unanswerable questions double the
 # real ones the model sees); the dev set is evaluated once, at the threshold the recipe run chose (run it first).
+# calibrate: the recipe model evaluated with --calibrate on the even-numbered dev articles (at the recipe's
+# threshold), written as a calibrated model folder, then asked the odd-numbered articles' questions through its
+# pipeline: the calibration of `probability` and of `score` there (examples/calibration_holdout.py).
 #
 # Copies what re-scoring needs (predictions, best non-empty answers, null odds, metrics, trainer_state.json; no
 # weights) to RESULTS/<run>/ (results/ by default).
@@ -33,7 +38,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-RECIPE=${1:?usage: $0 parity|recipe|recipe-all [span|crf]}
+RECIPE=${1:?usage: $0 parity|recipe|recipe-all|calibrate [span|crf]}
 HEADS=${2:-span crf}
 DATA=${DATA:-../shared/data/squad_v2}
 OUT=${OUT:-outputs}
@@ -52,6 +57,22 @@ HOLDOUT_TITLE="The_Legend_of_Zelda:_Twilight_Princess"
 CPU_RECIPE=(--num_train_epochs 2 --learning_rate 1e-4 --head_learning_rate 1e-3 --per_device_train_batch_size 16
             --warmup_steps 0.1 --weight_decay 0.01 --unanswerable_cuts 0.2 --unanswerable_pairs 0.05 --unanswerable_edits 0.45)
 THRESHOLD_OF='import json, sys; print(json.load(open(sys.argv[1]))["eval_best_f1_null_score_diff_threshold"])'
+
+if [ "$RECIPE" = calibrate ]; then
+  mkdir -p "$OUT/data"
+  $PY examples/calibration_holdout.py split "$DATA/dev-v2.0.json.gz" "$OUT/data/dev-half-a.json" "$OUT/data/dev-half-b.json"
+  for head in $HEADS; do
+    script=run_qa.py; [ "$head" = crf ] && script=run_qa_crf.py
+    run="minilm-$head-recipe"
+    threshold=$($PY -c "$THRESHOLD_OF" "$RESULTS/$run/holdout_results.json")
+    $PY "$script" --model_name_or_path "$OUT/$run" --validation_file "$OUT/data/dev-half-a.json" --do_eval \
+      --calibrate --null_score_diff_threshold "$threshold" --output_dir "$OUT/$run-calibrated" "${COMMON[@]}"
+    cp "$OUT/$run-calibrated/eval_calibration.json" "$RESULTS/$run/"
+    $PY examples/calibration_holdout.py measure "$OUT/$run-calibrated" "$OUT/data/dev-half-b.json" \
+      --out "$RESULTS/$run/holdout_calibration.json"
+  done
+  exit 0
+fi
 
 case "$RECIPE" in
   parity)

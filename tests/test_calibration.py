@@ -5,7 +5,6 @@ what evaluation measured, the figures re-computed from the written files, and th
 
 import json
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from calibration import Calibrator, fitted_logistic, reliability, sigmoid, span_
 from metrics.squad_v2.compute_score import best_score, exact_match, gold_answers
 from qa_data import questions_from_file
 from run_qa import SPAN_HEAD
-from tests.conftest import DEV, HEADS, LEARNED_WINDOWS, ROOT, TRAIN, read_json, run_script, train_heads
+from tests.conftest import DEV, HEADS, LEARNED_WINDOWS, TRAIN, read_json, train_heads
 from tests.test_handler import served
 from utils_qa import CalibrationEvidence, calibration_report
 
@@ -143,21 +142,8 @@ def test_the_raw_score_figures_re_compute_from_the_written_files(calibrated, que
     assert results["eval_raw_brier"] == pytest.approx(np.mean((probability - right) ** 2))
     assert results["eval_calibration_right"] == pytest.approx(right.mean())
     assert 0 <= results["eval_calibrated_ece"] < 1 and len(written["bins"]["calibrated"]) == 15
-
-
-def test_the_holdout_script_splits_by_article_and_measures_the_pipelines_probability_and_score(calibrated, tmp_path):
-    halves = [tmp_path / "a.json", tmp_path / "b.json"]
-    script = [sys.executable, str(ROOT / "examples" / "calibration_holdout.py")]
-    assert run_script([*script, "split", str(TRAIN), *map(str, halves)]).returncode == 0
-    titles = [{article["title"] for article in json.loads(half.read_text())["data"]} for half in halves]
-    assert titles[0] and titles[1] and not titles[0] & titles[1]
-    assert sum(len(questions_from_file(half)) for half in halves) == len(questions_from_file(TRAIN))
-    out = tmp_path / "holdout.json"
-    result = run_script([*script, "measure", str(calibrated["span"]), str(DEV), "--out", str(out)])
-    assert result.returncode == 0, result.stdout[-3000:]
-    measured = json.loads(out.read_text())
-    assert measured["questions"] == len(questions_from_file(DEV)) == sum(b["count"] for b in measured["bins"]["raw"])
-    assert 0 <= measured["calibrated_ece"] <= 1 and 0 <= measured["raw_brier"] <= 1
+    card = (folder / "README.md").read_text()
+    assert f"`probability`" in card and f"calibration error {results['eval_calibrated_ece']:.3f}" in card
 
 
 def test_without_a_calibrator_there_is_no_probability(learned, questions):

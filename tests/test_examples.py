@@ -1,7 +1,9 @@
-"""The example scripts: the held-out article split and the results figures."""
+"""The example scripts: the held-out article split, the results figures, the MiniLM script's runs and the
+calibration measured on held-out articles."""
 
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from metrics.squad_v2.compute_score import squad_v2_scores
+from qa_data import questions_from_file
 from tests.conftest import DEV, ROOT, SCRIPT_ENV, TRAIN, read_json, run_script
 
 sys.path.insert(0, str(ROOT / "examples"))
@@ -134,3 +137,33 @@ def test_minilm_cpu_script_recipe_then_recipe_all_at_its_threshold(tiny_bert_dir
     assert read_json(runs["recipe-all"], "holdout_results.json") == read_json(runs["recipe"], "holdout_results.json")
     # the held-out article's evaluation, not the dev set's
     assert read_json(runs["recipe"], "holdout_results.json")["eval_total"] == 8
+
+
+def test_minilm_cpu_script_calibrates_on_half_the_dev_articles_and_measures_on_the_other(learned, tmp_path):
+    """examples/minilm_squad_v2_cpu.sh calibrate span, the learned MiniLM standing in for the recipe's model and the
+    sample training file (233 questions) for the dev set: its articles split in two halves, the model calibrated on
+    one at the recipe's threshold (a calibrated model folder) and measured through its pipeline on the other."""
+    data, out, results = tmp_path / "data", tmp_path / "outputs", tmp_path / "results"
+    data.mkdir()
+    with gzip.open(data / "dev-v2.0.json.gz", "wt", encoding="utf-8") as f:
+        f.write(open(TRAIN, encoding="utf-8").read())
+    shutil.copytree(learned["span"], out / "minilm-span-recipe")
+    (results / "minilm-span-recipe").mkdir(parents=True)
+    (results / "minilm-span-recipe" / "holdout_results.json").write_text(
+        json.dumps({"eval_best_f1_null_score_diff_threshold": 1.5}))
+    env = {**SCRIPT_ENV, "DATA": str(data), "OUT": str(out), "RESULTS": str(results), "MAX_SEQ_LENGTH": "64",
+           "DOC_STRIDE": "16"}
+    result = run_script(["bash", str(ROOT / "examples" / "minilm_squad_v2_cpu.sh"), "calibrate", "span"],
+                        cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout[-5000:]
+
+    halves = [questions_from_file(out / "data" / f"dev-half-{half}.json") for half in "ab"]
+    assert not set(halves[0]["title"]) & set(halves[1]["title"])
+    assert len(halves[0]) + len(halves[1]) == len(questions_from_file(TRAIN))
+    settings = read_json(out / "minilm-span-recipe-calibrated", "config.json")["qa_settings"]
+    assert settings["null_score_diff_threshold"] == 1.5 and settings["calibrator"]["questions"] == len(halves[0])
+    run = results / "minilm-span-recipe"
+    assert read_json(run, "eval_calibration.json")["calibration_questions"] == len(halves[0])
+    measured = read_json(run, "holdout_calibration.json")
+    assert measured["questions"] == len(halves[1]) == sum(b["count"] for b in measured["bins"]["calibrated"])
+    assert 0 <= measured["calibrated_ece"] <= 1 and 0 < measured["right"] < 1
