@@ -11,7 +11,8 @@ of one half is in the other. `measure` asks every question of a file through the
 empty answer allowed, at the no-answer threshold its config stores, answers at token offsets as evaluation gives
 them) and compares each top answer with the gold ones (exact match after SQuAD's normalisation; "" is right for an
 unanswerable question): expected calibration error over 15 equal-width bins and Brier score of its `probability`
-("calibrated") and of its `score` ("raw"), with the bins of each for `plot_results.py reliability`.
+("calibrated") and of its `score` ("raw"), with the bins of each for `plot_results.py reliability` and each
+question's answer, probability and score (for re-scoring).
 """
 
 import argparse
@@ -55,10 +56,13 @@ def measure(model, path, batch_size):
     # a span model's score adds up equal answers of several windows, as transformers 4's does: at most 1 here
     figures = {kind: reliability([min(a[field], 1.0) for a in answers], right)
                for kind, field in (("calibrated", "probability"), ("raw", "score"))}
-    return {"model": model, "questions_file": os.path.basename(path), "questions": len(answers),
-            "right": sum(right) / len(right), "calibrated": "the pipeline's probability", "raw": "its score",
+    return {"model": os.path.basename(os.path.normpath(model)), "questions_file": os.path.basename(path),
+            "questions": len(answers), "right": sum(right) / len(right),
+            "calibrated": "the pipeline's probability", "raw": "its score",
             **{f"{kind}_{stat}": figures[kind][stat] for kind in figures for stat in ("ece", "brier")},
-            "bins": {kind: figures[kind]["bins"] for kind in figures}}
+            "bins": {kind: figures[kind]["bins"] for kind in figures},
+            "answers": {qid: {field: a[field] for field in ("answer", "probability", "score")}
+                        for qid, a in zip(questions["id"], answers)}}
 
 
 def main():
@@ -79,7 +83,7 @@ def main():
     result = measure(args.model, args.questions, args.batch_size)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
-    print(json.dumps({k: v for k, v in result.items() if k != "bins"}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("bins", "answers")}, indent=2))
 
 
 if __name__ == "__main__":

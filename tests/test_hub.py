@@ -102,6 +102,20 @@ def test_every_commit_holds_what_its_config_names(hub, pushed, head):
         assert {"modeling_crf.py", "crf_decoding.py", "last-checkpoint/model.safetensors"} <= set(final)
 
 
+def test_a_checkpoint_packaged_without_training_is_pushed_as_a_model_folder(hub, learned, tmp_path):
+    repo = f"{USER}/packaged-qa"
+    result = run_script([sys.executable, str(ROOT / "run_qa.py"), "--model_name_or_path", str(learned["span"]),
+                         "--version_2_with_negative", "--null_score_diff_threshold", "0.5", "--output_dir",
+                         str(tmp_path / "out"), "--report_to", "none", "--push_to_hub", "--hub_model_id", repo,
+                         "--hub_token", TOKEN], env=hub_env(hub.endpoint, tmp_path))
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert_loopback_only(tmp_path)
+    files = hub.hub.files(repo)
+    assert not missing_files(files) and {"model.safetensors", "handler.py", "README.md"} <= set(files)
+    assert json.loads(files["config.json"])["qa_settings"]["null_score_diff_threshold"] == 0.5
+    assert "not fine-tuned here" in files["README.md"].decode()
+
+
 def test_a_commit_missing_code_is_caught(hub, pushed):
     """The check above can fail: the final commit without one module its pipeline imports."""
     files = hub.hub.files(pushed["crf"][0])

@@ -7,7 +7,7 @@ import pytest
 
 from qa_data import questions_from_file
 from tests.conftest import ROOT, read_json, run_qa
-from tests.independent_scorer import independent_best_f1, independent_scores
+from tests.independent_scorer import independent_best_f1, independent_question_scores, independent_scores
 
 sys.path.insert(0, str(ROOT / "examples"))
 from plot_results import applied_threshold  # noqa: E402
@@ -67,3 +67,26 @@ def test_committed_results_rescore_to_their_figures(run, full_dev):
     threshold = applied_threshold(run)
     assert predictions == {qid: "" if odds[qid] > threshold else spans[qid] for qid in predictions}
     assert independent_best_f1(spans, odds, full_dev) == pytest.approx(results["eval_best_f1"])
+
+
+CALIBRATED = sorted(path for path in (ROOT / "results").iterdir() if (path / "holdout_calibration.json").exists())
+
+
+@pytest.mark.parametrize("run", CALIBRATED, ids=[run.name for run in CALIBRATED])
+def test_committed_calibration_rescores_to_its_figures(run, full_dev):
+    """results/<run>/holdout_calibration.json: the held-out half's answers, re-scored independently, give its
+    expected calibration errors (15 equal bins: sum |right - probability| over a bin, over the questions) and Brier
+    scores, of the calibrated probability and of the raw score (at most 1)."""
+    measured = read_json(run, "holdout_calibration.json")
+    gold = {qid: answers["text"] for qid, answers in zip(full_dev["id"], full_dev["answers"])}
+    answers = measured["answers"]
+    assert len(answers) == measured["questions"] and set(answers) <= set(gold)
+    right = [independent_question_scores(a["answer"], gold[qid])[0] for qid, a in answers.items()]
+    assert measured["right"] == pytest.approx(sum(right) / len(right))
+    for kind, field in (("calibrated", "probability"), ("raw", "score")):
+        probability = [min(a[field], 1.0) for a in answers.values()]
+        bins = [min(int(p * 15), 14) for p in probability]
+        ece = sum(abs(sum(r - p for r, p, b in zip(right, probability, bins) if b == k)) for k in range(15))
+        assert measured[f"{kind}_ece"] == pytest.approx(ece / len(right))
+        brier = sum((p - r) ** 2 for p, r in zip(probability, right)) / len(right)
+        assert measured[f"{kind}_brier"] == pytest.approx(brier)

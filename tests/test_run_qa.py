@@ -558,11 +558,11 @@ def assert_model_folder_of(checkpoint, weights, out, head, threshold):
     assert config["qa_settings"]["null_score_diff_threshold"] == threshold
 
 
-@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
 def test_evaluating_a_qa_checkpoint_saved_by_transformers_writes_it_as_a_model_folder(learned, learned_questions,
-                                                                                      tmp_path, weights):
+                                                                                      tmp_path):
     """An evaluation-only run gives any QA checkpoint the pipeline, the F1-best threshold and a card; its pipeline
     answers as the evaluation did."""
+    weights = "model.safetensors"
     checkpoint = transformers_checkpoint(tmp_path / "checkpoint", learned["span"], weights)
     out = tmp_path / "out"
     qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(checkpoint), "--validation_file", str(TRAIN),
@@ -585,8 +585,9 @@ def test_evaluating_a_qa_checkpoint_saved_by_transformers_writes_it_as_a_model_f
 @pytest.mark.parametrize("head", HEADS)
 def test_a_qa_checkpoint_without_evaluation_data_becomes_a_model_folder_at_the_threshold_given(learned, tmp_path,
                                                                                                 head):
-    """The packaging command: no data, no --do_* flag; a span checkpoint saved by transformers, a CRF folder."""
-    weights = "model.safetensors"
+    """The packaging command: no data, no --do_* flag; a span checkpoint saved by transformers with only
+    pytorch_model.bin (as many Hub models are), a CRF folder."""
+    weights = "pytorch_model.bin" if head == "span" else "model.safetensors"
     checkpoint = (transformers_checkpoint(tmp_path / "checkpoint", learned["span"], weights) if head == "span"
                   else learned["crf"])
     out = tmp_path / "out"
