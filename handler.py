@@ -7,8 +7,8 @@ repository's folder, and calls it with each request's JSON body:
     {"inputs": [{"question": ..., "context": ...}, ...], "parameters": {...}}
 
 and answers with a list, one entry per input: what the folder's `pipeline("question-answering")` returns for it
-(a {"answer", "score", "start", "end"} dict, or a list of them with `top_k` > 1). The hosted widget and serverless
-inference run no custom code; an endpoint does, with this handler.
+(a {"answer", "score", "start", "end"} dict, with "probability" for a calibrated model, or a list of them with
+`top_k` > 1). The hosted widget and serverless inference run no custom code; an endpoint does, with this handler.
 """
 
 from transformers import pipeline

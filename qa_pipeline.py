@@ -30,6 +30,8 @@ from .qa_windows import WindowCollator, max_question_tokens, window_features
 
 # What the pipeline keeps of a window beside the model's inputs, for its postprocessing.
 EXTRAS = ("offsets", "words", "cls_index", "context", "is_last")
+# What an answer holds, as transformers 4's pipeline returns it (and `probability` for a calibrated model).
+ANSWER_FIELDS = ("score", "start", "end", "answer")
 # Questions whose windows a batched call sorts by length together (evaluation sorts all of them).
 SORTED_QUESTIONS = 256
 # Evaluation settings run_qa.py stores in the config; these defaults serve other models.
@@ -372,7 +374,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             answers, empty["probability"] = with_probabilities(answers, null_rank, calibrator)
         if handle_impossible_answer:
             answers = with_no_answer(answers, null_rank, empty, null_threshold)
-        fields = ("score", "start", "end", "answer", "probability") if calibrator else ("score", "start", "end", "answer")
+        fields = ANSWER_FIELDS + (("probability",) if calibrator else ())
         results = [{field: answer[field] for field in fields} for answer in answers[:top_k]]
         return results[0] if top_k == 1 else results
 

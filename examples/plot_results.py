@@ -78,20 +78,32 @@ def plot_losses(runs, path):
            title="Training loss (MiniLM-L6-H384, SQuAD v2 subset)")
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+
+
+def panel_grid(count, width, height):
+    """A figure of `count` panels of `width` x `height` inches, PANELS_PER_ROW to a row, and those panels."""
+    import matplotlib.pyplot as plt
+
+    columns = min(count, PANELS_PER_ROW)
+    rows = math.ceil(count / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, axes.flat[:count]
+
+
+def save_figure(fig, path):
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_thresholds(runs, answers, path):
-    import matplotlib.pyplot as plt
-
-    columns = min(len(runs), PANELS_PER_ROW)
-    rows = math.ceil(len(runs) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
-    for ax in axes.flat[len(runs):]:
-        ax.set_visible(False)
-    for ax, run in zip(axes.flat, runs):
+    fig, axes = panel_grid(len(runs), 5.5, 4)
+    for ax, run in zip(axes, runs):
         spans = read_json(os.path.join(run, "eval_span_predictions.json"))
         thresholds, exact, f1 = threshold_curve(spans, read_json(os.path.join(run, "eval_null_odds.json")), answers)
         ax.plot(thresholds, f1, label="F1")
@@ -110,22 +122,14 @@ def plot_thresholds(runs, answers, path):
         ax.set_xlim(min(low, *marked) - margin, max(high, *marked) + margin)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_reliability(files, path):
     """Reliability diagrams: per calibration file (`eval_calibration.json`, or `calibration_holdout.py measure`'s),
     the fraction right against the mean probability in each of its bins, calibrated and raw, with the diagonal."""
-    import matplotlib.pyplot as plt
-
-    columns = min(len(files), PANELS_PER_ROW)
-    rows = math.ceil(len(files) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 4.5 * rows), squeeze=False)
-    for ax in axes.flat[len(files):]:
-        ax.set_visible(False)
-    for ax, file in zip(axes.flat, files):
+    fig, axes = panel_grid(len(files), 5, 4.5)
+    for ax, file in zip(axes, files):
         figures = read_json(file)
         for name, label in (("calibrated", "probability"), ("raw", "raw score")):
             filled = [b for b in figures["bins"][name] if b["count"]]
@@ -137,9 +141,7 @@ def plot_reliability(files, path):
                title=f"{title}: {os.path.basename(file)}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main():

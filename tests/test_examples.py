@@ -15,7 +15,7 @@ from qa_data import questions_from_file
 from tests.conftest import DEV, ROOT, SCRIPT_ENV, TRAIN, read_json, run_script
 
 sys.path.insert(0, str(ROOT / "examples"))
-from plot_results import applied_threshold, best_spans, threshold_curve  # noqa: E402
+from plot_results import applied_threshold, best_spans, plot_reliability, threshold_curve  # noqa: E402
 
 
 def squad(*titles):
@@ -167,3 +167,5 @@ def test_minilm_cpu_script_calibrates_on_half_the_dev_articles_and_measures_on_t
     measured = read_json(run, "holdout_calibration.json")
     assert measured["questions"] == len(halves[1]) == sum(b["count"] for b in measured["bins"]["calibrated"])
     assert 0 <= measured["calibrated_ece"] <= 1 and 0 < measured["right"] < 1
+    plot_reliability([run / "eval_calibration.json", run / "holdout_calibration.json"], tmp_path / "reliability.png")
+    assert (tmp_path / "reliability.png").stat().st_size > 10_000
