@@ -23,8 +23,9 @@ def data_args(**kwargs):
 
 
 def card_of(tmp_path, base, data, widget=None, hub_model_id=None):
-    training = TrainingArguments(output_dir=str(tmp_path / "my-model"), learning_rate=3e-5, num_train_epochs=6,
-                                 per_device_train_batch_size=8, report_to="none", hub_model_id=hub_model_id)
+    training = TrainingArguments(output_dir=str(tmp_path / "my-model"), do_train=True, learning_rate=3e-5,
+                                 num_train_epochs=6, per_device_train_batch_size=8, report_to="none",
+                                 hub_model_id=hub_model_id)
     text = model_card.render("span", args(model_name_or_path=base, token=None), data, training, {"eval": METRICS},
                              SETTINGS, widget)
     return ModelCard(text)

@@ -12,7 +12,7 @@ from tests.independent_scorer import independent_best_f1, independent_question_s
 sys.path.insert(0, str(ROOT / "examples"))
 from plot_results import applied_threshold  # noqa: E402
 
-DEV_SLICE = 120
+DEV_SLICE = 60
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def test_minilm_on_real_squad_v2(script, squad_dir, minilm_dir, dev_slice, tmp_p
     run_qa("--model_name_or_path", minilm_dir, "--train_file", squad_dir / "train-v2.0-subset.json.gz",
            "--validation_file", squad_dir / "dev-v2.0.json.gz", "--version_2_with_negative",
            "--max_train_samples", 400, "--max_eval_samples", DEV_SLICE, "--do_train", "--do_eval",
-           "--max_steps", 16, "--max_seq_length", 256, "--doc_stride", 96, "--per_device_train_batch_size", 8, "--per_device_eval_batch_size", 32,
-           "--learning_rate", 1e-4, "--logging_steps", 4, "--output_dir", tmp_path, "--report_to", "none",
+           "--max_steps", 8, "--max_seq_length", 256, "--doc_stride", 96, "--per_device_train_batch_size", 8,
+           "--per_device_eval_batch_size", 32, "--learning_rate", 1e-4, "--logging_steps", 2, "--output_dir", tmp_path, "--report_to", "none",
            "--seed", 42, script=script)
     predictions = read_json(tmp_path, "eval_predictions.json")
     nbest = read_json(tmp_path, "eval_nbest_predictions.json")

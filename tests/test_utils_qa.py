@@ -382,7 +382,7 @@ def test_the_temporary_file_is_never_opened_through_a_link_planted_at_its_name(t
 
 
 def trainer_with_saved_config(output_dir):
-    """A stand-in for the trainer of `save_tuned_threshold`: a tiny model config, saved in `output_dir` as training
+    """A stand-in for the trainer of `rewrite_saved_config`: a tiny model config, saved in `output_dir` as training
     saves it."""
     from transformers import BertConfig
 
@@ -395,13 +395,14 @@ def trainer_with_saved_config(output_dir):
 
 
 def test_tuned_threshold_rewrites_config_json_under_a_temporary_name(tmp_path, stop_writes_midway):
-    from qa_runner import save_tuned_threshold
+    from qa_runner import keep_tuned_threshold, rewrite_saved_config
 
     trainer = trainer_with_saved_config(tmp_path)
     metrics = {"eval_best_f1_null_score_diff_threshold": -61.25}  # null odds units, past sigmoid's range
+    assert keep_tuned_threshold(trainer.model.config, metrics)
     stop_writes_midway()
     with pytest.raises(OutputError, match="config.json: write stopped midway"):
-        save_tuned_threshold(trainer, metrics)
+        rewrite_saved_config(trainer)
     # config.json is still the old one, complete
     assert json.loads((tmp_path / "config.json").read_text())["qa_settings"]["null_score_diff_threshold"] == 0.0
     assert final_files(tmp_path) == ["config.json"]
@@ -410,10 +411,11 @@ def test_tuned_threshold_rewrites_config_json_under_a_temporary_name(tmp_path, s
 def test_tuned_threshold_rewrite_writes_what_save_pretrained_writes(tmp_path):
     from transformers import BertConfig
 
-    from qa_runner import save_tuned_threshold
+    from qa_runner import keep_tuned_threshold, rewrite_saved_config
 
     trainer = trainer_with_saved_config(tmp_path / "model")
-    save_tuned_threshold(trainer, {"eval_best_f1_null_score_diff_threshold": -61.25})
+    keep_tuned_threshold(trainer.model.config, {"eval_best_f1_null_score_diff_threshold": -61.25})
+    rewrite_saved_config(trainer)
     trainer.model.config.save_pretrained(tmp_path / "reference")
     assert (tmp_path / "model" / "config.json").read_text() == (tmp_path / "reference" / "config.json").read_text()
     assert BertConfig.from_pretrained(tmp_path / "model").qa_settings["null_score_diff_threshold"] == -61.25
