@@ -51,6 +51,12 @@ def null_odds_feature(best_span_score, null_score):
     return np.clip(np.array([null_score - best_span_score], dtype=np.float64), -MARGIN_CLIP, MARGIN_CLIP)
 
 
+def answer_evidence(texts, scores, null_score):
+    """(span margins (spans, 2), the empty answer's null odds (1,)) of one question's spans, best first."""
+    best = scores[0] if len(scores) else -np.inf
+    return span_margins(texts, scores, null_score), null_odds_feature(best, null_score)
+
+
 def sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
@@ -106,9 +112,8 @@ class Calibrator:
 
     def answer_probabilities(self, texts, scores, null_score):
         """(probability of each span, probability of the empty answer) of one question's ranked spans."""
-        spans = self.span_probability(span_margins(texts, scores, null_score))
-        best = scores[0] if len(scores) else -np.inf
-        return spans.tolist(), float(self.empty_probability(null_odds_feature(best, null_score))[0])
+        margins, null_odds = answer_evidence(texts, scores, null_score)
+        return self.span_probability(margins).tolist(), float(self.empty_probability(null_odds)[0])
 
 
 def reliability(probability, right, bins=15):

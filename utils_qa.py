@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from calibration import Calibrator, null_odds_feature, reliability, span_margins
+from calibration import Calibrator, answer_evidence, reliability
 from metrics.squad_v2.compute_score import best_score, exact_match, gold_answers
 from qa_decoding import ranked_answers, window_candidates
 from qa_windows import window_features
@@ -200,12 +200,11 @@ def calibration_evidence(result, references, contexts):
         spans = [a for a in answers if a["text"]]
         empty = next(a for a in answers if not a["text"])
         golds = gold_answers(reference["answers"]["text"])
-        best = spans[0]["score"] if spans else -np.inf
-        margins = (span_margins([a["text"] for a in spans], [a["score"] for a in spans], empty["score"])[0]
-                   if spans else np.full(2, np.nan))
+        margins, null_odds = answer_evidence([a["text"] for a in spans], [a["score"] for a in spans], empty["score"])
         returned_empty = result.predictions[qid] == ""
-        rows.append((margins, bool(spans) and best_score(exact_match, spans[0]["text"], golds) == 1,
-                     null_odds_feature(best, empty["score"]), golds == [""], returned_empty,
+        rows.append((margins[0] if spans else np.full(2, np.nan),
+                     bool(spans) and best_score(exact_match, spans[0]["text"], golds) == 1,
+                     null_odds, golds == [""], returned_empty,
                      empty["probability"] if returned_empty else spans[0]["probability"], context))
     columns = list(zip(*rows))
     return CalibrationEvidence(np.stack(columns[0]), np.array(columns[1], dtype=bool), np.stack(columns[2]),
