@@ -138,7 +138,7 @@ def crf_single_span_tags(span_start: torch.Tensor, span_end: torch.Tensor, seq: 
     return torch.where(positions == span_start[:, None], TAG_B, torch.where(inside, TAG_I, TAG_O))
 
 
-def _forward_backward(emissions, mask, start, end, trans):
+def crf_forward_backward(emissions, mask, start, end, trans):
     """`(alphas, betas, log_z)`: `(batch, seq, K)`, `(batch, seq, K)`, `(batch,)`."""
     alphas = crf_forward_alphas(emissions, mask, start, trans)
     betas = crf_backward_betas(emissions, mask, end, trans)
@@ -146,13 +146,14 @@ def _forward_backward(emissions, mask, start, end, trans):
     return alphas, betas, log_z
 
 
-def crf_boundary_logits(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans):
+def crf_boundary_logits(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans, forward_backward=None):
     """
     Span-boundary log-marginals by forward-backward.
 
     Args:
         emissions: `(batch, seq, 3)` float32 BIO emission scores.
         mask: `(batch, seq)` bool length prefix.
+        forward_backward: `crf_forward_backward`'s `(alphas, betas, log_z)` when already computed.
 
     Returns:
         `(start_logits, end_logits, log_z)`: two `(batch, seq)` tensors and `(batch,)` log-partition.
@@ -160,7 +161,7 @@ def crf_boundary_logits(emissions: torch.Tensor, mask: torch.Tensor, start, end,
         `end_logits[b, i] = log P(y_i in {B, I} and (i is last or y_{i+1} in {O, B}))`,
         position 0 of both holds `log P(all O)`, padding holds `MASKED_SCORE`.
     """
-    alphas, betas, log_z = _forward_backward(emissions, mask, start, end, trans)
+    alphas, betas, log_z = forward_backward or crf_forward_backward(emissions, mask, start, end, trans)
     unary = alphas + betas - log_z[:, None, None]  # log P(y_t = k), (batch, seq, 3)
 
     start_logits = unary[:, :, TAG_B]
@@ -464,3 +465,179 @@ def crf_decode_nbest_spans(emissions, mask, context_mask, start, end, trans, k, 
     span_score = torch.where(torch.isfinite(best), paths, float("-inf"))
     null_score = crf_all_o_scores(emissions64, mask, start64, end64, trans64)
     return span_start, span_end, (span_score - log_z[:, None]).float(), (null_score - log_z).float()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Multi-span decoding: the k best valid BIO paths with any number of spans
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def crf_kbest_paths(emissions, mask, context_mask, start, end, trans, k):
+    """
+    The `k` best valid BIO tag paths, exactly, by list Viterbi: every path with `B` and `I` only inside
+    `context_mask`, and `I` only right after `B` or `I`, so with any number of `B I*` spans (none included).
+
+    Each step keeps, for each tag, the `k` best prefixes ending in it (the `k` best paths end in the `k` best of
+    those `3k` prefixes, each extended by its own best suffix). Padding positions move every prefix on unchanged
+    (the tag kept, no score), so the end score applies at each sequence's last real token.
+
+    Args:
+        emissions: `(batch, seq, 3)` BIO emission scores; the search runs in their dtype (the model passes float64).
+        mask: `(batch, seq)` bool length prefix.
+        context_mask: `(batch, seq)` bool, the tokens a span may cover (any pattern).
+        start, end, trans: CRF parameters, `(3,)`, `(3,)` and `(3, 3)`, in the emissions' dtype.
+        k: paths per sequence, at least 1.
+
+    Returns:
+        `(tags, path_score)`: `(batch, k, seq)` long tag paths (`O` on padding) and `(batch, k)` their scores, best
+        first (equal scores in an order that does not depend on `k`' s later entries), `-inf` past the last valid
+        path (fewer than `k` exist only for a sequence of under `log3(k)` tokens or so).
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    batch, seq, num_tags = emissions.shape
+    with torch.no_grad():
+        emissions, start, end, trans = (value.detach() for value in (emissions, start, end, trans))
+        neg_inf = float("-inf")
+        allowed = (context_mask & mask).unsqueeze(2)
+        span_tag = torch.tensor([False, True, True], device=emissions.device)
+        # Scores of the tags allowed at each position (O anywhere, B and I inside the context); 0 on padding.
+        emitted = torch.where(mask.unsqueeze(2), torch.where(allowed | ~span_tag, emissions, neg_inf), 0.0)
+        moves = trans.clone()
+        moves[TAG_O, TAG_I] = neg_inf  # an I opens no span
+        # moves_k[next, prev * k + r] = moves[prev, next]: one step scores every (previous tag, rank) into each tag.
+        moves_k = moves.t().repeat_interleave(k, dim=1)
+        # On padding a prefix keeps its tag and rank: stay[next, prev * k + r] = 0 for prev = next, else -inf.
+        stay = torch.full_like(moves_k, neg_inf)
+        for tag in range(num_tags):
+            stay[tag, tag * k : (tag + 1) * k] = 0.0
+        step_moves = torch.where(mask[:, :, None, None], moves_k, stay)  # (batch, seq, 3, 3k)
+
+        scores = torch.full((batch, num_tags, k), neg_inf, dtype=emissions.dtype, device=emissions.device)
+        scores[:, :, 0] = start + emitted[:, 0]
+        scores[:, TAG_I, 0] = neg_inf  # no span is open before the first token
+        pointers = []
+        for t in range(1, seq):
+            candidates = scores.view(batch, 1, num_tags * k) + step_moves[:, t]  # (batch, 3, 3k)
+            best, pointer = candidates.topk(k, dim=2)
+            scores = best + emitted[:, t].unsqueeze(2)
+            pointers.append(pointer)
+
+        path_score, last = (scores + end.unsqueeze(1)).view(batch, num_tags * k).topk(k, dim=1)  # (batch, k)
+        choice = [last]  # choice[t] = previous tag * k + rank of each path at position seq - 1 - t
+        for pointer in reversed(pointers):
+            choice.append(pointer.view(batch, num_tags * k).gather(1, choice[-1]))
+        tags = torch.stack(choice[::-1], dim=2) // k  # (batch, k, seq)
+        tags = torch.where(mask.unsqueeze(1) & torch.isfinite(path_score).unsqueeze(2), tags, TAG_O)
+    return tags, path_score
+
+
+def crf_path_spans(tags):
+    """
+    The `B I*` spans of tag paths, in order.
+
+    Args:
+        tags: `(rows, seq)` long BIO paths.
+
+    Returns:
+        `(row, span_start, span_end)`: `(spans,)` long each, the row of each span and its first and last tokens
+        (inclusive), by row then position.
+    """
+    opens = tags == TAG_B
+    inside = tags != TAG_O
+    follows = torch.cat([tags[:, 1:], torch.full_like(tags[:, :1], TAG_O)], dim=1)
+    closes = inside & (follows != TAG_I)
+    row, span_start = opens.nonzero(as_tuple=True)
+    _, span_end = closes.nonzero(as_tuple=True)  # each span closes once, after it opens and before the next opens
+    return row, span_start, span_end
+
+
+def crf_span_log_marginals(emissions, mask, start, end, trans, alphas, betas, log_z, row, span_start, span_end):
+    """
+    `log P(tokens i..j form a whole span)`: `y_i = B`, `y_{i+1..j} = I` and `y_{j+1}` not `I` (or j last), for given
+    spans, from the forward and backward recursions.
+
+    Args:
+        emissions: `(batch, seq, 3)` float32; mask: `(batch, seq)` bool length prefix; start, end, trans: CRF
+            parameters.
+        alphas, betas, log_z: `crf_forward_alphas`, `crf_backward_betas` and `log Z` of those emissions.
+        row, span_start, span_end: `(spans,)` long, the sequence and inclusive tokens of each span.
+
+    Returns:
+        `(spans,)` float32 log-marginals.
+    """
+    emissions64, start64, end64, trans64 = (value.double() for value in (emissions, start, end, trans))
+    alphas, betas = alphas.double(), betas.double()
+    seq = emissions.shape[1]
+    run_i = torch.cat([emissions64.new_zeros(len(emissions), 1), torch.cumsum(emissions64[:, :, TAG_I], dim=1)], 1)
+    longer = span_end > span_start
+    # B at i (everything before it included: alpha), then the I run's emissions and transitions
+    inside = torch.where(
+        longer,
+        trans64[TAG_B, TAG_I] + run_i[row, span_end + 1] - run_i[row, span_start + 1]
+        + (span_end - span_start - 1).clamp_min(0) * trans64[TAG_I, TAG_I],
+        0.0,
+    )
+    last_tag = torch.where(longer, TAG_I, TAG_B)
+    after = (span_end + 1).clamp_max(seq - 1)
+    leaves = [TAG_O, TAG_B]  # what may follow a whole span
+    onward = torch.logsumexp(
+        trans64[last_tag][:, leaves] + emissions64[row, after][:, leaves] + betas[row, after][:, leaves], dim=1
+    )
+    is_last = span_end == mask.sum(1)[row] - 1
+    closing = torch.where(is_last, end64[last_tag], onward)
+    return (alphas[row, span_start, TAG_B] + inside + closing - log_z[row].double()).float()
+
+
+def crf_decode_multi_spans(emissions, mask, context_mask, start, end, trans, k, forward_backward):
+    """
+    The `k` most probable valid BIO paths with at least one span inside `context_mask` (any number of spans), exactly,
+    with their exact log-probabilities, each span's marginal log-probability, and the all-`O` path's log-probability.
+
+    The paths are found by `crf_kbest_paths` on float64 scores (the `k + 1` best, the all-`O` path among them
+    dropped) and rescored in float64 by `crf_path_scores`, as the single-span decoder does.
+
+    Args:
+        emissions: `(batch, seq, 3)` float32 BIO emission scores; mask: `(batch, seq)` bool length prefix;
+        context_mask: `(batch, seq)` bool, the tokens a span may cover; start, end, trans: float32 CRF parameters.
+        k: paths per sequence, at least 1.
+        forward_backward: `crf_forward_backward`'s `(alphas, betas, log_z)` of these emissions.
+
+    Returns:
+        `(span_start, span_end, span_path, span_score, path_score, null_score)`: the spans of each sequence's paths
+        as `(batch, spans)` tensors, by path then position (the most any sequence has; padded with `span_path = -1`,
+        `span_start = span_end = 0`, `span_score = -inf`): first and last token (long), the path they belong to
+        (long, 0 = the most probable) and `log P(the span is a whole span)` (float32); `(batch, k)` float32
+        `log P(path)`, best first, `-inf` past the last path; `(batch,)` float32 `log P(all O)`.
+    """
+    alphas, betas, log_z = forward_backward
+    emissions64, start64, end64, trans64 = (value.double() for value in (emissions, start, end, trans))
+    batch, seq, num_tags = emissions.shape
+    tags, found = crf_kbest_paths(emissions64, mask, context_mask, start64, end64, trans64, k + 1)
+    # Drop the all-O path (at most one of the k + 1), keeping the order of the others.
+    empty = ((tags == TAG_O).all(dim=2) & torch.isfinite(found)).long()
+    kept = empty.argsort(dim=1, stable=True)[:, :k]
+    tags, found = tags.gather(1, kept.unsqueeze(2).expand(batch, k, seq)), found.gather(1, kept)
+    rescored = crf_path_scores(
+        emissions64.unsqueeze(1).expand(batch, k, seq, num_tags).reshape(batch * k, seq, num_tags),
+        tags.reshape(batch * k, seq),
+        mask.unsqueeze(1).expand(batch, k, seq).reshape(batch * k, seq),
+        start64,
+        end64,
+        trans64,
+    ).view(batch, k)
+    path_score = torch.where(torch.isfinite(found), rescored - log_z[:, None].double(), float("-inf")).float()
+    null_score = (crf_all_o_scores(emissions64, mask, start64, end64, trans64) - log_z.double()).float()
+
+    row, first, last = crf_path_spans(torch.where(torch.isfinite(found).unsqueeze(2), tags, TAG_O).view(batch * k, seq))
+    window, path = row // k, row % k
+    marginal = crf_span_log_marginals(emissions, mask, start, end, trans, alphas, betas, log_z, window, first, last)
+    counts = torch.bincount(window, minlength=batch)
+    slot = torch.arange(len(window), device=window.device) - (torch.cumsum(counts, 0) - counts)[window]
+    width = max(int(counts.max()) if len(window) else 0, 1)
+    span_start, span_end = (torch.zeros(batch, width, dtype=torch.long, device=tags.device) for _ in range(2))
+    span_path = torch.full((batch, width), -1, dtype=torch.long, device=tags.device)
+    span_score = torch.full((batch, width), float("-inf"), device=tags.device)
+    for target, values in ((span_start, first), (span_end, last), (span_path, path), (span_score, marginal)):
+        target[window, slot] = values
+    return span_start, span_end, span_path, span_score, path_score, null_score

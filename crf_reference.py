@@ -14,9 +14,9 @@ length prefixes (right padding, position 0 on); the CRF arithmetic runs in float
 import torch
 
 from crf_decoding import (
-    _forward_backward,
     crf_boundary_logits,
     crf_forward_alphas,
+    crf_forward_backward,
     crf_path_scores,
     crf_single_span_terms,
 )
@@ -39,7 +39,7 @@ def crf_tag_log_marginals(emissions: torch.Tensor, mask: torch.Tensor, start, en
         `(log_marginals, log_z)`: `(batch, seq, K)` with `log P(y_t = k)` (meaningless past the end of a sequence)
         and the `(batch,)` log-partition.
     """
-    alphas, betas, log_z = _forward_backward(emissions, mask, start, end, trans)
+    alphas, betas, log_z = crf_forward_backward(emissions, mask, start, end, trans)
     return alphas + betas - log_z[:, None, None], log_z
 
 

@@ -4,7 +4,8 @@
 The model tags every token of a (question, context) window with one of three BIO tags
 (``O`` = 0, ``B`` = 1, ``I`` = 2) and scores whole tag sequences with a linear-chain CRF
 (pytorch-crf). An answer is the single ``B I*`` run of an admissible tag path: evaluation keeps each window's
-``n_best_size`` most probable ones.
+``n_best_size`` most probable ones. A multi-span model (``multi_span=True``, trained on answers made of several
+spans) answers with every ``B I*`` run of its most probable valid paths instead.
 
 This file and ``crf_decoding.py`` (the CRF algorithms and decoders) are deliberately self-contained (they import only
 ``torch``, ``torchcrf``, ``transformers``, the standard library and each other): ``save_pretrained`` copies both next
@@ -50,13 +51,17 @@ from transformers.utils import ModelOutput
 try:
     from .crf_decoding import (
         crf_boundary_logits,
+        crf_decode_multi_spans,
         crf_decode_nbest_spans,
+        crf_forward_backward,
         crf_path_scores,
     )
 except ImportError:
     from crf_decoding import (
         crf_boundary_logits,
+        crf_decode_multi_spans,
         crf_decode_nbest_spans,
+        crf_forward_backward,
         crf_path_scores,
     )
 
@@ -93,7 +98,11 @@ class CrfQAConfig(PreTrainedConfig):
             Spans per window the eval-mode forward returns: the `n_best_size` most probable single-span paths
             (evaluation sets it to its `--n_best_size`).
         max_answer_length (`int`, *optional*):
-            The most tokens a decoded span may cover; `None` (the default) for no limit.
+            The most tokens a decoded span may cover; `None` (the default) for no limit. Single-span decoding only.
+        multi_span (`bool`, *optional*, defaults to `False`):
+            Decode answers made of any number of spans: the eval-mode forward returns the `n_best_size` most probable
+            valid BIO paths with at least one span (`crf_decoding.crf_decode_multi_spans`) instead of single-span
+            paths. `run_qa_crf.py` sets it when it trains on multi-span data.
 
     Example:
 
@@ -116,6 +125,7 @@ class CrfQAConfig(PreTrainedConfig):
     emission_relu: bool = False
     n_best_size: int = 20
     max_answer_length: int | None = None
+    multi_span: bool = False
 
     def __post_init__(self, **kwargs):
         # Name the tags unless the caller did: `id2label` documents the meaning of the emission columns.
@@ -172,11 +182,17 @@ class CrfQuestionAnsweringOutput(ModelOutput):
             real token). Position 0 and padding as for `start_logits`.
         span_start (`torch.LongTensor` of shape `(batch, n_best_size)`, *optional*, eval mode only):
             First tokens of the answer spans of the `n_best_size` most probable paths with exactly one span inside
-            `context_mask` (and at most `max_answer_length` tokens), best first.
+            `context_mask` (and at most `max_answer_length` tokens), best first. Multi-span: `(batch, spans)`, the
+            spans of the `n_best_size` most probable paths with any number of spans, by path then position.
         span_end (`torch.LongTensor` of shape `(batch, n_best_size)`, *optional*, eval mode only):
             Last tokens (inclusive) of those spans.
         span_score (`torch.FloatTensor` of shape `(batch, n_best_size)`, *optional*, eval mode only):
             `log P(path)` of each; `-inf` (with `span_start = span_end = 0`) past the window's last allowed span.
+            Multi-span: `(batch, spans)`, each span's marginal `log P(the span is a whole span)`.
+        span_path (`torch.LongTensor` of shape `(batch, spans)`, *optional*, eval mode, multi-span only):
+            The path each span belongs to (0 = the most probable); -1 pads.
+        path_score (`torch.FloatTensor` of shape `(batch, n_best_size)`, *optional*, eval mode, multi-span only):
+            `log P(path)` of the paths, best first; `-inf` past the last.
         null_score (`torch.FloatTensor` of shape `(batch,)`, *optional*, eval mode only):
             `log P(all tags O)`.
         hidden_states, attentions:
@@ -189,6 +205,8 @@ class CrfQuestionAnsweringOutput(ModelOutput):
     span_start: torch.LongTensor | None = None
     span_end: torch.LongTensor | None = None
     span_score: torch.FloatTensor | None = None
+    span_path: torch.LongTensor | None = None
+    path_score: torch.FloatTensor | None = None
     null_score: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
@@ -415,13 +433,25 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
         with torch.autocast(emissions.device.type, enabled=False):
             return self._decode_spans(emissions, mask, context_mask, n_best_size, max_answer_length)
 
-    def _decode_spans(self, emissions, mask, context_mask, n_best_size=None, max_answer_length=None, log_z=None):
-        """`decode_nbest_spans` on float32 emissions and a bool mask, reusing `log_z` `(batch,)` when already known."""
+    @staticmethod
+    def _span_tokens(mask, context_mask):
+        """The tokens a span may cover: `context_mask` within the mask, or every real token but the first."""
         if context_mask is None:
             context_mask = mask.clone()
             context_mask[:, 0] = False
-        else:
-            context_mask = context_mask.bool() & mask
+            return context_mask
+        return context_mask.bool() & mask
+
+    def _decode_multi_spans(self, emissions, mask, context_mask, n_best_size, forward_backward):
+        """`crf_decoding.crf_decode_multi_spans` of float32 emissions and a bool mask, `n_best_size` paths (default
+        `config.n_best_size`)."""
+        n_best_size = self.config.n_best_size if n_best_size is None else n_best_size
+        return crf_decode_multi_spans(emissions, mask, self._span_tokens(mask, context_mask), *self._crf_parameters(),
+                                      n_best_size, forward_backward)
+
+    def _decode_spans(self, emissions, mask, context_mask, n_best_size=None, max_answer_length=None, log_z=None):
+        """`decode_nbest_spans` on float32 emissions and a bool mask, reusing `log_z` `(batch,)` when already known."""
+        context_mask = self._span_tokens(mask, context_mask)
         n_best_size = self.config.n_best_size if n_best_size is None else n_best_size
         if max_answer_length is None:
             max_answer_length = self.config.max_answer_length
@@ -472,7 +502,9 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
         Returns:
             [`CrfQuestionAnsweringOutput`]: `loss` when `labels` are given, `start_logits`/`end_logits`
             `(batch, seq)` always, and in eval mode `span_start`, `span_end`, `span_score` `(batch, n_best_size)`
-            (the n-best single-span paths, best first) and `null_score` `(batch,)`.
+            (the n-best single-span paths, best first) and `null_score` `(batch,)`; a multi-span model's
+            eval mode returns the spans of its n-best paths (`span_start`, `span_end`, `span_path`, `span_score`),
+            `path_score` `(batch, n_best_size)` and `null_score`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         kwargs.pop("num_items_in_batch", None)  # a Trainer loss kwarg, meaningless to the encoder
@@ -480,28 +512,30 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
         mask = self._as_mask(attention_mask, emissions)
         start, end, trans = self._crf_parameters()
         with torch.autocast(emissions.device.type, enabled=False):
-            # One forward-backward serves the marginals and the likelihood's log Z.
-            start_logits, end_logits, log_z = crf_boundary_logits(emissions, mask, start, end, trans)
+            # One forward-backward serves the marginals, the likelihood's log Z and the multi-span decoding.
+            forward_backward = crf_forward_backward(emissions, mask, start, end, trans)
+            start_logits, end_logits, log_z = crf_boundary_logits(emissions, mask, start, end, trans, forward_backward)
             loss = None
             if labels is not None:
                 gold = crf_path_scores(emissions, labels.long(), mask, start, end, trans)
                 loss = -(gold - log_z).mean()
 
-            span_start = span_end = span_score = null_score = None
-            if not self.training:
+            decoded = {}
+            if not self.training and self.config.multi_span:
+                names = ("span_start", "span_end", "span_path", "span_score", "path_score", "null_score")
+                decoded = dict(zip(names, self._decode_multi_spans(emissions, mask, context_mask, n_best_size,
+                                                                   forward_backward)))
+            elif not self.training:
                 # The constrained decode serves inference only; training skips it.
-                span_start, span_end, span_score, null_score = self._decode_spans(
-                    emissions, mask, context_mask, n_best_size, max_answer_length, log_z=log_z
-                )
+                names = ("span_start", "span_end", "span_score", "null_score")
+                decoded = dict(zip(names, self._decode_spans(emissions, mask, context_mask, n_best_size,
+                                                             max_answer_length, log_z=log_z)))
 
         output = CrfQuestionAnsweringOutput(
             loss=loss,
             start_logits=start_logits,
             end_logits=end_logits,
-            span_start=span_start,
-            span_end=span_end,
-            span_score=span_score,
-            null_score=null_score,
+            **decoded,
             hidden_states=getattr(encoded, "hidden_states", None),
             attentions=getattr(encoded, "attentions", None),
         )

@@ -6,8 +6,15 @@ Every source becomes a `datasets.Dataset` of questions with the columns
 Accepted files:
 - official SQuAD JSON (v1.1 or v2.0), nested `data[].paragraphs[].qas[]`, plain or `.gz` (TyDiQA-GoldP too);
 - MRQA 2019 JSON lines (`.jsonl`, `.jsonl.gz`), recognised by their header line (see `mrqa_records`);
+- MultiSpanQA JSON (`{"data": [...]}`, questions and contexts as word lists, a B/I/O label per context word),
+  recognised by its word-list contexts (see `multispanqa_records`);
 - the flat schema above as JSON (a list, or `{"data": [...]}`), JSON lines, parquet or CSV
   (in CSV the `answers` cell holds the answers dict as JSON).
+
+Multi-span questions, whose answer is a *set* of spans that together answer it ("Who sang it?" -> "Dave Stewart"
+and "Barbara Gaskin"), come from MultiSpanQA files or from flat files whose records carry `spans` (shaped as
+`answers`) instead of `answers`; their dataset is marked (`multi_span`), and its `answers` column then holds every
+span of a question's answer rather than alternative answers.
 
 Flat files and Hub datasets may name the question, context and answers columns otherwise (`columns`, from
 --question_column_name, --context_column_name and --answer_column_name); the other formats name their own fields.
@@ -41,8 +48,12 @@ QUESTION_FEATURES = datasets.Features(
     }
 )
 REQUIRED_FIELDS = ("id", "context", "question", "answers")
-# The description of a questions Dataset that came without answers (questions to predict on).
+# Marks in the description of a questions Dataset: it came without answers (questions to predict on); its answers
+# are multi-span (every span of `answers` is a piece of one answer).
 UNLABELLED = "questions without answers"
+MULTI_SPAN = "multi-span answers"
+MARK_SEPARATOR = "; "
+BIO_LABELS = ("B", "I", "O")
 MAX_REPORTED_PROBLEMS = 5
 # The default {schema name: column name} of the question, context and answers of flat files and Hub datasets, and
 # the arguments that name them otherwise.
@@ -223,9 +234,11 @@ def read_records(path, columns=SCHEMA_COLUMNS, answers_required=True):
     if not rows:
         raise QADataError(f"{path}: the file holds no records")
     # Any article with paragraphs marks the nested layout, so that one broken article is reported as such
-    # rather than every article being read as a flat record without fields.
+    # rather than every article being read as a flat record without fields; any word-list context MultiSpanQA's.
     if any(isinstance(row, dict) and "paragraphs" in row for row in rows):
         return flatten_squad(rows, path)
+    if any(isinstance(row, dict) and isinstance(row.get("context"), list) for row in rows):
+        return multispanqa_records(rows, path)
     return schema_named([(f"record {i}", r) for i, r in enumerate(rows)], path, columns, answers_required)
 
 
@@ -241,7 +254,8 @@ def schema_named(records, source, columns=SCHEMA_COLUMNS, answers_required=True)
     columns it has when no record has a named column (questions to predict on may lack the answers column). Records
     that are not objects are left for `validated_columns` to report."""
     present = dict.fromkeys(key for _, record in records if isinstance(record, dict) for key in record)
-    needed = [schema for schema in columns if answers_required or schema != "answers"]
+    spans_given = "spans" in present  # multi-span records: their spans stand for the answers column
+    needed = [schema for schema in columns if (answers_required and not spans_given) or schema != "answers"]
     missing = [schema for schema in needed if present and columns[schema] not in present]
     if missing:
         named = ", ".join(f"{columns[schema]!r} ({COLUMN_ARGUMENTS[schema]})" for schema in missing)
@@ -325,6 +339,71 @@ def mrqa_records(lines, path):
         raise QADataError(problems_message(path, problems))
     if not records:
         raise QADataError(f"{path}: the MRQA file holds no questions")
+    return records
+
+
+def bio_spans(label):
+    """(first, last + 1) word ranges of the `B I*` runs of a MultiSpanQA label list, or a problem: a tag that is not
+    B, I or O, or an I with no span open."""
+    spans = []
+    for i, tag in enumerate(label):
+        if tag not in BIO_LABELS:
+            return None, f"label[{i}] is {tag!r}, not one of 'B', 'I', 'O'"
+        if tag == "B":
+            spans.append([i, i + 1])
+        elif tag == "I":
+            if not spans or spans[-1][1] != i:
+                return None, f"label[{i}] is 'I' with no span open (after {'the start' if i == 0 else repr(label[i - 1])})"
+            spans[-1][1] = i + 1
+    return spans, None
+
+
+def words_problem(record, name):
+    """Why `record[name]` is not a non-empty list of strings (None when it is)."""
+    words = record.get(name)
+    if not isinstance(words, list) or not words or not all(isinstance(word, str) for word in words):
+        return f"'{name}' must be a non-empty list of words (strings), found {json_type(words)}"
+    return None
+
+
+def multispanqa_records(rows, path):
+    """(locator, flat record) pairs of a MultiSpanQA file: records `{"id", "question": [words], "context": [words],
+    "label": [one of "B", "I", "O" per context word]}` (other fields, such as `num_span` and `type`, are not read;
+    files of questions to predict on have no `label`).
+
+    The question and the context are their words joined by single spaces, as MultiSpanQA's own evaluation joins a
+    span's words, so that every gold span is a substring of the context whose text is the span's gold string. A
+    record's answer is the set of its `B I*` runs, as `spans` with character offsets into that context (no run:
+    unanswerable).
+    """
+    records, problems = [], []
+    for i, row in enumerate(rows):
+        where = f"record {i}" + (f" (id {row.get('id')!r})" if isinstance(row, dict) else "")
+        if not isinstance(row, dict):
+            problems.append((where, f"expected an object, found {json_type(row)}"))
+            continue
+        problem = words_problem(row, "question") or words_problem(row, "context")
+        label = row.get("label")
+        if not problem and label is not None:
+            if not isinstance(label, list):
+                problem = f"'label' must be a list of B/I/O tags, found {json_type(label)}"
+            elif len(label) != len(row["context"]):
+                problem = f"'label' has {len(label)} tags for {len(row['context'])} context words"
+            else:
+                runs, problem = bio_spans(label)
+        if problem:
+            problems.append((where, problem))
+            continue
+        words = row["context"]
+        word_starts = np.cumsum([0] + [len(word) + 1 for word in words])
+        spans = None
+        if label is not None:
+            spans = {"text": [" ".join(words[first:last]) for first, last in runs],
+                     "answer_start": [int(word_starts[first]) for first, _ in runs]}
+        records.append((where, {"id": row.get("id"), "title": row.get("title") or "", "context": " ".join(words),
+                                "question": " ".join(row["question"]), "spans": spans}))
+    if problems:
+        raise QADataError(problems_message(path, problems))
     return records
 
 
@@ -482,24 +561,50 @@ def validated_columns(records, source, answers_required=True):
     return columns
 
 
+def spans_as_answers(records, source):
+    """(records, multi_span): records whose answers are multi-span (any record carries `spans`) with their spans
+    as their `answers`, and whether they were; QADataError for a record of such a file that gives `answers` instead
+    (one file holds one kind of answer)."""
+    if not any(isinstance(record, dict) and "spans" in record for _, record in records):
+        return records, False
+    mixed = [(where, "gives 'answers' where the file's other records give 'spans' (the pieces of one multi-span "
+                     "answer): use 'spans' throughout") for where, record in records
+             if isinstance(record, dict) and "answers" in record]
+    if mixed:
+        raise QADataError(problems_message(source, mixed))
+    return [(where, {**record, "answers": record.pop("spans", None)} if isinstance(record, dict) else record)
+            for where, record in records], True
+
+
 def questions_dataset(records, source, answers_required):
     """Dataset of the checked records. Questions to predict on that come without answers (all of them, or some: a
     warning says how many) are marked unlabelled (see `labelled`); questions whose answers are all empty are
-    labelled: they are scored as unanswerable."""
+    labelled: they are scored as unanswerable. Multi-span records are marked so (see `multi_span`)."""
+    records, multi = spans_as_answers(records, source)
     columns = validated_columns(records, source, answers_required)
     dataset = datasets.Dataset.from_dict(columns, features=QUESTION_FEATURES)
     missing = 0 if answers_required else sum(answers_dict(r.get("answers")) is None for _, r in records)
-    if missing:
-        if missing < len(records):
-            logger.warning(f"{source}: {missing} of {len(records)} questions have no answers: predictions are written "
-                           f"for every question and scored for none")
-        dataset.info.description = UNLABELLED
+    if missing and missing < len(records):
+        logger.warning(f"{source}: {missing} of {len(records)} questions have no answers: predictions are written "
+                       f"for every question and scored for none")
+    marks = [mark for mark, present in ((UNLABELLED, missing), (MULTI_SPAN, multi)) if present]
+    dataset.info.description = MARK_SEPARATOR.join(marks)
     return dataset
+
+
+def marked(questions, mark):
+    """Whether the questions Dataset carries `mark` in its description."""
+    return mark in (questions.info.description or "").split(MARK_SEPARATOR)
 
 
 def labelled(questions):
     """Whether `questions` came with their answers (empty for unanswerable ones), so that predictions are scored."""
-    return questions.info.description != UNLABELLED
+    return not marked(questions, UNLABELLED)
+
+
+def multi_span(questions):
+    """Whether each question's `answers` are the spans of one multi-span answer (MultiSpanQA), not alternatives."""
+    return marked(questions, MULTI_SPAN)
 
 
 def questions_from_file(path, answers_required=True, columns=SCHEMA_COLUMNS):

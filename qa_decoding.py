@@ -10,6 +10,9 @@ The heads, named by the model config's `qa_settings["head"]`:
   exact), scored start + end logit; its null score is the start + end logit of its [CLS] token.
 - "crf": the model decodes in its forward pass (the exact n-best single-span tag paths of each window, at most
   `max_answer_length` tokens); a candidate scores log P(path), the null score is log P(all tags O).
+- "multi_span": a CRF model trained on multi-span answers (config `multi_span`) decodes the n-best valid tag paths
+  with any number of spans; a candidate is a path (`WindowPaths`), its answer the set of its spans, and
+  `multi_span_answers` merges the spans of a question's windows.
 """
 
 from dataclasses import dataclass
@@ -22,7 +25,10 @@ except ImportError:
     from span_decoding import best_spans, null_scores
 
 # The model outputs each head's window decoding reads, in the order `window_candidates` takes them.
-OUTPUT_FIELDS = {"span": ("start_logits", "end_logits"), "crf": ("span_start", "span_end", "span_score", "null_score")}
+OUTPUT_FIELDS = {"span": ("start_logits", "end_logits"), "crf": ("span_start", "span_end", "span_score", "null_score"),
+                 "multi_span": ("span_start", "span_end", "span_score", "span_path", "path_score", "null_score")}
+# How the spans of a multi-span answer are joined into one `answer` string.
+SPAN_SEPARATOR = "; "
 
 
 @dataclass
@@ -41,29 +47,36 @@ class WindowCandidates:
 
 
 def head_of(config):
-    """The head a model config describes: its `qa_settings["head"]`, else "crf" for a CRF model and "span" for any
-    other (folders saved before the setting existed, QA checkpoints saved by transformers)."""
+    """The decoding a model config describes: its `qa_settings["head"]`, else "crf" for a CRF model and "span" for any
+    other (folders saved before the setting existed, QA checkpoints saved by transformers); "multi_span" for a CRF
+    model whose config sets `multi_span`."""
     head = (getattr(config, "qa_settings", None) or {}).get("head")
     if head is None:
         head = "crf" if getattr(config, "model_type", None) == "crf_qa" else "span"
+    if head == "crf" and getattr(config, "multi_span", False):
+        head = "multi_span"
     if head not in OUTPUT_FIELDS:
         raise ValueError(f"Unknown QA head {head!r} in the model's config (known: {', '.join(OUTPUT_FIELDS)})")
     return head
 
 
 def window_candidates(head, outputs, context_mask, cls_index, n_best, max_answer_length):
-    """Each window's `n_best` best answer candidates and its null score.
+    """Each window's `n_best` best answer candidates and its null score (`WindowCandidates`; `WindowPaths` for
+    "multi_span").
 
     Args:
-        head: "span" or "crf".
+        head: "span", "crf" or "multi_span".
         outputs: the model's `OUTPUT_FIELDS[head]` as arrays, one row per window: span: start and end logits
             (windows, length), length at least the context's; crf: span_start, span_end, span_score (windows, n)
-            (-inf scores past a window's last span; or (windows,), one span each) and null_score (windows,).
+            (-inf scores past a window's last span; or (windows,), one span each) and null_score (windows,);
+            multi_span: as `window_paths` reads them.
         context_mask: (windows, width) bool, True on the tokens an answer may cover.
         cls_index: (windows,) int, the [CLS] token of each window (span head).
         n_best: candidates kept per window; max_answer_length: the most tokens a span may cover (the CRF model
             applies it in its own decoding).
     """
+    if head == "multi_span":
+        return window_paths(outputs, n_best)
     if head == "span":
         width = context_mask.shape[1]
         start_logits, end_logits = (np.asarray(o, dtype=np.float32)[:, :width] for o in outputs)
@@ -158,3 +171,114 @@ def ranked_answers(contexts, window_question, offsets, candidates, n_best, with_
                                           "probability": null_probability[q]})
         ranked.append((answers, nulls[q], best))
     return ranked
+
+
+@dataclass
+class WindowPaths:
+    """Multi-span candidates of a set of windows: each window's most probable tag paths and their spans.
+
+    window, score: (paths,) the window of each path and its log P(path) (float32), by window and best first.
+    span_path, start, end, span_score: (spans,) the path of each span (an index into `window`), its first and last
+    tokens and its marginal log P (float32), by path then position. window_null: (windows,) log P(all tags O).
+    """
+
+    window: np.ndarray
+    score: np.ndarray
+    span_path: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    span_score: np.ndarray
+    window_null: np.ndarray
+
+
+def window_paths(outputs, n_best):
+    """`WindowPaths` of the windows' `OUTPUT_FIELDS["multi_span"]` (as arrays, one row per window, padded with any
+    negative `span_path`), their `n_best` best paths each."""
+    null_score = np.asarray(outputs[5], dtype=np.float32).reshape(-1)
+    windows = len(null_score)
+    span_start, span_end, span_score, span_path = (np.asarray(o).reshape(windows, -1) for o in outputs[:4])
+    path_score = np.asarray(outputs[4], dtype=np.float32).reshape(windows, -1)[:, :n_best]
+    window, slot = np.nonzero(np.isfinite(path_score))  # by window, then best first
+    path_index = np.full(path_score.shape, -1)
+    path_index[window, slot] = np.arange(len(window))
+    span_window, column = np.nonzero((span_path >= 0) & (span_path < path_score.shape[1]))
+    path = path_index[span_window, span_path[span_window, column]]
+    keep = path >= 0
+    span_window, column, path = span_window[keep], column[keep], path[keep]
+    return WindowPaths(window, path_score[window, slot], path, span_start[span_window, column],
+                       span_end[span_window, column], span_score[span_window, column].astype(np.float32), null_score)
+
+
+def without_overlaps(spans):
+    """The spans (dicts with character `start`, `end` and `score`), each context span once: the more probable of two
+    that overlap kept (equal ones are one span), in context order."""
+    kept = []
+    for span in sorted(spans, key=lambda span: -span["score"]):
+        if not any(span["start"] < other["end"] and other["start"] < span["end"] for other in kept):
+            kept.append(span)
+    return sorted(kept, key=lambda span: span["start"])
+
+
+def multi_span_answers(contexts, window_question, offsets, paths, n_best, with_null, threshold):
+    """Per question, its multi-span answer, its most probable paths and its null odds.
+
+    Each window whose best path is more probable than its all-O path by at least the margin `threshold` allows
+    (null score - path score <= threshold) contributes that path's spans; the answer is the spans of the question's
+    contributing windows, each context span once (`without_overlaps`: a span in two overlapping windows, or cut by
+    one window's edge, is reported by its more probable copy), its score the best contributing path's. Where no
+    window contributes, the answer is empty with `with_null` (SQuAD v2) and the most probable path's spans
+    otherwise. The null odds are the least null score - best path score of the question's windows.
+
+    Args:
+        contexts: the questions' contexts; window_question: (windows,) question index of each window.
+        offsets: (windows, length, 2) character offsets of the tokens, -1 off the context.
+        paths: `WindowPaths` of those windows; n_best: paths listed per question.
+
+    Returns:
+        list, per question, of (answer, ranked, null odds): answer `{"text", "spans", "score"}` with `spans` dicts
+        `{"text", "start", "end", "score"}` (score: log marginal probability) and `text` the spans joined by
+        `SPAN_SEPARATOR`; ranked: the question's `n_best` most probable paths as answers, with "probability" (the
+        softmax of the listed scores) and, with `with_null`, the empty answer at its rank.
+    """
+    char_start = offsets[paths.window[paths.span_path], paths.start, 0].tolist()
+    char_end = offsets[paths.window[paths.span_path], paths.end, 1].tolist()
+    path_spans = [[] for _ in paths.window]
+    for path, start, end, score in zip(paths.span_path.tolist(), char_start, char_end, paths.span_score.tolist()):
+        path_spans[path].append({"start": start, "end": end, "score": score})
+    question_paths = [[] for _ in contexts]
+    for path, window in enumerate(paths.window.tolist()):
+        question_paths[window_question[window]].append(path)
+    question_windows = [[] for _ in contexts]
+    for window, question in enumerate(window_question.tolist()):
+        question_windows[question].append(window)
+    window_best = {}
+    for path, window in enumerate(paths.window.tolist()):
+        window_best.setdefault(window, path)
+
+    def answer(context, spans, score):
+        spans = [{"text": context[s["start"]:s["end"]], **s} for s in spans]
+        return {"text": SPAN_SEPARATOR.join(s["text"] for s in spans), "spans": spans, "score": score}
+
+    results = []
+    for q, context in enumerate(contexts):
+        best_paths = [window_best[w] for w in question_windows[q] if w in window_best]
+        nulls = {w: float(paths.window_null[w]) for w in question_windows[q]}
+        odds = [nulls[paths.window[p]] - float(paths.score[p]) for p in best_paths]
+        chosen = [p for p, o in zip(best_paths, odds) if o <= threshold]
+        ranked_paths = sorted(question_paths[q], key=lambda p: -paths.score[p])  # stable: equal scores in window order
+        if not chosen and not with_null and ranked_paths:
+            chosen = ranked_paths[:1]
+        spans = without_overlaps([span for p in chosen for span in path_spans[p]])
+        best = answer(context, spans, max((float(paths.score[p]) for p in chosen), default=-np.inf))
+        ranked = [answer(context, path_spans[p], float(paths.score[p])) for p in ranked_paths[:n_best]]
+        null = min(nulls.values(), default=np.inf)
+        if with_null:
+            place = sum(a["score"] >= null for a in ranked)
+            ranked.insert(place, {"text": "", "spans": [], "score": null})
+        scores = np.array([a["score"] for a in ranked], dtype=np.float64)
+        if len(scores):
+            weights = np.exp(scores - scores.max())
+            for a, p in zip(ranked, (weights / weights.sum()).tolist()):
+                a["probability"] = p
+        results.append((best, ranked, min(odds, default=np.inf)))
+    return results

@@ -22,7 +22,9 @@ from transformers.trainer_utils import sort_checkpoints
 from transformers.utils import CONFIG_NAME
 
 import model_card
-from qa_data import QADataError, labelled, load_questions, read_json_file, with_unanswerable_copies
+from metrics.multispanqa.compute_score import multispan_scores
+from qa_data import QADataError, labelled, load_questions, multi_span, read_json_file, with_unanswerable_copies
+from qa_decoding import head_of
 from qa_windows import WindowCollator
 from tokenizer_casing import CheckpointError, load_tokenizer
 from trainer_qa import HubPushError, QATrainingArguments, QuestionAnsweringTrainer
@@ -299,14 +301,18 @@ def references(questions, data_args):
     return [{"id": qid, "answers": a} for qid, a in zip(column(questions, "id"), answers)]
 
 
-def metric_function(data_args):
-    """`(metric_predictions, references) -> dict`: the project's offline SQuAD v1.1/v2.0 metric.
+def metric_function(data_args, multi=False):
+    """`(metric_predictions, references) -> dict`: the project's offline SQuAD v1.1/v2.0 metric, or MultiSpanQA's
+    for multi-span questions (`multi`).
 
     For SQuAD v2 the metric is given the raw null odds (null score - best span score) as `no_answer_probability`
     and --null_score_diff_threshold as its threshold, so its best_exact_thresh/best_f1_thresh are in null-odds
     units and, applied as --null_score_diff_threshold, give back best_exact/best_f1 exactly; they are also
     reported under their historical names best_exact_null_score_diff_threshold/best_f1_null_score_diff_threshold.
     """
+    if multi:
+        return lambda predictions, refs: multispan_scores({p["id"]: p["spans"] for p in predictions},
+                                                          {r["id"]: r["answers"]["text"] for r in refs})
     if not data_args.version_2_with_negative:
         metric = evaluate.load(METRIC_DIR, "squad")
         return lambda predictions, refs: metric.compute(predictions=predictions, references=refs)
@@ -350,10 +356,25 @@ def check_calibration_flags(training_args, data_args):
                           "(--version_2_with_negative)")
 
 
+def settle_multi_span(head, model):
+    """Training on multi-span answers: a CRF model learns every span and decodes answers of any number of spans
+    (its config's `multi_span`); a span model learns the first span of each answer, one span per question."""
+    if head.label_scheme == "bio":
+        model.config.multi_span = True
+        logger.info("Multi-span training data: every span is tagged, and the model decodes answers of any number of "
+                    "spans")
+    else:
+        logger.warning("Multi-span training data: a span model learns the first span of each answer and answers with "
+                       "one span (run_qa_crf.py answers with all of them)")
+
+
 def check_calibration_data(questions, data_args):
     """--calibrate needs enough evaluation questions (which the reader has checked carry answers): QADataError
     otherwise, before any window is cut."""
     source = data_args.validation_file or data_args.dataset_name
+    if multi_span(questions):
+        raise QADataError(f"{source}: --calibrate calibrates single answers (SQuAD v2); these questions' answers are "
+                          "multi-span")
     if len(questions) < MIN_CALIBRATION_QUESTIONS:
         raise QADataError(f"{source}: --calibrate needs at least {MIN_CALIBRATION_QUESTIONS} evaluation questions "
                           f"to fit and measure a calibrator ({CALIBRATION_FOLDS} folds of 20 or more); it has "
@@ -482,8 +503,12 @@ def run(head, model_args, data_args, training_args):
     model.config.qa_settings = qa_settings(head, data_args)
     questions = load_questions(data_args, model_args.cache_dir)
 
+    every_span = training_args.do_train and "train" in questions and multi_span(questions["train"])
+    if every_span:
+        settle_multi_span(head, model)
+
     def build_train(batch, indices):
-        return train_features(batch, indices, tokenizer, data_args, head.label_scheme)
+        return train_features(batch, indices, tokenizer, data_args, head.label_scheme, every_span)
 
     def build_eval(batch, indices):
         return eval_features(batch, indices, tokenizer, data_args)
@@ -503,7 +528,8 @@ def run(head, model_args, data_args, training_args):
                                                    seed=training_args.seed)
     train_windows = None
     if "train" in chosen:
-        train_windows = windows(chosen["train"], build_train, f"train ({head.label_scheme} labels)", tokenizer,
+        labels = f"{head.label_scheme} labels" + (", every span" if every_span else "")
+        train_windows = windows(chosen["train"], build_train, f"train ({labels})", tokenizer,
                                 model_args.cache_dir, training_args, data_args)
     # Longest windows first: batches of similar width pad little, and the widest batch's memory, taken first, is
     # reused by every narrower one after it (widening batches leave freed blocks that fit no later tensor:
@@ -519,7 +545,7 @@ def run(head, model_args, data_args, training_args):
 
     def post_process(examples, features, outputs, prefix):
         offsets = padded_offsets(features)
-        candidates = evaluation_candidates(head.name, outputs, features, offsets, data_args)
+        candidates = evaluation_candidates(head_of(model.config), outputs, features, offsets, data_args)
         result = question_predictions(examples, features, offsets, candidates, data_args), references(examples, data_args)
         evaluated[prefix] = (examples, *result)
         return result
@@ -535,7 +561,7 @@ def run(head, model_args, data_args, training_args):
         eval_data_collator=WindowCollator(tokenizer.pad_token_id, data_args.pad_to_multiple_of),
         post_process_function=post_process,
         write_function=lambda result, prefix: write_prediction_files(result, training_args.output_dir, prefix),
-        compute_metrics=metric_function(data_args),
+        compute_metrics=metric_function(data_args, "validation" in chosen and multi_span(chosen["validation"])),
         model_card=lambda: model_card.render(head.name, model_args, data_args, training_args, all_metrics,
                                              model.config.qa_settings, widget_example(model_args, chosen)),
         bundled_files=PIPELINE_FILES,

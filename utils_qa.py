@@ -21,7 +21,8 @@ import orjson
 
 from calibration import Calibrator, answer_evidence, reliability
 from metrics.squad_v2.compute_score import best_score, exact_match, gold_answers
-from qa_decoding import ranked_answers, window_candidates
+from qa_data import multi_span
+from qa_decoding import WindowPaths, multi_span_answers, ranked_answers, window_candidates
 from qa_windows import window_features
 
 logger = logging.getLogger(__name__)
@@ -55,21 +56,43 @@ def window_columns(examples, indices, tokenizer, args):
     return columns, columns.pop("offsets")
 
 
-def train_features(examples, indices, tokenizer, args, scheme):
-    """Training windows with labels: `scheme` "span" (start/end token, [CLS] when no answer) or "bio" (tags)."""
+def span_tags(offsets, spans):
+    """(length,) BIO tags of a window whose context holds the token spans `spans` ((first, last) pairs)."""
+    tags = np.full(len(offsets), TAG_O, dtype=np.int64)
+    for first, last in spans:
+        tags[first + 1 : last + 1] = TAG_I
+        tags[first] = TAG_B
+    return tags
+
+
+def every_span_tokens(offsets, answers):
+    """(first, last) tokens of each answer span that this window holds, whole or in part (as far as the window
+    reaches), in context order: the pieces of a multi-span answer."""
+    context = offsets[:, 0] >= 0
+    spans = []
+    for start_char, text in sorted(zip(answers["answer_start"], answers["text"])):
+        inside = np.flatnonzero(context & (offsets[:, 0] < start_char + len(text)) & (offsets[:, 1] > start_char))
+        if inside.size:
+            spans.append((inside[0], inside[-1]))
+    return spans
+
+
+def train_features(examples, indices, tokenizer, args, scheme, every_span=False):
+    """Training windows with labels: `scheme` "span" (start/end token of the first answer, [CLS] when no answer) or
+    "bio" (tags: the first answer's span, or with `every_span` every span of a multi-span answer, each tagged as far
+    as the window holds it: a span cut by the window's edge still marks answer tokens, which tagging O would teach
+    to be none, and the window that holds it whole tags it whole)."""
     columns, offsets = window_columns(examples, indices, tokenizer, args)
     starts, ends, tags = [], [], []
     position = {index: i for i, index in enumerate(indices)}  # of each question in the batch
     for w, example in enumerate(columns["example_index"]):
-        span = answer_tokens(offsets[w], examples["answers"][position[example]])
+        answers = examples["answers"][position[example]]
+        span = answer_tokens(offsets[w], answers)
         cls_index = columns["cls_index"][w]
         starts.append(int(span[0]) if span else cls_index)
         ends.append(int(span[1]) if span else cls_index)
-        window_tags = np.full(len(offsets[w]), TAG_O, dtype=np.int64)
-        if span:
-            window_tags[span[0]] = TAG_B
-            window_tags[span[0] + 1 : span[1] + 1] = TAG_I
-        tags.append(window_tags.tolist())
+        spans = every_span_tokens(offsets[w], answers) if every_span else [span] if span else []
+        tags.append(span_tags(offsets[w], spans).tolist())
     if scheme == "span":
         columns["start_positions"], columns["end_positions"] = starts, ends
     else:
@@ -119,11 +142,44 @@ class QuestionPredictions:
 
 
 def question_predictions(examples, features, offsets, candidates, args):
-    """Answers per question from the candidates of its windows (see `qa_decoding.ranked_answers`).
+    """Answers per question from the candidates of its windows (see `qa_decoding.ranked_answers`; a multi-span
+    model's paths: `multi_span_predictions`).
 
     With `version_2_with_negative` the answer is "" when null score - best span score (the null odds) exceeds
-    `null_score_diff_threshold`. Every question gets an entry.
+    `null_score_diff_threshold`. Every question gets an entry. For multi-span questions (`qa_data.multi_span`) a
+    question's prediction is the list of its answer's span texts, MultiSpanQA's prediction format (one span, or
+    none, from a single-span model).
     """
+    if isinstance(candidates, WindowPaths):
+        return multi_span_predictions(examples, features, offsets, candidates, args)
+    result = single_span_predictions(examples, features, offsets, candidates, args)
+    if multi_span(examples):
+        result.predictions = {qid: [answer] if answer else [] for qid, answer in result.predictions.items()}
+        result.metric_predictions = [{"id": qid, "spans": spans} for qid, spans in result.predictions.items()]
+    return result
+
+
+def multi_span_predictions(examples, features, offsets, paths, args):
+    """`question_predictions` of a multi-span model (`qa_decoding.multi_span_answers`): each question's answer spans,
+    its ranked paths as its n-best list, its null odds (SQuAD v2)."""
+    answers = multi_span_answers(
+        column(examples, "context"), np.asarray(column(features, "example_index")), offsets, paths, args.n_best_size,
+        args.version_2_with_negative, args.null_score_diff_threshold,
+    )
+    result, multi = QuestionPredictions({}, {}, {}, []), multi_span(examples)
+    for qid, (answer, ranked, null_odds) in zip(column(examples, "id"), answers):
+        spans = [span["text"] for span in answer["spans"]]
+        result.predictions[qid] = spans if multi else answer["text"]
+        result.nbest[qid] = ranked
+        if args.version_2_with_negative:
+            result.null_odds[qid] = null_odds
+        result.metric_predictions.append(
+            {"id": qid, "spans": spans} if multi else metric_prediction(qid, answer["text"], null_odds, args))
+    return result
+
+
+def single_span_predictions(examples, features, offsets, candidates, args):
+    """`question_predictions` of single-span candidates."""
     ranked = ranked_answers(
         column(examples, "context"), np.asarray(column(features, "example_index")), offsets, candidates,
         args.n_best_size, args.version_2_with_negative,
