@@ -48,3 +48,34 @@ def independent_best_f1(spans, null_odds, questions):
             score -= float(bool(spans[qid]))
         best = max(best, score)
     return 100 * best / len(questions["id"])
+
+
+def independent_multispan_scores(predictions, golds):
+    """MultiSpanQA's official exact- and partial-match precision, recall and F1 (percent), restated from its
+    definition independently of metrics/multispanqa: `predictions` and `golds` map ids to lists of span texts."""
+    import difflib
+
+    def normalized(texts):
+        return {" ".join(normalized_tokens(text)) for text in texts}
+
+    gold_total = predicted_total = exact = credit_p = credit_r = 0
+    for qid, gold_texts in golds.items():
+        gold, predicted = normalized(gold_texts), normalized(predictions.get(qid, []))
+        gold_total += max(len(gold), 1)
+        predicted_total += max(len(predicted), 1)
+        exact += len(gold & predicted)
+        nothing = not predicted or predicted == {""}
+        if not gold or nothing:
+            credit_p += float(not gold and nothing)
+            credit_r += float(not gold and nothing)
+            continue
+        longest = {(g, p): difflib.SequenceMatcher(None, g, p, autojunk=False).find_longest_match(0, len(g), 0, len(p)).size
+                   for g in gold for p in predicted}
+        credit_p += sum(max(longest[g, p] / len(p) if longest[g, p] else 0 for g in gold) for p in predicted)
+        credit_r += sum(max(longest[g, p] / len(g) if longest[g, p] else 0 for p in predicted) for g in gold)
+
+    def prf(hits_p, hits_r):
+        p, r = hits_p / predicted_total, hits_r / gold_total
+        return 100 * p, 100 * r, 100 * (2 * p * r / (p + r) if p + r else 0.0)
+
+    return {"em": prf(exact, exact), "overlap": prf(credit_p, credit_r)}

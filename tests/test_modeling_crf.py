@@ -903,3 +903,105 @@ def test_module_is_self_contained():
 
     assert get_relative_imports(modeling_crf.__file__) == ["crf_decoding"]
     assert "crf_decoding" not in get_imports(modeling_crf.__file__)
+
+
+# --- multi-span decoding ---------------------------------------------------------------------------------------------
+
+
+def valid_bio_paths(length, context):
+    """Every BIO path of `length` tags with B and I only where `context` allows and I only after B or I."""
+    for tags in itertools.product((O, B, I), repeat=length):
+        if all(t == O or context[i] for i, t in enumerate(tags)) and all(
+                t != I or (i and tags[i - 1] != O) for i, t in enumerate(tags)):
+            yield list(tags)
+
+
+def whole_span(tags, i, j):
+    """Whether tokens i..j are one whole span of `tags`: B, then I up to j, and no I after j."""
+    return tags[i] == B and all(t == I for t in tags[i + 1 : j + 1]) and (j + 1 == len(tags) or tags[j + 1] != I)
+
+
+def multi_span_case(trial, batch=6, seq=7):
+    """(model, emissions, mask, context, lengths) of a small random CRF with pieces of context and padding."""
+    model = tiny_model()
+    randomize_crf(model, scale=2.0, seed=700 + trial)
+    generator = torch.Generator().manual_seed(trial)
+    lengths = torch.randint(1, seq + 1, (batch,), generator=generator).tolist()
+    lengths[0] = seq
+    mask = length_mask(lengths, seq)
+    emissions = torch.randn(batch, seq, 3, generator=generator) * 2
+    context = (torch.rand(batch, seq, generator=generator) < 0.75) & mask
+    context[:, 0] = False
+    return model, emissions, mask, context, lengths
+
+
+def test_kbest_paths_are_the_k_best_valid_bio_paths_by_enumeration():
+    """The k best paths with any number of spans are exactly the k best valid BIO paths of an enumeration, in order,
+    with their float64 scores (k above and below the number of valid paths: -inf and all O past them)."""
+    for trial in range(4):
+        model, emissions, mask, context, lengths = multi_span_case(trial)
+        parameters = [value.double() for value in crf_params(model)]
+        for k in (1, 4, 30):
+            tags, scores = crf_decoding.crf_kbest_paths(emissions.double(), mask, context, *parameters, k)
+            assert tags.shape == (len(lengths), k, emissions.shape[1]) and scores.shape == (len(lengths), k)
+            for b, length in enumerate(lengths):
+                em = emissions[b].double().numpy()
+                numpy_parameters = [value.numpy() for value in parameters]
+                exact = sorted((path_score(em, path, *numpy_parameters) for path in
+                                valid_bio_paths(length, context[b].tolist())), reverse=True)[:k]
+                found = int(torch.isfinite(scores[b]).sum())
+                assert found == len(exact), (trial, k, b)
+                assert scores[b, :found].tolist() == pytest.approx(exact, abs=1e-9)
+                for path, score in zip(tags[b, :found], scores[b, :found]):
+                    assert path[length:].eq(O).all()
+                    assert path_score(em, path[:length].tolist(), *numpy_parameters) == pytest.approx(float(score))
+                assert tags[b, found:].eq(O).all()
+
+
+def test_multi_span_decoding_gives_paths_with_spans_their_probabilities_and_span_marginals():
+    """`crf_decode_multi_spans`: the k most probable valid paths with at least one span (the all-O path left out, its
+    log-probability the null score), log P(path) against log Z by enumeration, each span listed under its path with
+    its marginal P(whole span) over every path."""
+    model, emissions, mask, context, lengths = multi_span_case(9)
+    start, end, trans = crf_params(model)
+    forward_backward = crf_decoding.crf_forward_backward(emissions, mask, start, end, trans)
+    k = 5
+    span_start, span_end, span_path, span_score, path_scores, null_score = crf_decoding.crf_decode_multi_spans(
+        emissions, mask, context, start, end, trans, k, forward_backward)
+    parameters = [value.double().numpy() for value in (start, end, trans)]
+    for b, length in enumerate(lengths):
+        em = emissions[b].double().numpy()
+        log_z = brute_log_z(em, length, *parameters)
+        every_path = list(itertools.product((O, B, I), repeat=length))
+        scored = sorted(((path_score(em, list(p), *parameters), list(p)) for p in
+                         valid_bio_paths(length, context[b].tolist()) if any(p)), key=lambda x: -x[0])[:k]
+        found = int(torch.isfinite(path_scores[b]).sum())
+        assert found == len(scored)
+        assert path_scores[b, :found].tolist() == pytest.approx([s - log_z for s, _ in scored], abs=1e-4)
+        assert float(null_score[b]) == pytest.approx(path_score(em, [O] * length, *parameters) - log_z, abs=1e-4)
+        listed = span_path[b] >= 0
+        for p, (_, tags) in enumerate(scored):
+            mine = listed & (span_path[b] == p)
+            spans = list(zip(span_start[b, mine].tolist(), span_end[b, mine].tolist()))
+            assert spans == [(i, j) for i in range(length) for j in range(i, length) if whole_span(tags, i, j)]
+            for (i, j), log_marginal in zip(spans, span_score[b, mine].tolist()):
+                having = [path_score(em, list(q), *parameters) for q in every_path if whole_span(q, i, j)]
+                assert log_marginal == pytest.approx(float(torch.tensor(having).logsumexp(0)) - log_z, abs=1e-4)
+        assert (span_path[b, ~listed] == -1).all() and torch.isinf(span_score[b, ~listed]).all()
+
+
+def test_a_multi_span_model_decodes_in_eval_mode_and_keeps_the_setting_when_saved(tmp_path):
+    model = tiny_model(multi_span=True, n_best_size=3)
+    randomize_crf(model, seed=8)
+    model.eval()
+    input_ids = torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(8))
+    attention_mask = length_mask([9, 7], 9).long()
+    context_mask = torch.zeros(2, 9, dtype=torch.bool)
+    context_mask[:, 3:8] = True
+    with torch.no_grad():
+        out = model(input_ids, attention_mask=attention_mask, context_mask=context_mask)
+    assert out.path_score.shape == (2, 3) and out.null_score.shape == (2,)
+    listed = out.span_path >= 0
+    assert ((out.span_start >= 3) & (out.span_end < 8) & (out.span_end < attention_mask.sum(1, keepdim=True)))[listed].all()
+    model.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path, trust_remote_code=True).multi_span is True

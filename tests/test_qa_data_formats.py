@@ -10,7 +10,8 @@ import datasets
 import pandas as pd
 import pytest
 
-from qa_data import QUESTION_FEATURES, QADataError, load_questions, questions_from_file, questions_from_hub
+from qa_data import (QUESTION_FEATURES, QADataError, labelled, load_questions, multi_span, questions_from_file,
+                     questions_from_hub)
 from tests.test_qa_data import (QUESTIONS, assert_offsets_point_at_texts, data_args, error_message, nested_file,
                                 write_json, write_jsonl, write_parquet)
 
@@ -256,3 +257,68 @@ def test_the_column_arguments_apply_to_hub_splits_and_flat_files_not_to_squad_js
     splits = load_questions(args, cache_dir=str(tmp_path / "cache"))
     assert splits["train"].to_list() == splits["validation"].to_list() == QUESTIONS
     assert splits["test"].to_list() == [dict(q, answers={"text": [], "answer_start": []}) for q in QUESTIONS]
+
+
+# ---------------------------------------------------------------------------------------------- multi-span answers
+
+# MultiSpanQA records: words, and a B/I/O label per context word. Two spans, then one span of one word beside another.
+MULTISPAN_RECORDS = [
+    {"id": "s1", "type": "HUM", "structure": "Conjunction", "num_span": 2,
+     "question": ["who", "sang", "it", "?"],
+     "context": ["In", "1981", ",", "Dave", "Stewart", "and", "Barbara", "Gaskin", "sang", "it", "."],
+     "label": ["O", "O", "O", "B", "I", "O", "B", "I", "O", "O", "O"]},
+    {"id": "s2", "type": "LOC", "structure": "Conjunction", "num_span": 2,
+     "question": ["which", "ports", "?"],
+     "context": ["Ferries", "sail", "to", "Oban", "Mull", "and", "the", "Isle", "of", "Skye"],
+     "label": ["O", "O", "O", "B", "B", "O", "O", "B", "I", "I"]},
+]
+
+
+def write_multispanqa(path, records=MULTISPAN_RECORDS):
+    return write_json(path, {"version": 1.0, "data": records})
+
+
+def test_multispanqa_file_gives_every_span_of_each_answer_in_the_rebuilt_context(tmp_path):
+    questions = questions_from_file(write_multispanqa(tmp_path / "valid.json"))
+    assert multi_span(questions) and labelled(questions)
+    assert questions[0]["context"] == "In 1981 , Dave Stewart and Barbara Gaskin sang it ."
+    assert questions[0]["question"] == "who sang it ?"
+    assert questions["answers"] == [{"text": ["Dave Stewart", "Barbara Gaskin"], "answer_start": [10, 27]},
+                                    {"text": ["Oban", "Mull", "Isle of Skye"], "answer_start": [16, 21, 34]}]
+    assert_offsets_point_at_texts(questions)
+    assert multi_span(questions.select([1])) and not multi_span(questions_from_file(nested_file(tmp_path)))
+
+
+def test_multispanqa_file_without_labels_is_questions_to_predict_on(tmp_path):
+    records = [{key: value for key, value in record.items() if key != "label"} for record in MULTISPAN_RECORDS]
+    questions = questions_from_file(write_multispanqa(tmp_path / "test.json", records), answers_required=False)
+    assert multi_span(questions) and not labelled(questions) and questions["answers"][0]["text"] == []
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"label": ["O", "B"]}, "record 0 (id 's1'): 'label' has 2 tags for 11 context words"),
+    ({"label": ["O", "O", "O", "B", "X", "O", "B", "I", "O", "O", "O"]}, "label[4] is 'X', not one of 'B', 'I', 'O'"),
+    ({"label": ["O", "O", "O", "O", "I", "O", "B", "I", "O", "O", "O"]},
+     "label[4] is 'I' with no span open (after 'O')"),
+    ({"label": ["I", "O", "O", "O", "O", "O", "B", "I", "O", "O", "O"]}, "label[0] is 'I' with no span open (after the start)"),
+    ({"context": "In 1981 Dave Stewart"}, "'context' must be a non-empty list of words (strings), found a string"),
+    ({"question": []}, "'question' must be a non-empty list of words"),
+])
+def test_bad_multispanqa_records_name_the_file_record_and_problem(tmp_path, change, problem):
+    path = write_multispanqa(tmp_path / "bad.json", [dict(MULTISPAN_RECORDS[0], **change), MULTISPAN_RECORDS[1]])
+    message = error_message(path)
+    assert str(path) in message and "record 0 (id 's1')" in message and problem in message
+
+
+def test_flat_multi_span_records_carry_spans_instead_of_answers(tmp_path):
+    context = "Ferries sail to Oban, Mull and the Isle of Skye."
+    records = [{"id": "f1", "question": "Which ports?", "context": context,
+                "spans": {"text": ["Oban", "Mull", "Isle of Skye"], "answer_start": [16, 22, 35]}},
+               {"id": "f2", "question": "Where do they sail?", "context": context,
+                "spans": [{"text": "Oban", "answer_start": 16}, {"text": "Skye", "answer_start": 0}]}]
+    questions = questions_from_file(write_jsonl(tmp_path / "spans.jsonl", records))
+    assert multi_span(questions)
+    assert questions["answers"][1] == {"text": ["Oban", "Skye"], "answer_start": [16, 43]}  # a start repaired
+    records[1] = {**records[1], "answers": records[1].pop("spans")}
+    message = error_message(write_jsonl(tmp_path / "mixed.jsonl", records))
+    assert "line 2 (id 'f2')" not in message and "line 2: gives 'answers' where the file's other records give" in message
