@@ -256,7 +256,8 @@ def multi_span_answers(contexts, window_question, offsets, paths, n_best, with_n
         window_best.setdefault(window, path)
 
     def answer(context, spans, score):
-        spans = [{"text": context[s["start"]:s["end"]], **s} for s in spans]
+        # word-aligned offsets (the pipeline's) may widen two spans of a path into one word
+        spans = [{"text": context[s["start"]:s["end"]], **s} for s in without_overlaps(spans)]
         return {"text": SPAN_SEPARATOR.join(s["text"] for s in spans), "spans": spans, "score": score}
 
     results = []

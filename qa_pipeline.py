@@ -25,7 +25,7 @@ import torch
 from transformers.pipelines.base import ChunkPipeline
 
 from .calibration import Calibrator
-from .qa_decoding import OUTPUT_FIELDS, head_of, window_candidates
+from .qa_decoding import OUTPUT_FIELDS, head_of, multi_span_answers, window_candidates
 from .qa_windows import WindowCollator, max_question_tokens, window_features
 
 # What the pipeline keeps of a window beside the model's inputs, for its postprocessing.
@@ -210,6 +210,35 @@ def with_probabilities(answers, null_rank, calibrator):
     return [{**answer, "probability": p} for answer, p in zip(answers, spans)], empty
 
 
+def multi_span_result(answer):
+    """The pipeline's dict of a multi-span answer (`qa_decoding.multi_span_answers`'): the fields single-span users
+    read (`answer`: the spans joined, `score`: P(path), `start`/`end` of the first span; 0 without spans) and `spans`,
+    each `{"answer", "start", "end", "score"}` (P(it is a whole span)), in context order."""
+    spans = [{"answer": s["text"], "start": s["start"], "end": s["end"], "score": math.exp(s["score"])}
+             for s in answer["spans"]]
+    first = spans[0] if spans else {"start": 0, "end": 0}
+    return {"score": math.exp(answer["score"]), "start": first["start"], "end": first["end"], "answer": answer["text"],
+            "spans": spans}
+
+
+def multi_span_results(best, ranked, null, top_k, with_null, threshold):
+    """`top_k` answers of a multi-span model: its answer `best` (the spans of every window that answers, as
+    evaluation's), then its other most probable paths `ranked`; with `with_null`, the empty answer (score: the
+    `null` log-probability) first where no window answers, else among the paths at its rank lowered by the
+    threshold, as for a span model."""
+    def key(answer):
+        return tuple((s["start"], s["end"]) for s in answer["spans"])
+
+    paths = [a for a in ranked if a["spans"] and key(a) != key(best)]
+    if with_null:
+        empty = {"text": "", "spans": [], "score": null}
+        if best["spans"]:
+            paths.insert(sum(a["score"] >= null - threshold for a in paths), empty)
+        else:
+            best = empty
+    return [multi_span_result(a) for a in [best, *paths][:top_k]]
+
+
 def stacked(rows, fill, dtype):
     """(windows, longest window, ...) array of a question's per-window arrays, `fill` past each one's end."""
     array = np.full((len(rows), max(len(r) for r in rows), *rows[0].shape[1:]), fill, dtype=dtype)
@@ -332,7 +361,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     def _forward(self, inputs, top_k=1, max_answer_len=None):
         model_inputs = {k: v for k, v in inputs.items() if k not in EXTRAS}
         head = self.head
-        if head == "crf":  # the n-best paths per window: as many as evaluation's n-best lists hold, or top_k if more
+        if head == "multi_span":  # an answer needs each window's best path; top_k answers its top_k best
+            model_inputs["n_best_size"] = top_k
+        elif head == "crf":  # the n-best paths per window: as many as evaluation's n-best lists hold, or top_k if more
             model_inputs["n_best_size"] = max(self.settings["n_best_size"], top_k)
             model_inputs["max_answer_length"] = max_answer_len or self.settings["max_answer_length"]
         else:
@@ -353,6 +384,13 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         offsets, words = stacked(offsets, -1, np.int64), stacked(words, -1, np.int64)
         cls_index = np.array([w["cls_index"] for w in windows])
         bounds = words if align_to_words else offsets
+        if self.head == "multi_span":
+            paths = window_candidates(self.head, outputs, None, None, top_k, None)
+            best, ranked, _ = multi_span_answers([context], np.zeros(len(windows), dtype=np.int64), bounds, paths,
+                                                 top_k, handle_impossible_answer, null_threshold)[0]
+            results = multi_span_results(best, ranked, float(paths.window_null.min()), top_k, handle_impossible_answer,
+                                         null_threshold)
+            return results[0] if top_k == 1 else results
         calibrator = Calibrator.from_settings(settings)
         # A calibrated top answer's evidence includes its margin over the runner-up: find two distinct answers.
         needed = max(top_k, 2) if calibrator else top_k
@@ -382,6 +420,10 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         """The head's `OUTPUT_FIELDS` of a question's windows as arrays, one row per window (logits cut to each
         window's `lengths` tokens, out of a batch padded on the right, and padded with -1e4 to the longest)."""
         fields = OUTPUT_FIELDS[self.head]
+        if self.head == "multi_span":  # windows list different numbers of spans
+            fills = {"span_start": 0, "span_end": 0, "span_score": -np.inf, "span_path": -1}
+            rows = ([w[f].numpy().reshape(-1) for w in windows] for f in fields)
+            return tuple(stacked(row, fills.get(f, 0), row[0].dtype) for f, row in zip(fields, rows))
         if self.head == "crf":
             return tuple(np.concatenate([w[f].numpy().reshape(1, -1) for w in windows]) for f in fields)
         return tuple(stacked([w[f].reshape(-1).numpy()[:length] for w, length in zip(windows, lengths)], -1e4,

@@ -11,7 +11,7 @@ import torch
 from transformers import pipeline
 
 import qa_runner
-from qa_decoding import head_of, window_candidates
+from qa_decoding import head_of, multi_span_answers, window_candidates
 from tests.conftest import HEADS, LEARNED_QUESTIONS, LEARNED_WINDOWS, TRAIN, read_json
 from tests.test_run_qa import HEAD_OF
 
@@ -43,6 +43,62 @@ def test_crf_candidates_are_the_models_decoded_paths_cut_to_n_best():
     spans = (candidates.start.tolist(), candidates.end.tolist(), candidates.score.tolist())
     assert spans == ([3, 1], [4, 1], [-0.5, -1.0])
     assert window_candidates("crf", outputs, np.ones((1, 6), bool), np.array([0]), 1, 30).start.tolist() == [3]
+
+
+def test_a_multi_span_crf_config_decodes_multi_span():
+    assert head_of(types.SimpleNamespace(model_type="crf_qa", multi_span=True)) == "multi_span"
+    assert head_of(types.SimpleNamespace(qa_settings={"head": "crf"}, model_type="crf_qa", multi_span=False)) == "crf"
+
+
+# Two windows of one question over "Ann, Bob and Cy came." (characters: Ann 0-3, Bob 5-8, Cy 13-15, came 16-20),
+# tokens t with offsets OFFSETS[window][t]; window 0 holds tokens of Ann and Bob, window 1 of Bob and Cy.
+CONTEXT = "Ann, Bob and Cy came."
+OFFSETS = np.array([[[-1, -1], [0, 3], [5, 8], [9, 12]], [[-1, -1], [5, 8], [9, 12], [13, 15]]])
+
+
+def paths_of(paths, null):
+    """`WindowPaths` as the model returns them: `paths` {window: [(log P, [(start, end, log marginal), ...]), ...]}."""
+    outputs = [[], [], [], [], [], []]
+    width = max(len(spans) for listed in paths.values() for _, spans in listed)
+    for window in range(len(null)):
+        listed = paths.get(window, [])
+        spans = [(p, span) for p, (_, spans) in enumerate(listed) for span in spans]
+        pad = 4 * width - len(spans)
+        outputs[0].append([s[0] for _, s in spans] + [0] * pad)
+        outputs[1].append([s[1] for _, s in spans] + [0] * pad)
+        outputs[2].append([s[2] for _, s in spans] + [-np.inf] * pad)
+        outputs[3].append([p for p, _ in spans] + [-100] * pad)  # the Trainer pads with -100
+        outputs[4].append([score for score, _ in listed] + [-np.inf] * (3 - len(listed)))
+        outputs[5].append(null[window])
+    return window_candidates("multi_span", [np.array(o) for o in outputs], None, None, 3, None)
+
+
+def answers_of(paths, with_null, threshold=0.0):
+    return multi_span_answers([CONTEXT], np.array([0, 0]), OFFSETS, paths, 3, with_null, threshold)[0]
+
+
+def test_multi_span_answers_merge_the_windows_that_answer_each_context_span_once():
+    paths = paths_of({0: [(-1.0, [(1, 1, -0.1), (2, 2, -0.7)]), (-2.0, [(1, 1, -0.1)])],
+                      1: [(-1.5, [(1, 1, -0.3), (3, 3, -0.2)])]}, null=[-3.0, -4.0])
+    best, ranked, odds = answers_of(paths, with_null=False)
+    # Bob (5-8) is in both windows' best paths: once, its more probable copy (window 1's); Ann and Cy from one each
+    assert [s["text"] for s in best["spans"]] == ["Ann", "Bob", "Cy"]
+    assert [s["score"] for s in best["spans"]] == pytest.approx([-0.1, -0.3, -0.2])
+    assert best["text"] == "Ann; Bob; Cy" and best["score"] == -1.0 and odds == -2.5  # the least of -2 and -2.5
+    assert [a["text"] for a in ranked] == ["Ann; Bob", "Bob; Cy", "Ann"]
+    assert sum(a["probability"] for a in ranked) == pytest.approx(1.0)
+
+
+def test_a_window_less_likely_than_its_all_o_path_contributes_nothing_and_the_threshold_moves_that():
+    paths = paths_of({0: [(-1.0, [(1, 1, -0.1)])], 1: [(-2.0, [(3, 3, -0.2)])]}, null=[-3.0, -1.5])
+    assert answers_of(paths, with_null=True)[0]["text"] == "Ann"
+    assert answers_of(paths, with_null=True, threshold=0.6)[0]["text"] == "Ann; Cy"
+    paths = paths_of({0: [(-4.0, [(1, 1, -0.1)])], 1: [(-5.0, [(3, 3, -0.2)])]}, null=[-3.0, -1.5])
+    best, ranked, odds = answers_of(paths, with_null=True)
+    assert best["spans"] == [] and odds == 1.0 and ranked[0] == {"text": "", "spans": [], "score": -3.0,
+                                                                    "probability": ranked[0]["probability"]}
+    # every question has an answer without SQuAD v2: the most probable path's
+    assert answers_of(paths, with_null=False)[0]["text"] == "Ann"
 
 
 # --- end to end: evaluation's answers depend on neither the n-best size nor the tokenizer's padding side -----------

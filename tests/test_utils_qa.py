@@ -100,6 +100,42 @@ def test_bio_tags_mark_the_answer_and_nothing_else(tokenizer, questions):
             assert bio["context_mask"][w][start] and bio["context_mask"][w][end]
 
 
+def test_every_span_of_a_multi_span_answer_is_tagged_as_far_as_each_window_holds_it(tokenizer):
+    """A window tags B I* on each span it holds, and the part it holds of a span that its edge cuts; a window
+    without the spans is all O. Without `every_span` only the first span is tagged."""
+    words = [f"w{i}" for i in range(60)]
+    context = " ".join(words)
+    texts = ["w5 w6", "w30 w31 w32 w33 w34 w35 w36 w37", "w57"]
+    batch = {"id": ["q"], "title": [""], "context": [context], "question": ["Which?"],
+             "answers": [{"text": texts, "answer_start": [context.index(t + " ") for t in texts]}]}
+    args = settings(max_seq_length=48, doc_stride=16)
+    features = train_features(batch, [0], tokenizer, args, "bio", every_span=True)
+    single = train_features(batch, [0], tokenizer, args, "bio")
+    seen = set()
+    for w, tags in enumerate(features["labels"]):
+        ids = features["input_ids"][w]
+        spans, current = [], None
+        for token, tag in zip(ids, tags):
+            if tag == TAG_B:
+                current = [token]
+                spans.append(current)
+            elif tag == TAG_I:
+                current.append(token)
+        decoded = [tokenizer.decode(span).replace(" ", "") for span in spans]
+        window_text = tokenizer.decode(ids).replace(" ", "")
+        for text in texts:
+            whole = text.replace(" ", "")
+            if whole in window_text:  # held whole: tagged whole
+                assert whole in decoded
+                seen.add(text)
+        # every tagged run is a whole span or, at the window's edge, a piece of one
+        assert all(any(piece in text.replace(" ", "") for text in texts) for piece in decoded)
+        assert np.count_nonzero(np.array(single["labels"][w]) == TAG_B) <= 1
+    assert seen == set(texts)
+    cut = [w for w, tags in enumerate(features["labels"]) if features["context_mask"][w][-2] and tags[-2] != TAG_O]
+    assert cut, "no window cuts the long span at its edge"
+
+
 def test_a_question_longer_than_the_window_is_truncated_with_a_warning(tokenizer, caplog):
     batch = long_context_question()
     batch["question"] = ["why " * 400 + "?"]
