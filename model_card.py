@@ -24,8 +24,11 @@ HYPERPARAMETERS = (
     "gradient_accumulation_steps", "num_train_epochs", "max_steps", "warmup_steps", "weight_decay",
     "lr_scheduler_type", "optim", "seed", "bf16", "fp16", "metric_for_best_model", "load_best_model_at_end",
 )
+# How the card names a decoding other than by its name.
+HEAD_WORDS = {"multi_span": "crf head, answers of several spans"}
 REPORTED_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1",
-                    "exact_match")
+                    "exact_match", "em_precision", "em_recall", "em_f1", "overlap_precision", "overlap_recall",
+                    "overlap_f1")
 # The settings the saved pipeline reads from the config's `qa_settings`, as the card names them.
 PIPELINE_SETTINGS = {
     "null_score_diff_threshold": "no-answer threshold (answer \"\" when null score - best span score exceeds it)",
@@ -131,7 +134,8 @@ def render(head_name, model_args, data_args, training_args, all_metrics, qa_sett
     license_id = base_model_license(given_base, model_args.token)
     eval_metrics = all_metrics.get("eval", {})
     model_id = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
-    scoring = "squad_v2" if data_args.version_2_with_negative else "squad"
+    scoring = ("multispanqa" if "eval_em_f1" in eval_metrics else
+               "squad_v2" if data_args.version_2_with_negative else "squad")
     data = ModelCardData(
         base_model=base,
         datasets=[data_args.dataset_name] if data_args.dataset_name else None,
@@ -178,7 +182,7 @@ def render(head_name, model_args, data_args, training_args, all_metrics, qa_sett
     body = f"""
 # {model_id.split("/")[-1]}
 
-Extractive question answering ({head_name} head), {origin}
+Extractive question answering ({HEAD_WORDS.get(head_name, f"{head_name} head")}), {origin}
 
 ## Use
 

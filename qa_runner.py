@@ -562,7 +562,7 @@ def run(head, model_args, data_args, training_args):
         post_process_function=post_process,
         write_function=lambda result, prefix: write_prediction_files(result, training_args.output_dir, prefix),
         compute_metrics=metric_function(data_args, "validation" in chosen and multi_span(chosen["validation"])),
-        model_card=lambda: model_card.render(head.name, model_args, data_args, training_args, all_metrics,
+        model_card=lambda: model_card.render(head_of(model.config), model_args, data_args, training_args, all_metrics,
                                              model.config.qa_settings, widget_example(model_args, chosen)),
         bundled_files=PIPELINE_FILES,
     )

@@ -8,7 +8,10 @@
    score), and `crf_reference.decode_best_spans` (the same for the best path only), against `model.crf.decode`
    (pytorch-crf's Viterbi, whose backtracking is a Python loop per sequence). The 20-best search alone
    (`crf_decoding.crf_kbest_single_spans`) and the closed-form best-path search
-   (`crf_reference.crf_decode_single_span`, float32 prefix maxima) are timed too.
+   (`crf_reference.crf_decode_single_span`, float32 prefix maxima) are timed too, and what the eval-mode forward
+   runs after the forward-backward it shares with the boundary logits: the single-span decoding with log Z given,
+   against a multi-span model's decoding (`crf_decoding.crf_decode_multi_spans`: the 20 most probable valid paths
+   with any number of spans by list Viterbi, rescored, with each span's marginal), and the same for 1 path.
 2. Agreement where no constraint binds: emissions are built so that the unconstrained best path is one `B I*` span
    inside the context (strong emissions, +8 on the chosen tag of every token, over N(0, 0.5) noise); the script
    checks that `crf.decode` returns that path, that `decode_best_spans` returns its span, and that its `span_score`
@@ -98,7 +101,8 @@ def agreement(model, batch, seq, seed):
 
 
 def decode_timings(model, batch, seq, repeats, seed, n_best=20):
-    from crf_decoding import crf_kbest_single_spans
+    from crf_decoding import (crf_decode_multi_spans, crf_decode_nbest_spans, crf_forward_backward,
+                              crf_kbest_single_spans)
     from crf_reference import crf_decode_single_span, decode_best_spans
 
     generator = torch.Generator().manual_seed(seed)
@@ -130,8 +134,25 @@ def decode_timings(model, batch, seq, repeats, seed, n_best=20):
         with torch.no_grad():
             return model.crf.decode(emissions, mask)
 
+    # What the eval-mode forward runs after the forward-backward it shares with the boundary logits: the single-span
+    # decoding given log Z, and a multi-span model's decoding given the recursions.
+    with torch.no_grad():
+        forward_backward = crf_forward_backward(emissions, mask, start, end, trans)
+
+    def single_given():
+        with torch.no_grad():
+            return crf_decode_nbest_spans(emissions, mask, context_mask, start, end, trans, n_best,
+                                          log_z=forward_backward[2])
+
+    def multi_span(k):
+        def decode():
+            with torch.no_grad():
+                return crf_decode_multi_spans(emissions, mask, context_mask, start, end, trans, k, forward_backward)
+        return decode
+
     variants = [("crf.decode", crf_decode), ("decode_nbest", decode_nbest), ("kbest", kbest_only),
-                ("decode_best", decode_best), ("viterbi", viterbi_only)]
+                ("decode_best", decode_best), ("viterbi", viterbi_only), ("single_given", single_given),
+                ("multi_nbest", multi_span(n_best)), ("multi_best", multi_span(1))]
     seconds, _ = common.interleaved(variants, repeats, warmup=True)
     med = {name: common.median(values) for name, values in seconds.items()}
     base = med["crf.decode"]
@@ -148,6 +169,12 @@ def decode_timings(model, batch, seq, repeats, seed, n_best=20):
         row("`crf_reference.decode_best_spans(model, emissions, attention_mask, context_mask)` (the best path only)",
             "decode_best"),
         row("closed-form best-path search alone (`crf_reference.crf_decode_single_span`, float32)", "viterbi"),
+        row(f"single-span decoding as the eval forward runs it, log Z given (`crf_decode_nbest_spans`, {n_best} paths)",
+            "single_given"),
+        row(f"multi-span decoding as the eval forward runs it, recursions given (`crf_decode_multi_spans`, {n_best} "
+            f"paths: x{med['multi_nbest'] / med['single_given']:.2f} the single-span row above)", "multi_nbest"),
+        row(f"  the same, 1 path (the pipeline's default: x{med['multi_best'] / med['single_given']:.2f})",
+            "multi_best"),
     ]
 
 

@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "huggingface"))
 import pytest  # noqa: E402
 
 SHARED_SQUAD = ROOT.parent / "shared" / "data" / "squad_v2"
+SHARED_MULTISPANQA = ROOT.parent / "shared" / "data" / "multispanqa"
 SAMPLE = ROOT / "data" / "sample"
 TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
 SCRIPT_ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}

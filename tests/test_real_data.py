@@ -1,13 +1,16 @@
 """MiniLM (a real pretrained encoder) fine-tuned for a few dozen steps on the real SQuAD v2 train subset and
-evaluated on a slice of the real dev set, for both heads. Skipped where ../shared/data/squad_v2 is absent."""
+evaluated on a slice of the real dev set, for both heads; the committed results re-scored independently. Skipped
+where ../shared/data/squad_v2 (or ../shared/data/multispanqa) is absent."""
 
+import json
 import sys
 
 import pytest
 
 from qa_data import questions_from_file
-from tests.conftest import ROOT, read_json, run_qa
-from tests.independent_scorer import independent_best_f1, independent_question_scores, independent_scores
+from tests.conftest import ROOT, SHARED_MULTISPANQA, read_json, run_qa
+from tests.independent_scorer import (independent_best_f1, independent_multispan_scores, independent_question_scores,
+                                      independent_scores)
 
 sys.path.insert(0, str(ROOT / "examples"))
 from plot_results import applied_threshold  # noqa: E402
@@ -45,7 +48,7 @@ def test_minilm_on_real_squad_v2(script, squad_dir, minilm_dir, dev_slice, tmp_p
     assert losses[-1] < losses[0]
 
 
-RUNS = sorted(path for path in (ROOT / "results").iterdir() if (path / "eval_results.json").exists())
+RUNS = sorted(path for path in (ROOT / "results").iterdir() if (path / "eval_span_predictions.json").exists())
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,40 @@ def test_committed_calibration_rescores_to_its_figures(run, full_dev):
         assert measured[f"{kind}_ece"] == pytest.approx(ece / len(right))
         brier = sum((p - r) ** 2 for p, r in zip(probability, right)) / len(right)
         assert measured[f"{kind}_brier"] == pytest.approx(brier)
+
+
+MULTISPAN_RUNS = sorted(path for path in (ROOT / "results").iterdir() if path.name.startswith("minilm-multispanqa"))
+
+
+@pytest.fixture(scope="module")
+def multispanqa_dev_golds():
+    """{id: gold span texts} of MultiSpanQA's dev.json, read from its B/I/O labels here (not by qa_data), as its
+    official evaluation reads them: the words of each B I* run joined by single spaces."""
+    path = SHARED_MULTISPANQA / "dev.json"
+    if not path.exists():
+        pytest.skip(f"MultiSpanQA data not found at {SHARED_MULTISPANQA} (the ../shared folder of the project)")
+    golds = {}
+    for record in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        runs = []
+        for word, tag in zip(record["context"], record["label"]):
+            if tag == "B":
+                runs.append([word])
+            elif tag == "I":
+                runs[-1].append(word)
+        golds[record["id"]] = [" ".join(run) for run in runs]
+    return golds
+
+
+@pytest.mark.parametrize("run", MULTISPAN_RUNS, ids=[run.name for run in MULTISPAN_RUNS])
+def test_committed_multispanqa_results_rescore_to_their_figures(run, multispanqa_dev_golds):
+    """results/minilm-multispanqa-<head>/: the span lists score, by a restatement of MultiSpanQA's official metric,
+    as eval_results.json and the results README say."""
+    results = read_json(run, "eval_results.json")
+    predictions = read_json(run, "eval_predictions.json")
+    assert set(predictions) == set(multispanqa_dev_golds)
+    official = independent_multispan_scores(predictions, multispanqa_dev_golds)
+    for kind in ("em", "overlap"):
+        assert (results[f"eval_{kind}_precision"], results[f"eval_{kind}_recall"],
+                results[f"eval_{kind}_f1"]) == pytest.approx(official[kind])
+    readme = (ROOT / "results" / "README.md").read_text(encoding="utf-8")
+    assert f"{results['eval_em_f1']:.2f} | {results['eval_overlap_f1']:.2f}" in readme
