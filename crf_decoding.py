@@ -477,8 +477,8 @@ def crf_kbest_paths(emissions, mask, context_mask, start, end, trans, k):
     The `k` best valid BIO tag paths, exactly, by list Viterbi: every path with `B` and `I` only inside
     `context_mask`, and `I` only right after `B` or `I`, so with any number of `B I*` spans (none included).
 
-    Each step keeps, for each tag, the `k` best prefixes ending in it (the `k` best paths end in the `k` best of
-    those `3k` prefixes, each extended by its own best suffix). Padding positions move every prefix on unchanged
+    Each step keeps, for each tag, the `k` best prefixes ending in it (any of the `k` best paths is, up to each
+    position, one of the `k` best prefixes ending in its tag there). Padding positions move every prefix on unchanged
     (the tag kept, no score), so the end score applies at each sequence's last real token.
 
     Args:
@@ -490,8 +490,7 @@ def crf_kbest_paths(emissions, mask, context_mask, start, end, trans, k):
 
     Returns:
         `(tags, path_score)`: `(batch, k, seq)` long tag paths (`O` on padding) and `(batch, k)` their scores, best
-        first (equal scores in an order that does not depend on `k`' s later entries), `-inf` past the last valid
-        path (fewer than `k` exist only for a sequence of under `log3(k)` tokens or so).
+        first, `-inf` past the last valid path (fewer than `k` exist only for a sequence of very few context tokens).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -507,24 +506,26 @@ def crf_kbest_paths(emissions, mask, context_mask, start, end, trans, k):
         moves[TAG_O, TAG_I] = neg_inf  # an I opens no span
         # moves_k[next, prev * k + r] = moves[prev, next]: one step scores every (previous tag, rank) into each tag.
         moves_k = moves.t().repeat_interleave(k, dim=1)
-        # On padding a prefix keeps its tag and rank: stay[next, prev * k + r] = 0 for prev = next, else -inf.
-        stay = torch.full_like(moves_k, neg_inf)
-        for tag in range(num_tags):
-            stay[tag, tag * k : (tag + 1) * k] = 0.0
-        step_moves = torch.where(mask[:, :, None, None], moves_k, stay)  # (batch, seq, 3, 3k)
+        # On padding a prefix keeps its tag and slot: it points at itself.
+        stay = torch.arange(num_tags * k, device=emissions.device).view(num_tags, k)
+        padded = (~mask).any(dim=0).tolist()
 
         scores = torch.full((batch, num_tags, k), neg_inf, dtype=emissions.dtype, device=emissions.device)
         scores[:, :, 0] = start + emitted[:, 0]
         scores[:, TAG_I, 0] = neg_inf  # no span is open before the first token
         pointers = []
         for t in range(1, seq):
-            candidates = scores.view(batch, 1, num_tags * k) + step_moves[:, t]  # (batch, 3, 3k)
-            best, pointer = candidates.topk(k, dim=2)
-            scores = best + emitted[:, t].unsqueeze(2)
+            # The k kept prefixes of a tag need no order (a pointer names a slot, not a rank): unsorted is faster
+            best, pointer = (scores.view(batch, 1, num_tags * k) + moves_k).topk(k, dim=2, sorted=False)
+            best = best + emitted[:, t].unsqueeze(2)
+            if padded[t]:
+                real = mask[:, t, None, None]
+                best, pointer = torch.where(real, best, scores), torch.where(real, pointer, stay)
+            scores = best
             pointers.append(pointer)
 
         path_score, last = (scores + end.unsqueeze(1)).view(batch, num_tags * k).topk(k, dim=1)  # (batch, k)
-        choice = [last]  # choice[t] = previous tag * k + rank of each path at position seq - 1 - t
+        choice = [last]  # choice[t]: tag * k + slot of each path at position seq - 1 - t
         for pointer in reversed(pointers):
             choice.append(pointer.view(batch, num_tags * k).gather(1, choice[-1]))
         tags = torch.stack(choice[::-1], dim=2) // k  # (batch, k, seq)
@@ -552,41 +553,43 @@ def crf_path_spans(tags):
     return row, span_start, span_end
 
 
-def crf_span_log_marginals(emissions, mask, start, end, trans, alphas, betas, log_z, row, span_start, span_end):
+def crf_span_log_marginals(emissions, mask, end, trans, alphas, betas, log_z, row, span_start, span_end):
     """
     `log P(tokens i..j form a whole span)`: `y_i = B`, `y_{i+1..j} = I` and `y_{j+1}` not `I` (or j last), for given
     spans, from the forward and backward recursions.
 
+    A span's paths split into everything up to its `B` (`alphas[i, B]`), its run of `I`s (running sums), and
+    everything after it given its last tag (`closing`, per position and last tag, computed once for all spans).
+
     Args:
-        emissions: `(batch, seq, 3)` float32; mask: `(batch, seq)` bool length prefix; start, end, trans: CRF
-            parameters.
+        emissions: `(batch, seq, 3)` float32; mask: `(batch, seq)` bool length prefix; end, trans: CRF parameters
+            (the start scores are in the alphas).
         alphas, betas, log_z: `crf_forward_alphas`, `crf_backward_betas` and `log Z` of those emissions.
         row, span_start, span_end: `(spans,)` long, the sequence and inclusive tokens of each span.
 
     Returns:
         `(spans,)` float32 log-marginals.
     """
-    emissions64, start64, end64, trans64 = (value.double() for value in (emissions, start, end, trans))
-    alphas, betas = alphas.double(), betas.double()
-    seq = emissions.shape[1]
-    run_i = torch.cat([emissions64.new_zeros(len(emissions), 1), torch.cumsum(emissions64[:, :, TAG_I], dim=1)], 1)
+    emissions64, end64, trans64 = (value.double() for value in (emissions, end, trans))
+    batch, seq, _ = emissions.shape
+    run_i = torch.cat([emissions64.new_zeros(batch, 1), torch.cumsum(emissions64[:, :, TAG_I], dim=1)], dim=1)
+    # closing[b, j, l]: log-sum of everything after a span whose last token j has tag l (B or I): the next tag is O
+    # or B, or j is the last real token
+    leaves = [TAG_O, TAG_B]
+    following = torch.cat([emissions64[:, 1:, leaves] + betas[:, 1:, leaves].double(),
+                           emissions64.new_full((batch, 1, 2), float("-inf"))], dim=1)  # (batch, seq, 2)
+    onward = torch.logsumexp(trans64[[TAG_B, TAG_I]][:, leaves] + following.unsqueeze(2), dim=3)  # (batch, seq, 2)
+    is_last = torch.arange(seq, device=mask.device) == mask.sum(1, keepdim=True) - 1
+    closing = torch.where(is_last.unsqueeze(2), end64[[TAG_B, TAG_I]], onward)
     longer = span_end > span_start
-    # B at i (everything before it included: alpha), then the I run's emissions and transitions
-    inside = torch.where(
+    inside = torch.where(  # B -> I, then the I run's emissions and I -> I transitions
         longer,
         trans64[TAG_B, TAG_I] + run_i[row, span_end + 1] - run_i[row, span_start + 1]
         + (span_end - span_start - 1).clamp_min(0) * trans64[TAG_I, TAG_I],
         0.0,
     )
-    last_tag = torch.where(longer, TAG_I, TAG_B)
-    after = (span_end + 1).clamp_max(seq - 1)
-    leaves = [TAG_O, TAG_B]  # what may follow a whole span
-    onward = torch.logsumexp(
-        trans64[last_tag][:, leaves] + emissions64[row, after][:, leaves] + betas[row, after][:, leaves], dim=1
-    )
-    is_last = span_end == mask.sum(1)[row] - 1
-    closing = torch.where(is_last, end64[last_tag], onward)
-    return (alphas[row, span_start, TAG_B] + inside + closing - log_z[row].double()).float()
+    after = closing[row, span_end, longer.long()]  # last tag B (index 0) for a one-token span, else I
+    return (alphas[row, span_start, TAG_B].double() + inside + after - log_z[row].double()).float()
 
 
 def crf_decode_multi_spans(emissions, mask, context_mask, start, end, trans, k, forward_backward):
@@ -595,7 +598,9 @@ def crf_decode_multi_spans(emissions, mask, context_mask, start, end, trans, k, 
     with their exact log-probabilities, each span's marginal log-probability, and the all-`O` path's log-probability.
 
     The paths are found by `crf_kbest_paths` on float64 scores (the `k + 1` best, the all-`O` path among them
-    dropped) and rescored in float64 by `crf_path_scores`, as the single-span decoder does.
+    dropped). Their scores need no rescoring: the search adds up each path's own terms in float64 (the single-span
+    decoder rescores because its closed form subtracts running sums, which loses precision), so log P(path) and the
+    null odds are exact in float64 as the single-span decoder's are.
 
     Args:
         emissions: `(batch, seq, 3)` float32 BIO emission scores; mask: `(batch, seq)` bool length prefix;
@@ -612,26 +617,18 @@ def crf_decode_multi_spans(emissions, mask, context_mask, start, end, trans, k, 
     """
     alphas, betas, log_z = forward_backward
     emissions64, start64, end64, trans64 = (value.double() for value in (emissions, start, end, trans))
-    batch, seq, num_tags = emissions.shape
+    batch, seq, _ = emissions.shape
     tags, found = crf_kbest_paths(emissions64, mask, context_mask, start64, end64, trans64, k + 1)
     # Drop the all-O path (at most one of the k + 1), keeping the order of the others.
     empty = ((tags == TAG_O).all(dim=2) & torch.isfinite(found)).long()
     kept = empty.argsort(dim=1, stable=True)[:, :k]
     tags, found = tags.gather(1, kept.unsqueeze(2).expand(batch, k, seq)), found.gather(1, kept)
-    rescored = crf_path_scores(
-        emissions64.unsqueeze(1).expand(batch, k, seq, num_tags).reshape(batch * k, seq, num_tags),
-        tags.reshape(batch * k, seq),
-        mask.unsqueeze(1).expand(batch, k, seq).reshape(batch * k, seq),
-        start64,
-        end64,
-        trans64,
-    ).view(batch, k)
-    path_score = torch.where(torch.isfinite(found), rescored - log_z[:, None].double(), float("-inf")).float()
+    path_score = (found - log_z[:, None].double()).float()
     null_score = (crf_all_o_scores(emissions64, mask, start64, end64, trans64) - log_z.double()).float()
 
-    row, first, last = crf_path_spans(torch.where(torch.isfinite(found).unsqueeze(2), tags, TAG_O).view(batch * k, seq))
+    row, first, last = crf_path_spans(tags.view(batch * k, seq))  # a missing path is all O: no spans
     window, path = row // k, row % k
-    marginal = crf_span_log_marginals(emissions, mask, start, end, trans, alphas, betas, log_z, window, first, last)
+    marginal = crf_span_log_marginals(emissions, mask, end, trans, alphas, betas, log_z, window, first, last)
     counts = torch.bincount(window, minlength=batch)
     slot = torch.arange(len(window), device=window.device) - (torch.cumsum(counts, 0) - counts)[window]
     width = max(int(counts.max()) if len(window) else 0, 1)

@@ -219,6 +219,18 @@ def without_overlaps(spans):
     return sorted(kept, key=lambda span: span["start"])
 
 
+def spans_of_paths(offsets, paths):
+    """Per path of `paths` (`WindowPaths`), its spans as `{"start", "end", "score"}`: character offsets (from the
+    (windows, length, 2) `offsets`) and log marginal probability."""
+    windows = paths.window[paths.span_path]
+    char_start = offsets[windows, paths.start, 0].tolist()
+    char_end = offsets[windows, paths.end, 1].tolist()
+    spans = [[] for _ in paths.window]
+    for path, start, end, score in zip(paths.span_path.tolist(), char_start, char_end, paths.span_score.tolist()):
+        spans[path].append({"start": start, "end": end, "score": score})
+    return spans
+
+
 def multi_span_answers(contexts, window_question, offsets, paths, n_best, with_null, threshold):
     """Per question, its multi-span answer, its most probable paths and its null odds.
 
@@ -240,23 +252,17 @@ def multi_span_answers(contexts, window_question, offsets, paths, n_best, with_n
         `SPAN_SEPARATOR`; ranked: the question's `n_best` most probable paths as answers, with "probability" (the
         softmax of the listed scores) and, with `with_null`, the empty answer at its rank.
     """
-    char_start = offsets[paths.window[paths.span_path], paths.start, 0].tolist()
-    char_end = offsets[paths.window[paths.span_path], paths.end, 1].tolist()
-    path_spans = [[] for _ in paths.window]
-    for path, start, end, score in zip(paths.span_path.tolist(), char_start, char_end, paths.span_score.tolist()):
-        path_spans[path].append({"start": start, "end": end, "score": score})
-    question_paths = [[] for _ in contexts]
-    for path, window in enumerate(paths.window.tolist()):
-        question_paths[window_question[window]].append(path)
-    question_windows = [[] for _ in contexts]
+    path_spans = spans_of_paths(offsets, paths)
+    question_windows, question_paths, window_best = [[] for _ in contexts], [[] for _ in contexts], {}
     for window, question in enumerate(window_question.tolist()):
         question_windows[question].append(window)
-    window_best = {}
-    for path, window in enumerate(paths.window.tolist()):
+    for path, window in enumerate(paths.window.tolist()):  # by window, best first
+        question_paths[window_question[window]].append(path)
         window_best.setdefault(window, path)
 
     def answer(context, spans, score):
-        # word-aligned offsets (the pipeline's) may widen two spans of a path into one word
+        # each context span once: spans of overlapping windows, or of one path widened into one word by word-aligned
+        # offsets (the pipeline's)
         spans = [{"text": context[s["start"]:s["end"]], **s} for s in without_overlaps(spans)]
         return {"text": SPAN_SEPARATOR.join(s["text"] for s in spans), "spans": spans, "score": score}
 
@@ -269,8 +275,8 @@ def multi_span_answers(contexts, window_question, offsets, paths, n_best, with_n
         ranked_paths = sorted(question_paths[q], key=lambda p: -paths.score[p])  # stable: equal scores in window order
         if not chosen and not with_null and ranked_paths:
             chosen = ranked_paths[:1]
-        spans = without_overlaps([span for p in chosen for span in path_spans[p]])
-        best = answer(context, spans, max((float(paths.score[p]) for p in chosen), default=-np.inf))
+        best = answer(context, [span for p in chosen for span in path_spans[p]],
+                      max((float(paths.score[p]) for p in chosen), default=-np.inf))
         ranked = [answer(context, path_spans[p], float(paths.score[p])) for p in ranked_paths[:n_best]]
         null = min(nulls.values(), default=np.inf)
         if with_null:

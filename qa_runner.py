@@ -523,6 +523,9 @@ def run(head, model_args, data_args, training_args):
             chosen[split] = first(questions[split], limit)
     if data_args.calibrate:
         check_calibration_data(chosen["validation"], data_args)
+        if head_of(model.config) == "multi_span":
+            raise CheckpointError(f"{model_args.model_name_or_path}: --calibrate calibrates single answers; this model "
+                                  "answers with several spans")
     if "train" in chosen and sum(data_args.unanswerable_fractions()):
         chosen["train"] = with_unanswerable_copies(chosen["train"], *data_args.unanswerable_fractions(),
                                                    seed=training_args.seed)

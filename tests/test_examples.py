@@ -13,6 +13,7 @@ import pytest
 from metrics.squad_v2.compute_score import squad_v2_scores
 from qa_data import questions_from_file
 from tests.conftest import DEV, ROOT, SCRIPT_ENV, TRAIN, read_json, run_script
+from tests.test_multi_span import multi_span_records
 
 sys.path.insert(0, str(ROOT / "examples"))
 from plot_results import applied_threshold, best_spans, plot_reliability, threshold_curve  # noqa: E402
@@ -169,3 +170,25 @@ def test_minilm_cpu_script_calibrates_on_half_the_dev_articles_and_measures_on_t
     assert 0 <= measured["calibrated_ece"] <= 1 and 0 < measured["right"] < 1
     plot_reliability([run / "eval_calibration.json", run / "holdout_calibration.json"], tmp_path / "reliability.png")
     assert (tmp_path / "reliability.png").stat().st_size > 10_000
+
+
+def test_minilm_multispanqa_script_trains_and_scores_both_heads(tiny_bert_dir, tmp_path):
+    """examples/minilm_multispanqa_cpu.sh at toy sizes (the tiny random encoder, this suite's multi-span questions in
+    MultiSpanQA's format, 2 steps): each head's metrics and span-list predictions land in RESULTS."""
+    data = tmp_path / "data"
+    data.mkdir()
+    records = multi_span_records(12)
+    for name, part in (("train.json", records[:8]), ("dev.json", records[8:])):
+        (data / name).write_text(json.dumps({"version": 1.0, "data": part}), encoding="utf-8")
+    results = tmp_path / "results"
+    env = {**SCRIPT_ENV, "DATA": str(data), "OUT": str(tmp_path / "outputs"), "RESULTS": str(results),
+           "MODEL": tiny_bert_dir, "MAX_STEPS": "2", "MAX_SEQ_LENGTH": "64", "DOC_STRIDE": "16"}
+    result = run_script(["bash", str(ROOT / "examples" / "minilm_multispanqa_cpu.sh")], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout[-5000:]
+    for head in ("span", "crf"):
+        run = results / f"minilm-multispanqa-{head}"
+        predictions = read_json(run, "eval_predictions.json")
+        assert sorted(predictions) == sorted(r["id"] for r in records[8:])
+        assert all(isinstance(spans, list) for spans in predictions.values())
+        assert {"eval_em_f1", "eval_overlap_f1"} <= set(read_json(run, "eval_results.json"))
+        assert read_json(run, "trainer_state.json")["global_step"] == 2
