@@ -361,8 +361,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     def _forward(self, inputs, top_k=1, max_answer_len=None):
         model_inputs = {k: v for k, v in inputs.items() if k not in EXTRAS}
         head = self.head
-        if head == "multi_span":  # an answer needs each window's best path; top_k answers its top_k best
-            model_inputs["n_best_size"] = top_k
+        if head == "multi_span":  # an answer needs each window's best path; top_k more answers one more path
+            model_inputs["n_best_size"] = top_k + 1
         elif head == "crf":  # the n-best paths per window: as many as evaluation's n-best lists hold, or top_k if more
             model_inputs["n_best_size"] = max(self.settings["n_best_size"], top_k)
             model_inputs["max_answer_length"] = max_answer_len or self.settings["max_answer_length"]
@@ -385,9 +385,10 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         cls_index = np.array([w["cls_index"] for w in windows])
         bounds = words if align_to_words else offsets
         if self.head == "multi_span":
-            paths = window_candidates(self.head, outputs, None, None, top_k, None)
+            # the answer's own path may be among the top_k most probable: one more makes top_k - 1 others
+            paths = window_candidates(self.head, outputs, None, None, top_k + 1, None)
             best, ranked, _ = multi_span_answers([context], np.zeros(len(windows), dtype=np.int64), bounds, paths,
-                                                 top_k, handle_impossible_answer, null_threshold)[0]
+                                                 top_k + 1, handle_impossible_answer, null_threshold)[0]
             results = multi_span_results(best, ranked, float(paths.window_null.min()), top_k, handle_impossible_answer,
                                          null_threshold)
             return results[0] if top_k == 1 else results
