@@ -593,8 +593,10 @@ def questions_dataset(records, source, answers_required):
 
 
 def marked(questions, mark):
-    """Whether the questions Dataset carries `mark` in its description."""
-    return mark in (questions.info.description or "").split(MARK_SEPARATOR)
+    """Whether the questions Dataset carries `mark` in its description (questions given as plain columns carry
+    none)."""
+    info = getattr(questions, "info", None)
+    return mark in ((info.description if info else "") or "").split(MARK_SEPARATOR)
 
 
 def labelled(questions):

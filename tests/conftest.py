@@ -89,12 +89,13 @@ from run_qa import SPAN_HEAD
 from run_qa_crf import CRF_HEAD
 runs = json.loads(sys.argv[1])
 for head in (SPAN_HEAD, CRF_HEAD):
-    main(head, runs[head.name])
+    if head.name in runs:
+        main(head, runs[head.name])
 """
 
 
 def train_heads(args_by_head, env=SCRIPT_ENV):
-    """Run `qa_runner.main` for each head with its arguments, in one fresh process (2 threads)."""
+    """Run `qa_runner.main` for each head given ({head: arguments}), in one fresh process (2 threads)."""
     runs = json.dumps({head: list(map(str, args)) for head, args in args_by_head.items()})
     result = run_script([sys.executable, "-c", TRAIN_HEADS, runs], env={**env, "OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, result.stdout[-5000:]

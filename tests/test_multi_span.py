@@ -1,5 +1,5 @@
-"""Answers in several pieces, end to end: MiniLM fine-tuned with each head on multi-span questions this file writes
-(MultiSpanQA's format), evaluated with MultiSpanQA's metric, and the multi-span CRF's pipeline against evaluation.
+"""Answers in several pieces, end to end: MiniLM fine-tuned with the CRF head on multi-span questions this file
+writes (MultiSpanQA's format), evaluated with MultiSpanQA's metric, and its pipeline against evaluation.
 
 The questions ask for the two or three items a context lists ("What are the ferries of Oban?" -> "Osprey",
 "Kestrel", "Heron"); 64-token windows with stride 16 cut each context into two or three windows, so answers are
@@ -62,15 +62,15 @@ def multi_span_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def multi_span_learned(multi_span_file, tmp_path_factory):
-    """{head: folder} of MiniLM fine-tuned with each head on the questions and evaluated on them."""
-    folders = {head: tmp_path_factory.mktemp(f"multispan-{head}") for head in ("span", "crf")}
-    common = ["--model_name_or_path", minilm_path(), "--train_file", multi_span_file, "--validation_file",
-              multi_span_file, "--do_train", "--do_eval", *LEARNED_WINDOWS, *LEARNED_PADDING, "--num_train_epochs", 12,
-              "--learning_rate", 2e-4, "--head_learning_rate", 1e-2, "--per_device_train_batch_size", 8,
-              "--save_strategy", "no", "--seed", 42, "--report_to", "none", "--disable_tqdm", "true"]
-    train_heads({head: [*common, "--output_dir", folder] for head, folder in folders.items()})
-    return folders
+def multi_span_crf(multi_span_file, tmp_path_factory):
+    """Folder of MiniLM fine-tuned with the CRF head on the questions and evaluated on them."""
+    folder = tmp_path_factory.mktemp("multispan-crf")
+    train_heads({"crf": ["--model_name_or_path", minilm_path(), "--train_file", multi_span_file, "--validation_file",
+                         multi_span_file, "--do_train", "--do_eval", *LEARNED_WINDOWS, *LEARNED_PADDING,
+                         "--num_train_epochs", 12, "--learning_rate", 2e-4, "--head_learning_rate", 1e-2,
+                         "--per_device_train_batch_size", 8, "--save_strategy", "no", "--seed", 42,
+                         "--report_to", "none", "--disable_tqdm", "true", "--output_dir", folder]})
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -78,34 +78,30 @@ def questions(multi_span_file):
     return questions_from_file(multi_span_file)
 
 
-def test_the_fixture_is_multi_span_and_cut_into_windows(questions):
+def test_the_fixture_is_multi_span_with_two_or_three_spans_an_answer(questions):
     assert multi_span(questions) and all(len(answers["text"]) in (2, 3) for answers in questions["answers"])
 
 
-def test_the_crf_answers_with_every_span_and_the_span_head_with_one(multi_span_learned, questions):
+def test_the_crf_answers_with_every_span_and_is_scored_by_multispanqas_metric(multi_span_crf, questions):
     golds = {qid: answers["text"] for qid, answers in zip(questions["id"], questions["answers"])}
-    scores = {}
-    for head, folder in multi_span_learned.items():
-        predictions = read_json(folder, "eval_predictions.json")
-        assert set(predictions) == set(golds) and all(isinstance(spans, list) for spans in predictions.values())
-        metrics = read_json(folder, "eval_results.json")
-        official = independent_multispan_scores(predictions, golds)
-        for kind in ("em", "overlap"):
-            assert metrics[f"eval_{kind}_f1"] == pytest.approx(official[kind][2])
-        scores[head] = metrics
-        if head == "span":
-            assert all(len(spans) <= 1 for spans in predictions.values())
-    assert read_json(multi_span_learned["crf"], "config.json")["multi_span"] is True
-    assert scores["crf"]["eval_em_f1"] >= 80 and scores["crf"]["eval_em_f1"] > 1.5 * scores["span"]["eval_em_f1"]
+    predictions = read_json(multi_span_crf, "eval_predictions.json")
+    assert set(predictions) == set(golds) and all(isinstance(spans, list) for spans in predictions.values())
+    metrics = read_json(multi_span_crf, "eval_results.json")
+    official = independent_multispan_scores(predictions, golds)
+    for kind in ("em", "overlap"):
+        assert metrics[f"eval_{kind}_f1"] == pytest.approx(official[kind][2])
+    assert read_json(multi_span_crf, "config.json")["multi_span"] is True
+    # it learned: most spans exactly, and several per question
+    assert metrics["eval_em_f1"] >= 80 and sum(len(spans) > 1 for spans in predictions.values()) >= len(golds) // 2
 
 
 @pytest.fixture(scope="module")
-def crf_pipe(multi_span_learned):
-    return pipeline("question-answering", model=str(multi_span_learned["crf"]), trust_remote_code=True)
+def crf_pipe(multi_span_crf):
+    return pipeline("question-answering", model=str(multi_span_crf), trust_remote_code=True)
 
 
-def test_the_pipeline_answers_with_the_spans_evaluation_predicted(crf_pipe, multi_span_learned, questions):
-    predictions = read_json(multi_span_learned["crf"], "eval_predictions.json")
+def test_the_pipeline_answers_with_the_spans_evaluation_predicted(crf_pipe, multi_span_crf, questions):
+    predictions = read_json(multi_span_crf, "eval_predictions.json")
     inputs = [{"question": q["question"], "context": q["context"]} for q in questions]
     for batch_size in (1, 8):
         results = crf_pipe(inputs, align_to_words=False, batch_size=batch_size)
@@ -119,10 +115,10 @@ def test_the_pipeline_answers_with_the_spans_evaluation_predicted(crf_pipe, mult
         assert [s["start"] for s in spans] == sorted(s["start"] for s in spans) and 0 < result["score"] <= 1
 
 
-def test_top_k_gives_the_most_probable_paths_as_evaluation_lists_them(crf_pipe, multi_span_learned, questions):
+def test_top_k_gives_the_most_probable_paths_as_evaluation_lists_them(crf_pipe, multi_span_crf, questions):
     """The first answer is evaluation's; the next ones are the most probable paths of the question's windows, as the
     n-best file ranks them (the first answer's own path left out)."""
-    nbest = read_json(multi_span_learned["crf"], "eval_nbest_predictions.json")
+    nbest = read_json(multi_span_crf, "eval_nbest_predictions.json")
     for question in questions.select(range(4)):
         answers = crf_pipe(question=question["question"], context=question["context"], top_k=3, align_to_words=False)
         assert len(answers) == 3 and len({a["answer"] for a in answers}) == 3
