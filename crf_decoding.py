@@ -504,7 +504,7 @@ def crf_kbest_paths(emissions, mask, context_mask, start, end, trans, k):
         emitted = torch.where(mask.unsqueeze(2), torch.where(allowed | ~span_tag, emissions, neg_inf), 0.0)
         moves = trans.clone()
         moves[TAG_O, TAG_I] = neg_inf  # an I opens no span
-        # moves_k[next, prev * k + r] = moves[prev, next]: one step scores every (previous tag, rank) into each tag.
+        # moves_k[next, prev * k + r] = moves[prev, next]: one step scores every (previous tag, slot) into each tag.
         moves_k = moves.t().repeat_interleave(k, dim=1)
         # On padding a prefix keeps its tag and slot: it points at itself.
         stay = torch.arange(num_tags * k, device=emissions.device).view(num_tags, k)
