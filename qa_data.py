@@ -353,7 +353,8 @@ def bio_spans(label):
             spans.append([i, i + 1])
         elif tag == "I":
             if not spans or spans[-1][1] != i:
-                return None, f"label[{i}] is 'I' with no span open (after {'the start' if i == 0 else repr(label[i - 1])})"
+                after = "the start" if i == 0 else repr(label[i - 1])
+                return None, f"label[{i}] is 'I' with no span open (after {after})"
             spans[-1][1] = i + 1
     return spans, None
 

@@ -10,8 +10,9 @@ the modules it imports) and naming it in `config.custom_pipelines`:
 Windows and their features come from the function evaluation uses (`qa_windows.window_features`), and each window's
 candidates and null score from the decoding evaluation uses (`qa_decoding.window_candidates`, the head the model's
 config names), so the pipeline answers as evaluation did. A span model's answers are reported with transformers 4's
-scores; a CRF model's with their tag paths' probabilities. A model whose config stores a calibrator (`run_qa.py
---calibrate`) adds each answer's `probability` of being right (`calibration.py`).
+scores; a CRF model's with their tag paths' probabilities; a multi-span CRF model's answers list their `spans`. A
+model whose config stores a calibrator (`run_qa.py --calibrate`) adds each answer's `probability` of being right
+(`calibration.py`).
 """
 
 import itertools
@@ -211,7 +212,7 @@ def with_probabilities(answers, null_rank, calibrator):
 
 
 def multi_span_result(answer):
-    """The pipeline's dict of a multi-span answer (`qa_decoding.multi_span_answers`'): the fields single-span users
+    """The pipeline's dict of a multi-span answer (from `qa_decoding.multi_span_answers`): the fields single-span users
     read (`answer`: the spans joined, `score`: P(path), `start`/`end` of the first span; 0 without spans) and `spans`,
     each `{"answer", "start", "end", "score"}` (P(it is a whole span)), in context order."""
     spans = [{"answer": s["text"], "start": s["start"], "end": s["end"], "score": math.exp(s["score"])}

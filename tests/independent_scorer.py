@@ -69,8 +69,8 @@ def independent_multispan_scores(predictions, golds):
             credit_p += float(not gold and nothing)
             credit_r += float(not gold and nothing)
             continue
-        longest = {(g, p): difflib.SequenceMatcher(None, g, p, autojunk=False).find_longest_match(0, len(g), 0, len(p)).size
-                   for g in gold for p in predicted}
+        longest = {(g, p): difflib.SequenceMatcher(None, g, p, autojunk=False).find_longest_match(
+            0, len(g), 0, len(p)).size for g in gold for p in predicted}
         credit_p += sum(max(longest[g, p] / len(p) if longest[g, p] else 0 for g in gold) for p in predicted)
         credit_r += sum(max(longest[g, p] / len(g) if longest[g, p] else 0 for p in predicted) for g in gold)
 

@@ -1002,6 +1002,7 @@ def test_a_multi_span_model_decodes_in_eval_mode_and_keeps_the_setting_when_save
         out = model(input_ids, attention_mask=attention_mask, context_mask=context_mask)
     assert out.path_score.shape == (2, 3) and out.null_score.shape == (2,)
     listed = out.span_path >= 0
-    assert ((out.span_start >= 3) & (out.span_end < 8) & (out.span_end < attention_mask.sum(1, keepdim=True)))[listed].all()
+    inside = (out.span_start >= 3) & (out.span_end < 8) & (out.span_end < attention_mask.sum(1, keepdim=True))
+    assert inside[listed].all()
     model.save_pretrained(tmp_path)
     assert AutoConfig.from_pretrained(tmp_path, trust_remote_code=True).multi_span is True

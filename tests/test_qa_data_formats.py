@@ -300,7 +300,8 @@ def test_multispanqa_file_without_labels_is_questions_to_predict_on(tmp_path):
     ({"label": ["O", "O", "O", "B", "X", "O", "B", "I", "O", "O", "O"]}, "label[4] is 'X', not one of 'B', 'I', 'O'"),
     ({"label": ["O", "O", "O", "O", "I", "O", "B", "I", "O", "O", "O"]},
      "label[4] is 'I' with no span open (after 'O')"),
-    ({"label": ["I", "O", "O", "O", "O", "O", "B", "I", "O", "O", "O"]}, "label[0] is 'I' with no span open (after the start)"),
+    ({"label": ["I", "O", "O", "O", "O", "O", "B", "I", "O", "O", "O"]},
+     "label[0] is 'I' with no span open (after the start)"),
     ({"context": "In 1981 Dave Stewart"}, "'context' must be a non-empty list of words (strings), found a string"),
     ({"question": []}, "'question' must be a non-empty list of words"),
 ])
@@ -321,4 +322,4 @@ def test_flat_multi_span_records_carry_spans_instead_of_answers(tmp_path):
     assert questions["answers"][1] == {"text": ["Oban", "Skye"], "answer_start": [16, 43]}  # a start repaired
     records[1] = {**records[1], "answers": records[1].pop("spans")}
     message = error_message(write_jsonl(tmp_path / "mixed.jsonl", records))
-    assert "line 2 (id 'f2')" not in message and "line 2: gives 'answers' where the file's other records give" in message
+    assert "line 2: gives 'answers' where the file's other records give 'spans'" in message
