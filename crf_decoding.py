@@ -146,6 +146,28 @@ def crf_forward_backward(emissions, mask, start, end, trans):
     return alphas, betas, log_z
 
 
+def crf_span_closings(emissions, mask, end, trans, betas):
+    """
+    `closings[b, j, l]`: the log-sum of the scores of everything after a span whose last token j has the tag
+    `(B, I)[l]`, the span then closed: the next tag is O or B (transition, emission and backward score), or j is the
+    last real token (the end score). Shared by the boundary logits and the span marginals.
+
+    Args:
+        emissions: `(batch, seq, 3)`; mask: `(batch, seq)` bool length prefix; end, trans: CRF parameters; betas:
+            `crf_backward_betas` of those emissions; all in one dtype, which the result has.
+
+    Returns:
+        `(batch, seq, 2)`; past a sequence's end it holds finite values of no meaning.
+    """
+    batch, seq, _ = emissions.shape
+    leaves = [TAG_O, TAG_B]
+    following = torch.cat([emissions[:, 1:, leaves] + betas[:, 1:, leaves],
+                           emissions.new_full((batch, 1, 2), float("-inf"))], dim=1)  # (batch, seq, 2)
+    onward = torch.logsumexp(trans[[TAG_B, TAG_I]][:, leaves] + following.unsqueeze(2), dim=3)  # (batch, seq, 2)
+    is_last = torch.arange(seq, device=mask.device) == mask.sum(1, keepdim=True) - 1
+    return torch.where(is_last.unsqueeze(2), end[[TAG_B, TAG_I]], onward)
+
+
 def crf_boundary_logits(emissions: torch.Tensor, mask: torch.Tensor, start, end, trans, forward_backward=None):
     """
     Span-boundary log-marginals by forward-backward.
@@ -162,24 +184,11 @@ def crf_boundary_logits(emissions: torch.Tensor, mask: torch.Tensor, start, end,
         position 0 of both holds `log P(all O)`, padding holds `MASKED_SCORE`.
     """
     alphas, betas, log_z = forward_backward or crf_forward_backward(emissions, mask, start, end, trans)
-    unary = alphas + betas - log_z[:, None, None]  # log P(y_t = k), (batch, seq, 3)
+    start_logits = alphas[:, :, TAG_B] + betas[:, :, TAG_B] - log_z[:, None]  # log P(y_t = B)
 
-    start_logits = unary[:, :, TAG_B]
-
-    # log P(y_t = i, y_{t+1} = j) for t < seq - 1, restricted to the pairs that close a span: i in {B, I},
-    # j in {O, B}.  alphas[t, i] + trans[i, j] + emissions[t+1, j] + betas[t+1, j] - log Z.
-    inside, after = [TAG_B, TAG_I], [TAG_O, TAG_B]
-    pair = (
-        alphas[:, :-1, inside, None]
-        + trans[inside][:, after]
-        + (emissions[:, 1:, after] + betas[:, 1:, after])[:, :, None, :]
-        - log_z[:, None, None, None]
-    )
-    closes_next = torch.logsumexp(pair.flatten(2), dim=2)  # (batch, seq - 1)
-    # At the last real token any span still open ends there: P(y_t in {B, I}).
-    closes_last = torch.logsumexp(unary[:, :, inside], dim=2)  # (batch, seq)
-    has_next = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
-    end_logits = torch.where(has_next, torch.cat([closes_next, closes_last[:, -1:]], dim=1), closes_last)
+    # A span ends at t with its last tag l (B or I): everything up to t (alphas) and everything after (closings).
+    closings = crf_span_closings(emissions, mask, end, trans, betas)
+    end_logits = torch.logsumexp(alphas[:, :, [TAG_B, TAG_I]] + closings, dim=2) - log_z[:, None]
 
     # [CLS] carries the null answer so that span-model post-processing (null = start[0] + end[0]) still works.
     null = (crf_all_o_scores(emissions, mask, start, end, trans) - log_z).unsqueeze(1)
@@ -559,7 +568,7 @@ def crf_span_log_marginals(emissions, mask, end, trans, alphas, betas, log_z, ro
     spans, from the forward and backward recursions.
 
     A span's paths split into everything up to its `B` (`alphas[i, B]`), its run of `I`s (running sums), and
-    everything after it given its last tag (`closing`, per position and last tag, computed once for all spans).
+    everything after it given its last tag (`crf_span_closings`, per position, computed once for all spans).
 
     Args:
         emissions: `(batch, seq, 3)` float32; mask: `(batch, seq)` bool length prefix; end, trans: CRF parameters
@@ -571,16 +580,8 @@ def crf_span_log_marginals(emissions, mask, end, trans, alphas, betas, log_z, ro
         `(spans,)` float32 log-marginals, at most 0.
     """
     emissions64, end64, trans64 = (value.double() for value in (emissions, end, trans))
-    batch, seq, _ = emissions.shape
-    run_i = torch.cat([emissions64.new_zeros(batch, 1), torch.cumsum(emissions64[:, :, TAG_I], dim=1)], dim=1)
-    # closing[b, j, l]: log-sum of everything after a span whose last token j has tag l (B or I): the next tag is O
-    # or B, or j is the last real token
-    leaves = [TAG_O, TAG_B]
-    following = torch.cat([emissions64[:, 1:, leaves] + betas[:, 1:, leaves].double(),
-                           emissions64.new_full((batch, 1, 2), float("-inf"))], dim=1)  # (batch, seq, 2)
-    onward = torch.logsumexp(trans64[[TAG_B, TAG_I]][:, leaves] + following.unsqueeze(2), dim=3)  # (batch, seq, 2)
-    is_last = torch.arange(seq, device=mask.device) == mask.sum(1, keepdim=True) - 1
-    closing = torch.where(is_last.unsqueeze(2), end64[[TAG_B, TAG_I]], onward)
+    run_i = torch.cat([emissions64.new_zeros(len(emissions), 1), torch.cumsum(emissions64[:, :, TAG_I], dim=1)], dim=1)
+    closing = crf_span_closings(emissions64, mask, end64, trans64, betas.double())
     longer = span_end > span_start
     inside = torch.where(  # B -> I, then the I run's emissions and I -> I transitions
         longer,
@@ -612,11 +613,12 @@ def crf_decode_multi_spans(emissions, mask, context_mask, start, end, trans, k, 
         forward_backward: `crf_forward_backward`'s `(alphas, betas, log_z)` of these emissions.
 
     Returns:
-        `(span_start, span_end, span_path, span_score, path_score, null_score)`: the spans of each sequence's paths
-        as `(batch, spans)` tensors, by path then position (the most any sequence has; padded with `span_path = -1`,
-        `span_start = span_end = 0`, `span_score = -inf`): first and last token (long), the path they belong to
-        (long, 0 = the most probable) and `log P(the span is a whole span)` (float32); `(batch, k)` float32
-        `log P(path)`, best first, `-inf` past the last path; `(batch,)` float32 `log P(all O)`.
+        `(span_start, span_end, span_score, span_path, path_score, null_score)`, in the order of the model's outputs:
+        the spans of each sequence's paths as `(batch, spans)` tensors, by path then position (the most any sequence
+        has; padded with `span_path = -1`, `span_start = span_end = 0`, `span_score = -inf`): first and last token
+        (long), `log P(the span is a whole span)` (float32) and the path they belong to (long, 0 = the most
+        probable); `(batch, k)` float32 `log P(path)`, best first, `-inf` past the last path; `(batch,)` float32
+        `log P(all O)`.
     """
     alphas, betas, log_z = forward_backward
     emissions64, start64, end64, trans64 = (value.double() for value in (emissions, start, end, trans))
@@ -640,4 +642,4 @@ def crf_decode_multi_spans(emissions, mask, context_mask, start, end, trans, k, 
     span_score = torch.full((batch, width), float("-inf"), device=tags.device)
     for target, values in ((span_start, first), (span_end, last), (span_path, path), (span_score, marginal)):
         target[window, slot] = values
-    return span_start, span_end, span_path, span_score, path_score, null_score
+    return span_start, span_end, span_score, span_path, path_score, null_score

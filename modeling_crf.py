@@ -522,7 +522,7 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
 
             decoded = {}
             if not self.training and self.config.multi_span:
-                names = ("span_start", "span_end", "span_path", "span_score", "path_score", "null_score")
+                names = ("span_start", "span_end", "span_score", "span_path", "path_score", "null_score")
                 decoded = dict(zip(names, self._decode_multi_spans(emissions, mask, context_mask, n_best_size,
                                                                    forward_backward)))
             elif not self.training:

@@ -283,9 +283,8 @@ def multi_span_answers(contexts, window_question, offsets, paths, n_best, with_n
             place = sum(a["score"] >= null for a in ranked)
             ranked.insert(place, {"text": "", "spans": [], "score": null})
         scores = np.array([a["score"] for a in ranked], dtype=np.float64)
-        if len(scores):
-            weights = np.exp(scores - scores.max())
-            for a, p in zip(ranked, (weights / weights.sum()).tolist()):
-                a["probability"] = p
+        probabilities, _ = grouped_softmax(scores, np.zeros(len(scores), dtype=np.int64), 1)
+        for a, p in zip(ranked, probabilities.tolist()):
+            a["probability"] = p
         results.append((best, ranked, min(odds, default=np.inf)))
     return results

@@ -11,7 +11,7 @@
    (`crf_reference.crf_decode_single_span`, float32 prefix maxima) are timed too, and what the eval-mode forward
    runs after the forward-backward it shares with the boundary logits: the single-span decoding with log Z given,
    against a multi-span model's decoding (`crf_decoding.crf_decode_multi_spans`: the 20 most probable valid paths
-   with any number of spans by list Viterbi, rescored, with each span's marginal), and the same for 1 path.
+   with any number of spans by list Viterbi, with each span's marginal), and the same for 1 path.
 2. Agreement where no constraint binds: emissions are built so that the unconstrained best path is one `B I*` span
    inside the context (strong emissions, +8 on the chosen tag of every token, over N(0, 0.5) noise); the script
    checks that `crf.decode` returns that path, that `decode_best_spans` returns its span, and that its `span_score`

@@ -966,7 +966,7 @@ def test_multi_span_decoding_gives_paths_with_spans_their_probabilities_and_span
     start, end, trans = crf_params(model)
     forward_backward = crf_decoding.crf_forward_backward(emissions, mask, start, end, trans)
     k = 5
-    span_start, span_end, span_path, span_score, path_scores, null_score = crf_decoding.crf_decode_multi_spans(
+    span_start, span_end, span_score, span_path, path_scores, null_score = crf_decoding.crf_decode_multi_spans(
         emissions, mask, context, start, end, trans, k, forward_backward)
     parameters = [value.double().numpy() for value in (start, end, trans)]
     for b, length in enumerate(lengths):
