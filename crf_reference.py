@@ -1,8 +1,8 @@
 # coding=utf-8
 """Reference CRF computations, used by the tests and benches to check and time the model's decoders: the
 log-likelihood by the forward recursion alone, tag log-marginals, span-boundary logits and the encoder's emissions of
-a `CrfForQuestionAnswering`, its best single-span path (the first of its n best), and the closed-form best-path search
-`crf_decode_single_span`.
+a `CrfForQuestionAnswering`, its best single-span path (the first of its n best), the closed-form best-path search
+`crf_decode_single_span`, and the k best multi-span paths by the list Viterbi through every position.
 
 Not saved with models: `save_pretrained` copies only `modeling_crf.py` and `crf_decoding.py`, which hold what a loaded
 model runs. The functions taking a `model` read it (its encoder, emission layer and CRF parameters), never change it.
@@ -14,9 +14,12 @@ length prefixes (right padding, position 0 on); the CRF arithmetic runs in float
 import torch
 
 from crf_decoding import (
+    TAG_O,
+    crf_allowed_scores,
     crf_boundary_logits,
     crf_forward_alphas,
     crf_forward_backward,
+    crf_list_viterbi,
     crf_path_scores,
     crf_single_span_terms,
 )
@@ -106,6 +109,16 @@ def crf_decode_single_span(emissions, mask, context_mask, start, end, trans):
     span_start = torch.where(found, span_start, 0).squeeze(1)
     span_end = torch.where(found, span_end, 0).squeeze(1)
     return span_start, span_end, best_score.squeeze(1)
+
+
+def crf_kbest_paths_every_position(emissions, mask, context_mask, start, end, trans, k):
+    """
+    `crf_decoding.crf_kbest_paths` by the list Viterbi stepping through every position, without its pruning: the
+    same inputs and outputs (paths of equal scores may come in another order, or be others of the same score).
+    """
+    emitted, moves = crf_allowed_scores(emissions, mask, context_mask, trans)
+    tags, path_score = crf_list_viterbi(start + emitted[:, 0], moves + emitted[:, 1:].unsqueeze(2), mask[:, 1:], end, k)
+    return torch.where(mask.unsqueeze(1) & torch.isfinite(path_score).unsqueeze(2), tags, TAG_O), path_score
 
 
 # --------------------------------------------------------------------------------------------------------------------

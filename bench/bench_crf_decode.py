@@ -11,7 +11,9 @@
    (`crf_reference.crf_decode_single_span`, float32 prefix maxima) are timed too, and what the eval-mode forward
    runs after the forward-backward it shares with the boundary logits: the single-span decoding with log Z given,
    against a multi-span model's decoding (`crf_decoding.crf_decode_multi_spans`: the 20 most probable valid paths
-   with any number of spans by list Viterbi, with each span's marginal), and the same for 1 path.
+   with any number of spans, with each span's marginal), and the same for 1 path; its search for the 21 best paths
+   alone (`crf_decoding.crf_kbest_paths`, stepping only where they can differ) against the list Viterbi through every
+   position (`crf_reference.crf_kbest_paths_every_position`).
 2. Agreement where no constraint binds: emissions are built so that the unconstrained best path is one `B I*` span
    inside the context (strong emissions, +8 on the chosen tag of every token, over N(0, 0.5) noise); the script
    checks that `crf.decode` returns that path, that `decode_best_spans` returns its span, and that its `span_score`
@@ -103,7 +105,8 @@ def agreement(model, batch, seq, seed):
 def decode_timings(model, batch, seq, repeats, seed, n_best=20):
     from crf_decoding import (crf_decode_multi_spans, crf_decode_nbest_spans, crf_forward_backward,
                               crf_kbest_single_spans)
-    from crf_reference import crf_decode_single_span, decode_best_spans
+    from crf_decoding import crf_kbest_paths
+    from crf_reference import crf_decode_single_span, crf_kbest_paths_every_position, decode_best_spans
 
     generator = torch.Generator().manual_seed(seed)
     emissions = torch.randn(batch, seq, 3, generator=generator)
@@ -150,9 +153,16 @@ def decode_timings(model, batch, seq, repeats, seed, n_best=20):
                 return crf_decode_multi_spans(emissions, mask, context_mask, start, end, trans, k, forward_backward)
         return decode
 
+    def paths_search(search):
+        def decode():
+            with torch.no_grad():
+                return search(emissions64, mask, context_mask, start64, end64, trans64, n_best + 1)
+        return decode
+
     variants = [("crf.decode", crf_decode), ("decode_nbest", decode_nbest), ("kbest", kbest_only),
                 ("decode_best", decode_best), ("viterbi", viterbi_only), ("single_given", single_given),
-                ("multi_nbest", multi_span(n_best)), ("multi_best", multi_span(1))]
+                ("multi_nbest", multi_span(n_best)), ("multi_best", multi_span(1)),
+                ("paths", paths_search(crf_kbest_paths)), ("paths_every", paths_search(crf_kbest_paths_every_position))]
     seconds, _ = common.interleaved(variants, repeats, warmup=True)
     med = {name: common.median(values) for name, values in seconds.items()}
     base = med["crf.decode"]
@@ -175,6 +185,10 @@ def decode_timings(model, batch, seq, repeats, seed, n_best=20):
             f"paths: x{med['multi_nbest'] / med['single_given']:.2f} the single-span row above)", "multi_nbest"),
         row(f"  the same, 1 path (the pipeline's default: x{med['multi_best'] / med['single_given']:.2f})",
             "multi_best"),
+        row(f"  of the {n_best} paths, the search for the {n_best + 1} best (`crf_kbest_paths`, float64, stepping only "
+            f"where they can differ)", "paths"),
+        row(f"  the same search through every position (`crf_reference.crf_kbest_paths_every_position`: "
+            f"x{med['paths_every'] / med['paths']:.2f} the row above)", "paths_every"),
     ]
 
 

@@ -958,6 +958,47 @@ def test_kbest_paths_are_the_k_best_valid_bio_paths_by_enumeration():
                 assert tags[b, found:].eq(O).all()
 
 
+def test_kbest_paths_skip_no_path_the_list_viterbi_over_every_position_finds():
+    """On windows too long to enumerate, the search that steps only where the k best paths can differ finds what the
+    list Viterbi through every position finds: random emissions (paths differing anywhere), a trained model's kind
+    (O far ahead, a few span-like stretches), integer ones (many paths of equal score: the same scores, any of the
+    tied paths), padding, and k from 1 to more than the paths a short window has."""
+    generator = torch.Generator().manual_seed(11)
+    for trial in range(6):
+        batch, seq = 6, (384, 160, 40, 12, 384, 60)[trial]
+        emissions = torch.randn(batch, seq, 3, generator=generator, dtype=torch.float64)
+        if trial == 1:
+            emissions[:, :, O] += 6.0
+            emissions[:, 50:54, B] += 9.0
+            emissions[:, 51:60, I] += 9.0
+        if trial in (2, 3):
+            emissions = emissions.round()
+        lengths = torch.randint(1, seq + 1, (batch,), generator=generator)
+        lengths[0] = seq
+        mask = length_mask(lengths.tolist(), seq)
+        context = (torch.rand(batch, seq, generator=generator) < 0.8) & mask
+        context[:, :3] = False
+        parameters = [torch.randn(shape, generator=generator, dtype=torch.float64).round(decimals=trial % 2)
+                      for shape in ((3,), (3,), (3, 3))]
+        for k in (1, 5, 21):
+            tags, scores = crf_decoding.crf_kbest_paths(emissions, mask, context, *parameters, k)
+            every_tags, every_scores = crf_reference.crf_kbest_paths_every_position(
+                emissions, mask, context, *parameters, k)
+            assert torch.equal(torch.isfinite(scores), torch.isfinite(every_scores)), (trial, k)
+            found = torch.isfinite(scores)
+            assert scores[found].tolist() == pytest.approx(every_scores[found].tolist(), abs=1e-9), (trial, k)
+            rescored = crf_decoding.crf_path_scores(emissions.repeat_interleave(k, 0), tags.view(-1, seq),
+                                                    mask.repeat_interleave(k, 0), *parameters).view(batch, k)
+            assert rescored[found].tolist() == pytest.approx(scores[found].tolist(), rel=1e-12)
+            for b in range(batch):  # k different valid paths
+                paths = {tuple(path) for path in tags[b, found[b]].tolist()}
+                assert len(paths) == int(found[b].sum())
+                assert all(t == O or (context[b, i] and (t == B or path[i - 1] != O))
+                           for path in paths for i, t in enumerate(path))
+            if trial not in (2, 3):
+                assert torch.equal(tags[found], every_tags[found]), (trial, k)
+
+
 def test_multi_span_decoding_gives_paths_with_spans_their_probabilities_and_span_marginals():
     """`crf_decode_multi_spans`: the k most probable valid paths with at least one span (the all-O path left out, its
     log-probability the null score), log P(path) against log Z by enumeration, each span listed under its path with
