@@ -20,9 +20,10 @@ KNOWN_LICENSES = {
     "SpanBERT/spanbert-large-cased": "cc-by-nc-4.0",
 }
 HYPERPARAMETERS = (
-    "learning_rate", "head_learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
-    "gradient_accumulation_steps", "num_train_epochs", "max_steps", "warmup_steps", "weight_decay",
-    "lr_scheduler_type", "optim", "seed", "bf16", "fp16", "metric_for_best_model", "load_best_model_at_end",
+    "learning_rate", "head_learning_rate", "crf_learning_rate", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps", "warmup_steps",
+    "weight_decay", "lr_scheduler_type", "optim", "seed", "bf16", "fp16", "metric_for_best_model",
+    "load_best_model_at_end",
 )
 # How the card names a decoding other than by its name.
 HEAD_WORDS = {"multi_span": "crf head, answers of several spans"}

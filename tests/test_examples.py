@@ -130,6 +130,8 @@ def test_minilm_cpu_script_recipe_then_recipe_all_at_its_threshold(tiny_bert_dir
             ["eval_predictions.json", "eval_null_odds.json", "eval_results.json", "eval_span_predictions.json",
              "train_results.json", "trainer_state.json", "holdout_results.json"])
         assert read_json(run, "trainer_state.json")["global_step"] == 2
+        card = (tmp_path / "outputs" / f"minilm-multispanqa-{head}" / "README.md").read_text()
+        assert ("| crf_learning_rate | 0.05 |" in card) == (head == "crf"), card
         predictions, odds = read_json(run, "eval_predictions.json"), read_json(run, "eval_null_odds.json")
         spans, threshold = read_json(run, "eval_span_predictions.json"), applied_threshold(run)
         assert list(predictions) == dev_ids and set(odds) == set(spans) == set(dev_ids)
@@ -174,7 +176,8 @@ def test_minilm_cpu_script_calibrates_on_half_the_dev_articles_and_measures_on_t
 
 def test_minilm_multispanqa_script_trains_and_scores_both_heads(tiny_bert_dir, tmp_path):
     """examples/minilm_multispanqa_cpu.sh at toy sizes (the tiny random encoder, this suite's multi-span questions in
-    MultiSpanQA's format, 2 steps): each head's metrics and span-list predictions land in RESULTS."""
+    MultiSpanQA's format, 2 steps): each head's metrics and span-list predictions land in RESULTS; CRF_LEARNING_RATE
+    reaches the CRF run only."""
     data = tmp_path / "data"
     data.mkdir()
     records = multi_span_records(12)
@@ -182,7 +185,8 @@ def test_minilm_multispanqa_script_trains_and_scores_both_heads(tiny_bert_dir, t
         (data / name).write_text(json.dumps({"version": 1.0, "data": part}), encoding="utf-8")
     results = tmp_path / "results"
     env = {**SCRIPT_ENV, "DATA": str(data), "OUT": str(tmp_path / "outputs"), "RESULTS": str(results),
-           "MODEL": tiny_bert_dir, "MAX_STEPS": "2", "MAX_SEQ_LENGTH": "64", "DOC_STRIDE": "16"}
+           "MODEL": tiny_bert_dir, "MAX_STEPS": "2", "MAX_SEQ_LENGTH": "64", "DOC_STRIDE": "16",
+           "CRF_LEARNING_RATE": "0.05"}
     result = run_script(["bash", str(ROOT / "examples" / "minilm_multispanqa_cpu.sh")], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout[-5000:]
     for head in ("span", "crf"):
@@ -194,3 +198,5 @@ def test_minilm_multispanqa_script_trains_and_scores_both_heads(tiny_bert_dir, t
             assert all(len(spans) <= 1 for spans in predictions.values())
         assert {"eval_em_f1", "eval_overlap_f1"} <= set(read_json(run, "eval_results.json"))
         assert read_json(run, "trainer_state.json")["global_step"] == 2
+        card = (tmp_path / "outputs" / f"minilm-multispanqa-{head}" / "README.md").read_text()
+        assert ("| crf_learning_rate | 0.05 |" in card) == (head == "crf"), card

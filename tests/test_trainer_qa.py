@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import datasets
+import pytest
 import numpy as np
 from torch.utils.data import SequentialSampler
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, TrainingArguments
@@ -116,6 +117,25 @@ def test_the_head_gets_its_own_learning_rate_and_the_schedule_scales_both(tiny_b
     qa_trainer.optimizer.step()
     qa_trainer.lr_scheduler.step()  # warmup: half of each group's rate
     assert sorted(g["lr"] for g in groups) == sorted(g["initial_lr"] / 2 for g in groups)
+
+
+@pytest.mark.parametrize("head_learning_rate", [1e-2, None])
+def test_a_crfs_transition_scores_get_their_own_learning_rate(tiny_bert_dir, tmp_path, head_learning_rate):
+    """--crf_learning_rate: the CRF's start, end and transition scores at their rate, the emission layer at the
+    head's (--learning_rate when that is not given), the encoder at --learning_rate."""
+    from modeling_crf import CrfForQuestionAnswering
+    from trainer_qa import QATrainingArguments
+
+    args = QATrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, learning_rate=1e-4,
+                               head_learning_rate=head_learning_rate, crf_learning_rate=5e-2)
+    model = CrfForQuestionAnswering.from_pretrained(tiny_bert_dir)
+    qa_trainer = QuestionAnsweringTrainer(model=model, args=args)
+    qa_trainer.create_optimizer()
+    rate = {id(p): g["lr"] for g in qa_trainer.optimizer.param_groups for p in g["params"]}
+    assert len(rate) == len(list(model.parameters()))
+    assert {rate[id(p)] for p in model.crf.parameters()} == {5e-2}
+    assert {rate[id(p)] for p in model.emissions.parameters()} == {head_learning_rate or 1e-4}
+    assert {rate[id(p)] for p in model.base_model.parameters()} == {1e-4}
 
 
 def test_without_a_head_learning_rate_the_optimizer_is_the_trainers(tiny_bert_dir, tmp_path):
