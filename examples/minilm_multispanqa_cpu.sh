@@ -7,9 +7,9 @@
 #   bash examples/minilm_multispanqa_cpu.sh crf      # one head
 #
 # crf: run_qa_crf.py tags every span of an answer and decodes answers of any number of spans. span: run_qa.py trains
-# on the first span of each answer (one span per question, MultiSpanQA's single-span conversion) and answers with one
-# span; both are scored by the same metric. Both: 8 epochs, lr 1e-4, the fresh head at 1e-3, batch 16, 10% warmup,
-# weight decay 0.01, 384-token windows with stride 128, seed 42.
+# on the first span of each answer (one span per question, the first of several answers as transformers' QA examples
+# train) and answers with one span; both are scored by the same metric. Both: 8 epochs, lr 1e-4, the fresh head at
+# 1e-3, batch 16, 10% warmup, weight decay 0.01, 384-token windows with stride 128, seed 42.
 #
 # Copies the metrics, predictions and trainer_state.json (no weights) to RESULTS/minilm-multispanqa-<head>/.
 #
