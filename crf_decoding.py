@@ -671,8 +671,9 @@ def crf_kbest_paths(emissions, mask, context_mask, start, end, trans, k):
     k best paths all score at least a lower bound of the k-th best (`_kth_best_bound`), so none goes through a tag
     whose max-marginal is below it. Where one tag only is above the bound, every one of the k paths takes it (the
     best path's tag: the spine): the search steps from one position with a choice to the next, and what the spine's
-    positions add, the same for every path, is summed once. That makes tens of steps instead of hundreds (24 of 383
-    on average for 21 paths on random emissions).
+    positions add, the same for every path, is summed once. That makes tens of steps instead of hundreds (for 21
+    paths, 24 of 383 positions on average on random emissions; 18.6 of 248 real tokens on the dev windows of the
+    MiniLM MultiSpanQA model in results/).
 
     Args:
         emissions: `(batch, seq, 3)` BIO emission scores; the search runs in their dtype (the model passes float64).
