@@ -356,6 +356,15 @@ def check_calibration_flags(training_args, data_args):
                           "(--version_2_with_negative)")
 
 
+def check_head_flags(head, model_args, training_args):
+    """The CRF's own flags given to a span model: QADataError (it has no CRF), before anything is loaded."""
+    given = [flag for flag, value in (("--emission_relu", model_args.emission_relu),
+                                      ("--crf_learning_rate", getattr(training_args, "crf_learning_rate", None)))
+             if value is not None]
+    if head.label_scheme != "bio" and given:
+        raise QADataError(f"{' and '.join(given)}: run_qa_crf.py's flags; a span model has no CRF")
+
+
 def settle_multi_span(head, model):
     """Training on multi-span answers: a CRF model learns every span and decodes answers of any number of spans
     (its config's `multi_span`); a span model learns the first span of each answer, one span per question."""
@@ -491,6 +500,7 @@ def run(head, model_args, data_args, training_args):
                    f"{training_args.device}")
     logger.info(f"Training/evaluation parameters {training_args}")
     check_calibration_flags(training_args, data_args)
+    check_head_flags(head, model_args, training_args)
     resume_from = checkpoint_to_resume(training_args)
     set_seed(training_args.seed)
 

@@ -103,9 +103,8 @@ def agreement(model, batch, seq, seed):
 
 
 def decode_timings(model, batch, seq, repeats, seed, n_best=20):
-    from crf_decoding import (crf_decode_multi_spans, crf_decode_nbest_spans, crf_forward_backward,
+    from crf_decoding import (crf_decode_multi_spans, crf_decode_nbest_spans, crf_forward_backward, crf_kbest_paths,
                               crf_kbest_single_spans)
-    from crf_decoding import crf_kbest_paths
     from crf_reference import crf_decode_single_span, crf_kbest_paths_every_position, decode_best_spans
 
     generator = torch.Generator().manual_seed(seed)

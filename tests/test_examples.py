@@ -130,8 +130,6 @@ def test_minilm_cpu_script_recipe_then_recipe_all_at_its_threshold(tiny_bert_dir
             ["eval_predictions.json", "eval_null_odds.json", "eval_results.json", "eval_span_predictions.json",
              "train_results.json", "trainer_state.json", "holdout_results.json"])
         assert read_json(run, "trainer_state.json")["global_step"] == 2
-        card = (tmp_path / "outputs" / f"minilm-multispanqa-{head}" / "README.md").read_text()
-        assert ("| crf_learning_rate | 0.05 |" in card) == (head == "crf"), card
         predictions, odds = read_json(run, "eval_predictions.json"), read_json(run, "eval_null_odds.json")
         spans, threshold = read_json(run, "eval_span_predictions.json"), applied_threshold(run)
         assert list(predictions) == dev_ids and set(odds) == set(spans) == set(dev_ids)

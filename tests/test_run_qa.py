@@ -191,6 +191,19 @@ def test_inconsistent_arguments_end_the_run_with_a_message(licensed_tiny_bert, t
     assert message in str(refusal.value)
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--crf_learning_rate", 0.05], "--crf_learning_rate: run_qa_crf.py's flags; a span model has no CRF"),
+    (["--emission_relu", "true"], "--emission_relu: run_qa_crf.py's flags"),
+])
+def test_the_crfs_flags_are_refused_for_a_span_model(licensed_tiny_bert, tmp_path, args, message):
+    argv = ["--model_name_or_path", licensed_tiny_bert, "--train_file", TRAIN, "--do_train", "--output_dir",
+            str(tmp_path / "out"), *map(str, args)]
+    with pytest.raises(SystemExit) as refusal:
+        qa_runner.main(SPAN_HEAD, argv)
+    assert message in str(refusal.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 HEAD_OF = {"span": SPAN_HEAD, "crf": CRF_HEAD}
 
 
