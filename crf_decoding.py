@@ -695,8 +695,9 @@ def crf_kbest_paths(emissions, mask, context_mask, start, end, trans, k):
         emitted, moves = crf_allowed_scores(emissions, mask, context_mask, trans)
         through = crf_max_marginals(emitted, mask, start, end, moves)
         tolerance = _rounding_tolerance(emissions, mask, start, end, trans)
-        bound = _kth_best_bound(through, k, tolerance) - tolerance
-        alive = (through >= bound[:, None, None]) & torch.isfinite(through)
+        # A tag is alive when its max-marginal, less its own rounding, can reach the bound.
+        floor = _kth_best_bound(through, k, tolerance) - tolerance
+        alive = (through >= floor[:, None, None]) & torch.isfinite(through)
         # Where one tag only is alive, that tag (O where none is: padding); elsewhere not used.
         spine = torch.where(alive[:, :, TAG_I], TAG_I, torch.where(alive[:, :, TAG_B], TAG_B, TAG_O))
         positions = torch.arange(seq, device=emissions.device)
