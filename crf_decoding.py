@@ -750,8 +750,8 @@ def crf_span_log_marginals(emissions, mask, end, trans, alphas, betas, log_z, ro
     look-ups a span.
 
     Args:
-        emissions: `(batch, seq, 3)` float32; mask: `(batch, seq)` bool length prefix; end, trans: CRF parameters
-            (the start scores are in the alphas).
+        emissions: `(batch, seq, 3)`; mask: `(batch, seq)` bool length prefix; end, trans: CRF parameters (the start
+            scores are in the alphas); all computed in float64 (float64 ones are used as they are).
         alphas, betas, log_z: `crf_forward_alphas`, `crf_backward_betas` and `log Z` of those emissions.
         row, span_start, span_end: `(spans,)` long, the sequence and inclusive tokens of each span.
 
@@ -814,7 +814,7 @@ def crf_decode_multi_spans(emissions, mask, context_mask, start, end, trans, k, 
         found = found.gather(1, kept)
     path_score = (found[:, :k] - log_z[:, None].double()).float()
     null_score = (crf_all_o_scores(emissions64, mask, start64, end64, trans64) - log_z.double()).float()
-    marginal = crf_span_log_marginals(emissions, mask, end, trans, alphas, betas, log_z, window, first, last)
+    marginal = crf_span_log_marginals(emissions64, mask, end64, trans64, alphas, betas, log_z, window, first, last)
     counts = torch.bincount(window, minlength=batch)
     slot = torch.arange(len(window), device=window.device) - (torch.cumsum(counts, 0) - counts)[window]
     width = max(int(counts.max()) if len(window) else 0, 1)

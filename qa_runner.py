@@ -359,7 +359,7 @@ def check_calibration_flags(training_args, data_args):
 def check_head_flags(head, model_args, training_args):
     """The CRF's own flags given to a span model: QADataError (it has no CRF), before anything is loaded."""
     given = [flag for flag, value in (("--emission_relu", model_args.emission_relu),
-                                      ("--crf_learning_rate", getattr(training_args, "crf_learning_rate", None)))
+                                      ("--crf_learning_rate", training_args.crf_learning_rate))
              if value is not None]
     if head.label_scheme != "bio" and given:
         raise QADataError(f"{' and '.join(given)}: run_qa_crf.py's flags; a span model has no CRF")
