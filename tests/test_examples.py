@@ -175,7 +175,7 @@ def test_minilm_cpu_script_calibrates_on_half_the_dev_articles_and_measures_on_t
 def test_minilm_multispanqa_script_trains_and_scores_both_heads(tiny_bert_dir, tmp_path):
     """examples/minilm_multispanqa_cpu.sh at toy sizes (the tiny random encoder, this suite's multi-span questions in
     MultiSpanQA's format, 2 steps): each head's metrics and span-list predictions land in RESULTS; CRF_LEARNING_RATE
-    reaches the CRF run only."""
+    reaches the CRF run only; with SQUAD_MODELS each head starts from its SQuAD model."""
     data = tmp_path / "data"
     data.mkdir()
     records = multi_span_records(12)
@@ -198,3 +198,16 @@ def test_minilm_multispanqa_script_trains_and_scores_both_heads(tiny_bert_dir, t
         assert read_json(run, "trainer_state.json")["global_step"] == 2
         card = (tmp_path / "outputs" / f"minilm-multispanqa-{head}" / "README.md").read_text()
         assert ("| crf_learning_rate | 0.05 |" in card) == (head == "crf"), card
+
+    # SQuAD first: the CRF run starts from SQUAD_MODELS/minilm-crf-recipe (here the CRF model just trained) and is
+    # named for it
+    squad_models = tmp_path / "squad-models"
+    squad_models.mkdir()
+    (squad_models / "minilm-crf-recipe").symlink_to(tmp_path / "outputs" / "minilm-multispanqa-crf")
+    result = run_script(["bash", str(ROOT / "examples" / "minilm_multispanqa_cpu.sh"), "crf"], cwd=tmp_path,
+                        env={**env, "SQUAD_MODELS": str(squad_models)})
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert sorted(read_json(results / "minilm-multispanqa-squad-first-crf", "eval_predictions.json")) == sorted(
+        r["id"] for r in records[8:])
+    card = (tmp_path / "outputs" / "minilm-multispanqa-squad-first-crf" / "README.md").read_text()
+    assert "fine-tuned from a local model folder (`minilm-crf-recipe`)" in card, card
