@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import datasets
-import pytest
 import numpy as np
+import pytest
 from torch.utils.data import SequentialSampler
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, TrainingArguments
 
