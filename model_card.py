@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -95,24 +96,54 @@ def base_model_license(name_or_path, token=None):
         return "unknown"
 
 
-def data_label(data_args, file, split):
-    """How the card names a split's data: the file's name, else the Hub dataset (configuration) and split."""
-    if file:
-        return os.path.basename(file)
-    config = f" ({data_args.dataset_config_name})" if data_args.dataset_config_name else ""
-    return f"{data_args.dataset_name}{config}, {split} split"
+@dataclass(frozen=True)
+class DataSource:
+    """A split's data as a card names it: a file, or a split of a Hub dataset (and configuration)."""
+
+    file: str | None
+    dataset_name: str | None
+    dataset_config_name: str | None
+    split: str
+
+    @property
+    def label(self):
+        """The file's name, else the Hub dataset (configuration) and split."""
+        if self.file:
+            return os.path.basename(self.file)
+        config = f" ({self.dataset_config_name})" if self.dataset_config_name else ""
+        return f"{self.dataset_name}{config}, {self.split} split"
 
 
-def eval_results(data_args, metrics):
-    """Hub `model-index` entries for the evaluation metrics, at full precision (they parse back to the run's
-    figures)."""
-    hub = data_args.validation_file is None
-    name = data_label(data_args, data_args.validation_file, "validation")
+@dataclass(frozen=True)
+class RunFacts:
+    """What a card says of the run behind a model folder.
+
+    base_model: the checkpoint the run started from (`--model_name_or_path`); token: to look up its license.
+    model_id: the Hub repo id the folder is pushed to, or the folder's name.
+    fine_tuned: whether the run trained the model (else it evaluated or packaged a QA checkpoint as it is).
+    train_data, eval_data: the splits' data; hub_dataset: the Hub dataset the run read, or None.
+    hyperparameters: (name, value) pairs of the training run.
+    """
+
+    base_model: str
+    token: str | None
+    model_id: str
+    fine_tuned: bool
+    train_data: DataSource
+    eval_data: DataSource
+    hub_dataset: str | None
+    hyperparameters: tuple
+
+
+def eval_results(data, metrics):
+    """Hub `model-index` entries for the evaluation metrics on `data` (a `DataSource`), at full precision (they parse
+    back to the run's figures)."""
+    hub = data.file is None
     return [
         EvalResult(
             task_type="question-answering", task_name="Extractive question answering",
-            dataset_type=data_args.dataset_name if hub else name, dataset_name=name,
-            dataset_config=data_args.dataset_config_name if hub else None, dataset_split="validation",
+            dataset_type=data.dataset_name if hub else data.label, dataset_name=data.label,
+            dataset_config=data.dataset_config_name if hub else None, dataset_split="validation",
             metric_type=metric, metric_name=metric, metric_value=float(metrics[f"eval_{metric}"]),
         )
         for metric in REPORTED_METRICS if f"eval_{metric}" in metrics
@@ -123,38 +154,36 @@ def table(header, rows):
     return f"| {header[0]} | {header[1]} |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
 
 
-def render(head_name, model_args, data_args, training_args, all_metrics, qa_settings, widget=None):
-    """README.md text for the model folder that `training_args.output_dir` holds: a model fine-tuned here, or
-    (without `training_args.do_train`) a QA checkpoint evaluated or packaged as it is.
+def render(run, settings, eval_metrics, widget=None):
+    """README.md text for a model folder: a model fine-tuned here, or a QA checkpoint evaluated or packaged as it is.
 
-    qa_settings: the settings saved in the model's config (the pipeline's windows and no-answer threshold).
+    run: `RunFacts`; settings: the `QASettings` saved in the model's config (the pipeline's windows, no-answer
+    threshold and calibrator); eval_metrics: evaluation's metrics (`eval_*`), empty when there are none yet.
     widget: {"text": question, "context": context} for the Hub's inference widget, or None.
     """
-    given_base = model_args.model_name_or_path
+    given_base = run.base_model
     base = base_model_id(given_base)
-    license_id = base_model_license(given_base, model_args.token)
-    eval_metrics = all_metrics.get("eval", {})
-    model_id = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
+    license_id = base_model_license(given_base, run.token)
+    head_name = settings.decoder
     scoring = ("multispanqa" if "eval_em_f1" in eval_metrics else
-               "squad_v2" if data_args.version_2_with_negative else "squad")
+               "squad_v2" if settings.version_2_with_negative else "squad")
     data = ModelCardData(
         base_model=base,
-        datasets=[data_args.dataset_name] if data_args.dataset_name else None,
+        datasets=[run.hub_dataset] if run.hub_dataset else None,
         license=license_id,
         library_name="transformers",
         pipeline_tag="question-answering",
         tags=["question-answering", scoring, head_name, "spanbert-qa"],
         metrics=[scoring],
-        model_name=model_id.split("/")[-1],
-        eval_results=eval_results(data_args, eval_metrics) or None,
+        model_name=run.model_id.split("/")[-1],
+        eval_results=eval_results(run.eval_data, eval_metrics) or None,
         widget=[widget] if widget else None,
     )
     base_line = (f"`{base}`" if base else
                  f"a local model folder (`{os.path.basename(os.path.normpath(given_base))}`) whose Hub id is not known, "
                  "so the metadata names no base model")
-    if training_args.do_train:
-        origin = (f"fine-tuned from {base_line} with spanbert-qa on "
-                  f"{data_label(data_args, data_args.train_file, 'train')}.")
+    if run.fine_tuned:
+        origin = f"fine-tuned from {base_line} with spanbert-qa on {run.train_data.label}."
     else:  # a QA checkpoint written as a model folder by an evaluation-only run: its weights are the checkpoint's
         origin = (f"the QA checkpoint {base_line} as it is, not fine-tuned here: spanbert-qa "
                   f"{'evaluated it and ' if eval_metrics else ''}added the pipeline below (its code and settings) "
@@ -162,26 +191,24 @@ def render(head_name, model_args, data_args, training_args, all_metrics, qa_sett
     results = [(name, round(float(eval_metrics[f"eval_{name}"]), 2)) for name in REPORTED_METRICS
                if f"eval_{name}" in eval_metrics]
     evaluation = (
-        f"On {data_label(data_args, data_args.validation_file, 'validation')} "
+        f"On {run.eval_data.label} "
         f"({eval_metrics.get('eval_questions', 'n/a')} questions, {scoring} scoring):\n\n"
         + table(("metric", "value"), results) if results else "No evaluation results yet."
     )
-    settings = [(f"`{name}`: {meaning}", qa_settings[name]) for name, meaning in PIPELINE_SETTINGS.items()
-                if name in qa_settings]
-    hyper = [(name, getattr(training_args, name)) for name in HYPERPARAMETERS if hasattr(training_args, name)]
-    hyper.append(("max_train_samples", data_args.max_train_samples))
-    training = (f"\n## Training hyperparameters\n\n{table(('hyperparameter', 'value'), hyper)}\n"
-                if training_args.do_train else "")
-    calibrator = qa_settings.get("calibrator")
+    stored = settings.to_config()
+    setting_rows = [(f"`{name}`: {meaning}", stored[name]) for name, meaning in PIPELINE_SETTINGS.items()]
+    training = (f"\n## Training hyperparameters\n\n{table(('hyperparameter', 'value'), run.hyperparameters)}\n"
+                if run.fine_tuned else "")
+    calibrator = settings.calibrator
     calibration = (f"\nEvery answer also carries `probability`, the chance that it is right, from a calibrator "
-                   f"fitted on {calibrator['questions']} evaluation questions (spanbert-qa `--calibrate`; "
+                   f"fitted on {calibrator.questions} evaluation questions (spanbert-qa `--calibrate`; "
                    f"expected calibration error {eval_metrics['eval_calibrated_ece']:.3f} by cross-validation, "
                    f"{eval_metrics['eval_raw_ece']:.3f} for the raw n-best probability).\n"
                    if calibrator and "eval_calibrated_ece" in eval_metrics else "")
     old_pipeline = ("\nOn transformers < 5.3 the library's own `question-answering` pipeline also serves this model "
                     "(without `trust_remote_code`).\n" if head_name == "span" else "")
     body = f"""
-# {model_id.split("/")[-1]}
+# {run.model_id.split("/")[-1]}
 
 Extractive question answering ({HEAD_WORDS.get(head_name, f"{head_name} head")}), {origin}
 
@@ -190,14 +217,14 @@ Extractive question answering ({HEAD_WORDS.get(head_name, f"{head_name} head")})
 ```python
 from transformers import pipeline
 
-qa = pipeline("question-answering", model="{model_id}", trust_remote_code=True)
+qa = pipeline("question-answering", model="{run.model_id}", trust_remote_code=True)
 qa(question="...", context="...")
 ```
 
 The pipeline's code (`qa_pipeline.py` and the modules it imports) is part of this repo: transformers 5 runs it with
 `trust_remote_code=True`, and reads its settings from `config.json`:
 
-{table(("setting", "value"), settings)}
+{table(("setting", "value"), setting_rows)}
 {calibration}{old_pipeline}
 ## Serving
 

@@ -1,7 +1,8 @@
 """Questions in, questions out: read SQuAD-style files or Hub datasets and check every record.
 
-Every source becomes a `datasets.Dataset` of questions with the columns
-`id, title, context, question, answers{text: [str], answer_start: [int]}` (the Hub's `squad_v2` schema).
+Every source becomes a `QuestionSet`: a `datasets.Dataset` of questions with the columns
+`id, title, context, question, answers{text: [str], answer_start: [int]}` (the Hub's `squad_v2` schema), and
+whether they came with answers and whether those are multi-span.
 
 Accepted files:
 - official SQuAD JSON (v1.1 or v2.0), nested `data[].paragraphs[].qas[]`, plain or `.gz` (TyDiQA-GoldP too);
@@ -13,8 +14,8 @@ Accepted files:
 
 Multi-span questions, whose answer is a *set* of spans that together answer it ("Who sang it?" -> "Dave Stewart"
 and "Barbara Gaskin"), come from MultiSpanQA files or from flat files whose records carry `spans` (shaped as
-`answers`) instead of `answers`; their dataset is marked (`multi_span`), and its `answers` column then holds every
-span of a question's answer rather than alternative answers.
+`answers`) instead of `answers`; their `QuestionSet` says so (`multi_span`), and its `answers` column then holds
+every span of a question's answer rather than alternative answers.
 
 Flat files and Hub datasets may name the question, context and answers columns otherwise (`columns`, from
 --question_column_name, --context_column_name and --answer_column_name); the other formats name their own fields.
@@ -24,17 +25,20 @@ Problems the loader can repair (an `answer_start` that does not point at its tex
 context) are repaired and counted in one warning per file.
 """
 
+import dataclasses
 import gzip
 import json
 import logging
 import operator
-import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 import datasets
 import numpy as np
+
+from model_folder.crf_decoding import BIO_TAGS
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +52,39 @@ QUESTION_FEATURES = datasets.Features(
     }
 )
 REQUIRED_FIELDS = ("id", "context", "question", "answers")
-# Marks in the description of a questions Dataset: it came without answers (questions to predict on); its answers
-# are multi-span (every span of `answers` is a piece of one answer).
-UNLABELLED = "questions without answers"
-MULTI_SPAN = "multi-span answers"
-MARK_SEPARATOR = "; "
-BIO_LABELS = ("B", "I", "O")
 MAX_REPORTED_PROBLEMS = 5
 # The default {schema name: column name} of the question, context and answers of flat files and Hub datasets, and
 # the arguments that name them otherwise.
 SCHEMA_COLUMNS = MappingProxyType({"question": "question", "context": "context", "answers": "answers"})
 COLUMN_ARGUMENTS = {"question": "--question_column_name", "context": "--context_column_name",
                     "answers": "--answer_column_name"}
+
+
+@dataclass(frozen=True)
+class QuestionSet:
+    """One split's checked questions: `rows`, a Dataset of the schema above, and what kind of answers they carry.
+
+    labelled: the questions came with their answers (empty for unanswerable ones), so predictions are scored;
+        questions to predict on may come without.
+    multi_span: each question's `answers` are the spans of one multi-span answer (MultiSpanQA), not alternatives.
+    """
+
+    rows: datasets.Dataset
+    labelled: bool = True
+    multi_span: bool = False
+
+    def __len__(self):
+        return len(self.rows)
+
+    def first(self, limit):
+        """The first `limit` questions (all of them for None)."""
+        if limit is None:
+            return self
+        return dataclasses.replace(self, rows=self.rows.select(range(min(limit, len(self.rows)))))
+
+    def with_rows(self, rows):
+        """The same kind of questions, other rows."""
+        return dataclasses.replace(self, rows=rows)
 
 
 class QADataError(ValueError):
@@ -347,7 +372,7 @@ def bio_spans(label):
     B, I or O, or an I with no span open."""
     spans = []
     for i, tag in enumerate(label):
-        if tag not in BIO_LABELS:
+        if tag not in BIO_TAGS:
             return None, f"label[{i}] is {tag!r}, not one of 'B', 'I', 'O'"
         if tag == "B":
             spans.append([i, i + 1])
@@ -577,63 +602,38 @@ def spans_as_answers(records, source):
             for where, record in records], True
 
 
-def questions_dataset(records, source, answers_required):
-    """Dataset of the checked records. Questions to predict on that come without answers (all of them, or some: a
-    warning says how many) are marked unlabelled (see `labelled`); questions whose answers are all empty are
-    labelled: they are scored as unanswerable. Multi-span records are marked so (see `multi_span`)."""
+def question_set(records, source, answers_required):
+    """`QuestionSet` of the checked records. Questions to predict on that come without answers (all of them, or some:
+    a warning says how many) are not labelled; questions whose answers are all empty are: they are scored as
+    unanswerable. Records that carry `spans` make a multi-span set."""
     records, multi = spans_as_answers(records, source)
     columns = validated_columns(records, source, answers_required)
-    dataset = datasets.Dataset.from_dict(columns, features=QUESTION_FEATURES)
     missing = 0 if answers_required else sum(answers_dict(r.get("answers")) is None for _, r in records)
     if missing and missing < len(records):
         logger.warning(f"{source}: {missing} of {len(records)} questions have no answers: predictions are written "
                        f"for every question and scored for none")
-    marks = [mark for mark, present in ((UNLABELLED, missing), (MULTI_SPAN, multi)) if present]
-    dataset.info.description = MARK_SEPARATOR.join(marks)
-    return dataset
-
-
-def marked(questions, mark):
-    """Whether the questions Dataset carries `mark` in its description (questions given as plain columns carry
-    none)."""
-    info = getattr(questions, "info", None)
-    return mark in ((info.description if info else "") or "").split(MARK_SEPARATOR)
-
-
-def labelled(questions):
-    """Whether `questions` came with their answers (empty for unanswerable ones), so that predictions are scored."""
-    return not marked(questions, UNLABELLED)
-
-
-def multi_span(questions):
-    """Whether each question's `answers` are the spans of one multi-span answer (MultiSpanQA), not alternatives."""
-    return marked(questions, MULTI_SPAN)
+    return QuestionSet(datasets.Dataset.from_dict(columns, features=QUESTION_FEATURES), labelled=not missing,
+                       multi_span=multi)
 
 
 def questions_from_file(path, answers_required=True, columns=SCHEMA_COLUMNS):
-    """Dataset of checked questions read from one file (`answers_required=False` for questions to predict on);
+    """`QuestionSet` of the checked questions of one file (`answers_required=False` for questions to predict on);
     `columns`: {schema name: column name} of a flat file's question, context and answers."""
-    return questions_dataset(read_records(path, columns, answers_required), path, answers_required)
+    return question_set(read_records(path, columns, answers_required), path, answers_required)
 
 
 def questions_from_hub(dataset, source, answers_required=True, columns=SCHEMA_COLUMNS):
-    """The same checks applied to a Hub dataset split, its `columns` named as for a flat file; returns it with the
-    project's features."""
+    """`QuestionSet` of a Hub dataset split, checked as a flat file is, its `columns` named as for a flat file."""
     records = schema_named([(f"row {i}", row) for i, row in enumerate(dataset)], source, columns, answers_required)
-    return questions_dataset(records, source, answers_required)
-
-
-def schema_columns(data_args):
-    """{schema name: column name} of the question, context and answers as the run's arguments name them."""
-    return {"question": data_args.question_column_name, "context": data_args.context_column_name,
-            "answers": data_args.answer_column_name}
+    return question_set(records, source, answers_required)
 
 
 def require_negative_flag(questions, source, version_2_with_negative):
-    """Refuse SQuAD v2 data (unanswerable questions) when the run scores as SQuAD v1.1."""
+    """Refuse SQuAD v2 data (unanswerable questions, in a `QuestionSet`) when the run scores as SQuAD v1.1."""
     if version_2_with_negative:
         return
-    unanswerable = [qid for qid, ans in zip(questions["id"], questions["answers"]) if not ans["text"]]
+    rows = questions.rows
+    unanswerable = [qid for qid, ans in zip(rows["id"], rows["answers"]) if not ans["text"]]
     if unanswerable:
         raise QADataError(
             f"{source}: {len(unanswerable)} question(s) have no answer (e.g. id {unanswerable[0]!r}), which is "
@@ -641,140 +641,19 @@ def require_negative_flag(questions, source, version_2_with_negative):
         )
 
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def sentence_spans(text):
-    """(start, end) character spans of the sentences of `text` (split after . ! or ? and whitespace)."""
-    spans, start = [], 0
-    for gap in SENTENCE_END.finditer(text):
-        spans.append((start, gap.start()))
-        start = gap.end()
-    return spans + [(start, len(text))]
-
-
-def answer_cut(context, answers):
-    """`context` without the sentences that hold an answer, or None when nothing, or an answer text, would be left."""
-    answer_spans = [(start, start + len(text)) for text, start in zip(answers["text"], answers["answer_start"])]
-    kept = [context[s:e] for s, e in sentence_spans(context)
-            if not any(s < answer_end and answer_start < e for answer_start, answer_end in answer_spans)]
-    cut = " ".join(kept)
-    if not cut.strip() or any(text.lower() in cut.lower() for text in answers["text"]):
-        return None
-    return cut
-
-
-AUXILIARY = re.compile(r"\b(?:is|are|was|were|do|does|did|can|could|will|would|should|has|have|had|might|must)\b",
-                       re.IGNORECASE)
-NEGATION = re.compile(r"\b(?:not|never|no)\b|n't", re.IGNORECASE)
-NUMBER = re.compile(r"\b\d+\b")
-MID_SENTENCE_NAME = re.compile(r"(?<=[a-z0-9,;] )[A-Z][a-z]+\b")
-
-
-def negated(question, context, answers, rng):
-    """`question` with "not" after its first auxiliary verb ("Who did not ..."), or None."""
-    auxiliary = AUXILIARY.search(question)
-    if auxiliary is None or NEGATION.search(question):
-        return None
-    return f"{question[:auxiliary.end()]} not{question[auxiliary.end():]}"
-
-
-def number_changed(question, context, answers, rng):
-    """`question` with one of its numbers moved by 1 to 9 to a number the context does not hold, or None."""
-    numbers = list(NUMBER.finditer(question))
-    if not numbers:
-        return None
-    number = numbers[rng.integers(len(numbers))]
-    moved = str(abs(int(number.group()) + int(rng.choice([-1, 1]) * rng.integers(1, 10))))
-    if moved == number.group() or re.search(rf"\b{moved}\b", context):  # abs() can land back on a small number
-        return None
-    return f"{question[:number.start()]}{moved}{question[number.end():]}"
-
-
-def name_swapped(question, context, answers, rng):
-    """`question` with a capitalised word that the context holds replaced by another one of the context that
-    neither the question nor an answer holds ("Who travels to Austria" for "Australia"), or None."""
-    names = [name for name in MID_SENTENCE_NAME.finditer(question) if name.group() in context]
-    taken = " ".join([question, *answers["text"]])
-    others = sorted({other for other in MID_SENTENCE_NAME.findall(context) if other not in taken})
-    if not names or not others:
-        return None
-    name = names[rng.integers(len(names))]
-    return f"{question[:name.start()]}{others[rng.integers(len(others))]}{question[name.end():]}"
-
-
-QUESTION_EDITS = (negated, number_changed, name_swapped)
-
-
-def question_edit(question, context, answers, rng):
-    """`question` changed by one small edit its context no longer answers, as SQuAD v2's writers made most of its
-    unanswerable questions (negation, another number, another name), or None when no edit applies."""
-    edits = [edit(question, context, answers, rng) for edit in QUESTION_EDITS]
-    edits = [edit for edit in edits if edit is not None]
-    return edits[rng.integers(len(edits))] if edits else None
-
-
-def with_unanswerable_copies(questions, cuts=0.0, pairs=0.0, edits=0.0, seed=42):
-    """`questions` followed by unanswerable copies of some of its answerable questions, for training data with
-    few unanswerable questions. Each answerable question draws once: with probability `cuts` its copy keeps the
-    context without the sentences holding the answer (id `<id>-cut`); with probability `pairs` its copy is asked
-    of another paragraph of the same article (same title) in which no answer text occurs (id `<id>-pair`); with
-    probability `edits` its copy asks an edited question of the same context (`question_edit`, id `<id>-edit`).
-
-    SQuAD v2's unanswerable questions were written against their paragraph, mostly as small edits of answerable
-    ones; edited and cut copies come closer to them than pairs, which mostly teach whether a paragraph is about the
-    question at all. Questions whose copy would still hold an answer text, or that no edit applies to, get none.
-    The choice depends only on `seed`.
-    """
-    rows = questions.to_dict()
-    paragraphs = {}
-    for title, context in zip(rows["title"], rows["context"]):
-        paragraphs.setdefault(title, {})[context] = None  # distinct contexts, in order of appearance
-    rng = np.random.default_rng(seed)
-    draws = rng.random(len(questions))
-    copies = {name: [] for name in rows}
-    for i, draw in enumerate(draws):
-        answers, context, question = rows["answers"][i], rows["context"][i], rows["question"][i]
-        if not answers["text"] or draw >= cuts + pairs + edits:
-            continue
-        if draw < cuts:
-            kind, context = "cut", answer_cut(context, answers)
-        elif draw < cuts + pairs:
-            texts = [text.lower() for text in answers["text"]]
-            others = [c for c in paragraphs[rows["title"][i]] if not any(text in c.lower() for text in texts)]
-            kind, context = "pair", others[rng.integers(len(others))] if others else None
-        else:
-            kind, question = "edit", question_edit(question, context, answers, rng)
-        if context is None or question is None:
-            continue
-        copies["id"].append(f"{rows['id'][i]}-{kind}")
-        copies["title"].append(rows["title"][i])
-        copies["context"].append(context)
-        copies["question"].append(question)
-        copies["answers"].append({"text": [], "answer_start": []})
-    kinds = Counter(qid.rsplit("-", 1)[1] for qid in copies["id"])
-    logger.info(f"Added {kinds['cut']} answer-cut, {kinds['pair']} other-paragraph and {kinds['edit']} edited-question "
-                f"unanswerable copies to {len(questions)} questions")
-    return datasets.concatenate_datasets([questions, datasets.Dataset.from_dict(copies, features=questions.features)])
-
-
-def load_questions(data_args, cache_dir=None):
-    """DatasetDict of checked questions with the splits asked for (`train`, `validation`, `test`)."""
-    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
-    files = {split: path for split, path in files.items() if path}
-    columns = schema_columns(data_args)
-    if data_args.dataset_name:
-        hub = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir)
-        splits = {
-            split: questions_from_hub(hub[split], f"{data_args.dataset_name}[{split}]", split != "test", columns)
-            for split in hub if split not in files  # a file given for a split replaces the Hub's
-        }
-    else:
-        splits = {}
+def load_questions(files, dataset_name=None, dataset_config_name=None, columns=SCHEMA_COLUMNS,
+                   version_2_with_negative=False, cache_dir=None):
+    """{split: `QuestionSet`} of checked questions: the splits of `files` ({split: path}) and of the Hub dataset
+    `dataset_name` (a file given for a split replaces the Hub's). Questions of the "test" split need no answers;
+    the others' unanswerable questions need `version_2_with_negative`."""
+    splits = {}
+    if dataset_name:
+        hub = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
+        splits = {split: questions_from_hub(hub[split], f"{dataset_name}[{split}]", split != "test", columns)
+                  for split in hub if split not in files}
     for split, path in files.items():
-        splits[split] = questions_from_file(path, split != "test", columns)  # test questions need no answers
+        splits[split] = questions_from_file(path, split != "test", columns)
     for split, questions in splits.items():
-        if split == "test":  # test questions need no answers
-            continue
-        require_negative_flag(questions, files.get(split, f"{data_args.dataset_name}[{split}]"), data_args.version_2_with_negative)
-    return datasets.DatasetDict(splits)
+        if split != "test":
+            require_negative_flag(questions, files.get(split, f"{dataset_name}[{split}]"), version_2_with_negative)
+    return splits

@@ -24,7 +24,8 @@ def load_crf_model(model_args, data_args, hub_kwargs):
     )
 
 
-CRF_HEAD = Head(name="crf", load_model=load_crf_model, label_scheme="bio")
+CRF_HEAD = Head(name="crf", load_model=load_crf_model, label_scheme="bio",
+                parameter_groups=CrfForQuestionAnswering.parameter_groups)
 
 if __name__ == "__main__":
     main(CRF_HEAD)

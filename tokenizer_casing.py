@@ -23,12 +23,13 @@ class CheckpointError(ValueError):
     """A checkpoint (model or tokenizer) that cannot serve the run; the message names it and the problem."""
 
 
-def load_tokenizer(model_args, hub_kwargs):
-    """The run's tokenizer: --tokenizer_name's or the checkpoint's, lowercasing as --do_lower_case says when it is
-    given (else as the tokenizer's files say). It must be fast (windows need its offset mapping) and have a
-    vocabulary; a tokenizer that lowercases the input of a cased checkpoint is logged as a warning."""
-    source = model_args.tokenizer_name or model_args.model_name_or_path
-    casing = {} if model_args.do_lower_case is None else {"do_lower_case": model_args.do_lower_case}
+def load_tokenizer(checkpoint, hub_kwargs, tokenizer_name=None, config_name=None, do_lower_case=None):
+    """The run's tokenizer: `tokenizer_name`'s (--tokenizer_name) or the checkpoint's, lowercasing as
+    `do_lower_case` (--do_lower_case) says when it is given (else as the tokenizer's files say). It must be fast
+    (windows need its offset mapping) and have a vocabulary; a tokenizer that lowercases the input of a cased
+    checkpoint (its config: `config_name`'s or its own) is logged as a warning."""
+    source = tokenizer_name or checkpoint
+    casing = {} if do_lower_case is None else {"do_lower_case": do_lower_case}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs, **casing)
     except (OSError, ValueError) as err:
@@ -41,7 +42,7 @@ def load_tokenizer(model_args, hub_kwargs):
         raise CheckpointError(f"{source}: no tokenizer files (tokenizer.json, vocab.txt, ...): its tokenizer would "
                               f"know only its {len(tokenizer)} special tokens and read every word as unknown; give "
                               f"--tokenizer_name")
-    warn_on_casing_mismatch(tokenizer, model_args, hub_kwargs)
+    warn_on_casing_mismatch(tokenizer, checkpoint, config_name or checkpoint, hub_kwargs)
     return tokenizer
 
 
@@ -65,15 +66,13 @@ def cased_vocabulary(tokenizer, min_fraction=0.01):
     return cased > 0 and cased >= min_fraction * len(pieces)
 
 
-def checkpoint_cased_because(tokenizer, model_args, hub_kwargs):
-    """Why the checkpoint is cased, or None: its name (a Hub id's model name, a folder's own name: not the folders
-    above it) says "cased" and not "uncased", its config says do_lower_case false, or its vocabulary holds cased
-    word pieces."""
-    name = model_args.model_name_or_path
+def checkpoint_cased_because(tokenizer, name, config_name, hub_kwargs):
+    """Why the checkpoint `name` is cased, or None: its name (a Hub id's model name, a folder's own name: not the
+    folders above it) says "cased" and not "uncased", its config (`config_name`'s) says do_lower_case false, or its
+    vocabulary holds cased word pieces."""
     own_name = os.path.basename(os.path.normpath(name)).lower()
     if "cased" in own_name and "uncased" not in own_name:
         return f"its name {name} says cased"
-    config_name = model_args.config_name or name
     try:
         config, _ = PreTrainedConfig.get_config_dict(
             config_name, **{key: hub_kwargs[key] for key in ("cache_dir", "revision", "token")})
@@ -87,16 +86,16 @@ def checkpoint_cased_because(tokenizer, model_args, hub_kwargs):
     return None
 
 
-def warn_on_casing_mismatch(tokenizer, model_args, hub_kwargs):
+def warn_on_casing_mismatch(tokenizer, checkpoint, config_name, hub_kwargs):
     """Log a warning when the tokenizer lowercases the input of a cased checkpoint (a cased BERT-family checkpoint
     whose repo has only vocab.txt, such as SpanBERT, loads a lowercasing tokenizer); returns whether it warned."""
     if not tokenizer_lowercases(tokenizer):
         return False
-    reason = checkpoint_cased_because(tokenizer, model_args, hub_kwargs)
+    reason = checkpoint_cased_because(tokenizer, checkpoint, config_name, hub_kwargs)
     if reason is None:
         return False
     logger.warning(
-        f"The tokenizer lowercases its input but the checkpoint {model_args.model_name_or_path} is cased ({reason}): "
+        f"The tokenizer lowercases its input but the checkpoint {checkpoint} is cased ({reason}): "
         f"its cased word pieces would never be used. Pass --do_lower_case false (\"do_lower_case\": false in a "
         f"JSON config) to keep the case.")
     return True

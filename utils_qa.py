@@ -1,5 +1,5 @@
 """The QA steps of training and evaluation around the model: questions -> windows (with labels) -> candidates ->
-answers per question -> files.
+answers per question (written by `outputs.py`).
 
 Window features (one row per window of `max_seq_length` tokens over a question and its context, built by
 `qa_windows.window_features` as the pipeline builds them):
@@ -9,25 +9,13 @@ Window features (one row per window of `max_seq_length` tokens over a question a
   [-1, -1] outside the context), `cls_index` (the [CLS] token, where no-answer is scored) and `length`.
 """
 
-import contextlib
-import itertools
-import logging
-import os
-import secrets
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 
-from calibration import Calibrator, answer_evidence, reliability
-from metrics.squad_v2.compute_score import best_score, exact_match, gold_answers
-from qa_data import multi_span
-from qa_decoding import WindowPaths, multi_span_answers, ranked_answers, window_candidates
-from qa_windows import window_features
-
-logger = logging.getLogger(__name__)
-
-TAG_O, TAG_B, TAG_I = 0, 1, 2
+from model_folder.crf_decoding import TAG_B, TAG_I, TAG_O
+from model_folder.qa_decoding import WindowPaths, multi_span_answers, ranked_answers, window_candidates
+from model_folder.qa_windows import window_features
 
 
 def answer_tokens(offsets, answers):
@@ -47,11 +35,12 @@ def answer_tokens(offsets, answers):
     return start, end
 
 
-def window_columns(examples, indices, tokenizer, args):
-    """`qa_windows.window_features` of a batch of questions, each window's question as its row (`example_index`)
-    rather than its place in the batch. Returns (columns, offsets): the columns but the offsets arrays."""
+def window_columns(examples, indices, tokenizer, settings, pad_to_max_length=False):
+    """`qa_windows.window_features` of a batch of questions, cut as `settings` (`QASettings`) say, each window's
+    question as its row (`example_index`) rather than its place in the batch. Returns (columns, offsets): the columns
+    but the offsets arrays."""
     columns = window_features(examples["question"], examples["context"], examples["id"], tokenizer,
-                              args.max_seq_length, args.doc_stride, args.pad_to_max_length)
+                              settings.max_seq_length, settings.doc_stride, pad_to_max_length)
     columns["example_index"] = [indices[i] for i in columns.pop("window_question")]
     return columns, columns.pop("offsets")
 
@@ -77,12 +66,12 @@ def every_span_tokens(offsets, answers):
     return spans
 
 
-def train_features(examples, indices, tokenizer, args, scheme, every_span=False):
+def train_features(examples, indices, tokenizer, settings, scheme, every_span=False, pad_to_max_length=False):
     """Training windows with labels: `scheme` "span" (start/end token of the first answer, [CLS] when no answer) or
     "bio" (tags: the first answer's span, or with `every_span` every span of a multi-span answer, each tagged as far
     as the window holds it: a span cut by the window's edge still marks answer tokens, which tagging O would teach
     to be none, and the window that holds it whole tags it whole)."""
-    columns, offsets = window_columns(examples, indices, tokenizer, args)
+    columns, offsets = window_columns(examples, indices, tokenizer, settings, pad_to_max_length)
     starts, ends, tags = [], [], []
     position = {index: i for i, index in enumerate(indices)}  # of each question in the batch
     for w, example in enumerate(columns["example_index"]):
@@ -100,9 +89,9 @@ def train_features(examples, indices, tokenizer, args, scheme, every_span=False)
     return columns
 
 
-def eval_features(examples, indices, tokenizer, args):
+def eval_features(examples, indices, tokenizer, settings, pad_to_max_length=False):
     """Evaluation windows carrying what post-processing needs: offsets ([-1, -1] off the context)."""
-    columns, offsets = window_columns(examples, indices, tokenizer, args)
+    columns, offsets = window_columns(examples, indices, tokenizer, settings, pad_to_max_length)
     columns["offset_mapping"] = [o.tolist() for o in offsets]
     return columns
 
@@ -124,11 +113,12 @@ def padded_offsets(features):
     return offsets
 
 
-def evaluation_candidates(head, outputs, features, offsets, args):
-    """`qa_decoding.window_candidates` of evaluated windows: outputs as the Trainer gathers them (the model's
-    `qa_decoding.OUTPUT_FIELDS[head]`, padded to the longest window), offsets from `padded_offsets`."""
-    return window_candidates(head, outputs, offsets[..., 0] >= 0, np.asarray(column(features, "cls_index")),
-                             args.n_best_size, args.max_answer_length)
+def evaluation_candidates(settings, outputs, features, offsets):
+    """`qa_decoding.window_candidates` of evaluated windows, decoded as `settings` say: outputs as the Trainer gathers
+    them (the model's `qa_decoding.OUTPUT_FIELDS[settings.decoder]`, padded to the longest window), offsets from
+    `padded_offsets`."""
+    return window_candidates(settings.decoder, outputs, offsets[..., 0] >= 0, np.asarray(column(features, "cls_index")),
+                             settings.n_best_size, settings.max_answer_length)
 
 
 @dataclass
@@ -141,199 +131,72 @@ class QuestionPredictions:
     metric_predictions: list
 
 
-def question_predictions(examples, features, offsets, candidates, args):
-    """Answers per question from the candidates of its windows (see `qa_decoding.ranked_answers`; a multi-span
-    model's paths: `multi_span_predictions`).
+def question_predictions(questions, features, offsets, candidates, settings):
+    """Answers per question (of the `QuestionSet` `questions`) from the candidates of its windows (see
+    `qa_decoding.ranked_answers`; a multi-span model's paths: `multi_span_predictions`).
 
-    With `version_2_with_negative` the answer is "" when null score - best span score (the null odds) exceeds
-    `null_score_diff_threshold`. Every question gets an entry. For multi-span questions (`qa_data.multi_span`) a
-    question's prediction is the list of its answer's span texts, MultiSpanQA's prediction format (one span, or
-    none, from a single-span model).
+    With `settings.version_2_with_negative` the answer is "" when null score - best span score (the null odds)
+    exceeds `settings.null_score_diff_threshold`. Every question gets an entry. For multi-span questions a question's
+    prediction is the list of its answer's span texts, MultiSpanQA's prediction format (one span, or none, from a
+    single-span model).
     """
     if isinstance(candidates, WindowPaths):
-        return multi_span_predictions(examples, features, offsets, candidates, args)
-    result = single_span_predictions(examples, features, offsets, candidates, args)
-    if multi_span(examples):
+        return multi_span_predictions(questions, features, offsets, candidates, settings)
+    result = single_span_predictions(questions.rows, features, offsets, candidates, settings)
+    if questions.multi_span:
         result.predictions = {qid: [answer] if answer else [] for qid, answer in result.predictions.items()}
         result.metric_predictions = [{"id": qid, "spans": spans} for qid, spans in result.predictions.items()]
     return result
 
 
-def multi_span_predictions(examples, features, offsets, paths, args):
+def multi_span_predictions(questions, features, offsets, paths, settings):
     """`question_predictions` of a multi-span model (`qa_decoding.multi_span_answers`): each question's answer spans,
     its ranked paths as its n-best list, its null odds (SQuAD v2)."""
+    with_null = settings.version_2_with_negative
     answers = multi_span_answers(
-        column(examples, "context"), np.asarray(column(features, "example_index")), offsets, paths, args.n_best_size,
-        args.version_2_with_negative, args.null_score_diff_threshold,
+        column(questions.rows, "context"), np.asarray(column(features, "example_index")), offsets, paths,
+        settings.n_best_size, with_null, settings.null_score_diff_threshold,
     )
-    result, multi = QuestionPredictions({}, {}, {}, []), multi_span(examples)
-    for qid, (answer, ranked, null_odds) in zip(column(examples, "id"), answers):
+    result = QuestionPredictions({}, {}, {}, [])
+    for qid, (answer, ranked, null_odds) in zip(column(questions.rows, "id"), answers):
         spans = [span["text"] for span in answer["spans"]]
-        result.predictions[qid] = spans if multi else answer["text"]
+        result.predictions[qid] = spans if questions.multi_span else answer["text"]
         result.nbest[qid] = ranked
-        if args.version_2_with_negative:
+        if with_null:
             result.null_odds[qid] = null_odds
-        result.metric_predictions.append(
-            {"id": qid, "spans": spans} if multi else metric_prediction(qid, answer["text"], null_odds, args))
+        result.metric_predictions.append({"id": qid, "spans": spans} if questions.multi_span else
+                                         metric_prediction(qid, answer["text"], null_odds if with_null else None))
     return result
 
 
-def single_span_predictions(examples, features, offsets, candidates, args):
-    """`question_predictions` of single-span candidates."""
-    ranked = ranked_answers(
-        column(examples, "context"), np.asarray(column(features, "example_index")), offsets, candidates,
-        args.n_best_size, args.version_2_with_negative,
-    )
+def single_span_predictions(examples, features, offsets, candidates, settings):
+    """`question_predictions` of single-span candidates of the questions Dataset `examples`."""
+    with_null = settings.version_2_with_negative
+    ranked = ranked_answers(column(examples, "context"), np.asarray(column(features, "example_index")), offsets,
+                            candidates, settings.n_best_size, with_null)
     result = QuestionPredictions({}, {}, {}, [])
     for qid, (answers, null, best) in zip(column(examples, "id"), ranked):
         best_text, best_score = (best["text"], best["score"]) if best else ("", -np.inf)
         answer = best_text
-        if args.version_2_with_negative:
+        if with_null:
             result.null_odds[qid] = null - best_score
-            if result.null_odds[qid] > args.null_score_diff_threshold:
+            if result.null_odds[qid] > settings.null_score_diff_threshold:
                 answer = ""
         result.nbest[qid] = answers
         result.predictions[qid] = answer
-        result.metric_predictions.append(metric_prediction(qid, best_text, result.null_odds.get(qid), args))
+        result.metric_predictions.append(metric_prediction(qid, best_text, result.null_odds.get(qid)))
     return result
 
 
-def metric_prediction(qid, best_text, null_odds, args):
-    """The metric's input for one question: its best non-null answer and, as `no_answer_probability`, the raw
-    null odds (the metric only compares these values, so any real number works, and no squashing merges them).
+def metric_prediction(qid, best_text, null_odds=None):
+    """The metric's input for one question: its best non-null answer and, for SQuAD v2 (`null_odds` given), the raw
+    null odds as `no_answer_probability` (the metric only compares these values, so any real number works, and no
+    squashing merges them).
 
     The metric applies the threshold itself (`no_answer_threshold` = `null_score_diff_threshold`, the same rule
     "null odds > threshold" as above), so it scores the same answers as the predictions file while
     best_exact/best_f1 search every threshold and report it in null-odds units.
     """
-    if not args.version_2_with_negative:
+    if null_odds is None:
         return {"id": qid, "prediction_text": best_text}
     return {"id": qid, "prediction_text": best_text, "no_answer_probability": float(null_odds)}
-
-
-# Questions --calibrate needs at least: each of its 5 folds then fits on 80 or more and measures 20 or more.
-MIN_CALIBRATION_QUESTIONS = 100
-CALIBRATION_FOLDS = 5
-
-
-@dataclass
-class CalibrationEvidence:
-    """Per evaluated question (SQuAD v2): its best span's margins and whether that span is right (exact match), its
-    null odds and whether the empty answer is right (no gold answer), which of the two it returned, the n-best
-    probability of what it returned (the uncalibrated score compared against), and its context (folds keep a
-    context's questions together). Arrays of one row per question; a question without spans has NaN margins,
-    left out of the span fit (it never returns a span)."""
-
-    span_margins: np.ndarray
-    span_right: np.ndarray
-    null_odds: np.ndarray
-    empty_right: np.ndarray
-    returned_empty: np.ndarray
-    raw_probability: np.ndarray
-    context: np.ndarray
-
-    def returned_right(self):
-        return np.where(self.returned_empty, self.empty_right, self.span_right)
-
-    def fit(self, rows):
-        spans = rows & ~np.isnan(self.span_margins).any(axis=1)
-        return Calibrator.fit(self.span_margins[spans], self.span_right[spans], self.null_odds[rows],
-                              self.empty_right[rows])
-
-    def probabilities(self, calibrator, rows):
-        """P(right) of what the questions `rows` returned."""
-        span = calibrator.span_probability(np.nan_to_num(self.span_margins[rows]))
-        return np.where(self.returned_empty[rows], calibrator.empty_probability(self.null_odds[rows]), span)
-
-
-def calibration_evidence(result, references, contexts):
-    """`CalibrationEvidence` of the evaluated questions (`result`: their `QuestionPredictions`; `references`: the
-    metric's gold answers, in the same order; `contexts`: theirs)."""
-    rows = []
-    for reference, context in zip(references, contexts, strict=True):
-        qid = reference["id"]
-        answers = result.nbest[qid]
-        spans = [a for a in answers if a["text"]]
-        empty = next(a for a in answers if not a["text"])
-        golds = gold_answers(reference["answers"]["text"])
-        margins, null_odds = answer_evidence([a["text"] for a in spans], [a["score"] for a in spans], empty["score"])
-        returned_empty = result.predictions[qid] == ""
-        rows.append((margins[0] if spans else np.full(2, np.nan),
-                     bool(spans) and best_score(exact_match, spans[0]["text"], golds) == 1,
-                     null_odds, golds == [""], returned_empty,
-                     empty["probability"] if returned_empty else spans[0]["probability"], context))
-    columns = list(zip(*rows))
-    return CalibrationEvidence(np.stack(columns[0]), np.array(columns[1], dtype=bool), np.stack(columns[2]),
-                               np.array(columns[3], dtype=bool), np.array(columns[4], dtype=bool),
-                               np.array(columns[5], dtype=np.float64), np.array(columns[6], dtype=object))
-
-
-def calibration_report(evidence, folds=CALIBRATION_FOLDS):
-    """(the calibrator fitted on every question, metrics, reliability bins): expected calibration error and Brier
-    score of the calibrated probability of each returned answer, measured by `folds`-fold cross-validation (each
-    question's probability from the calibrator fitted on the other folds; a context's questions in one fold), and
-    of the raw n-best probability."""
-    _, context_index = np.unique(evidence.context, return_inverse=True)
-    fold = np.random.default_rng(0).permutation(context_index.max() + 1)[context_index] % folds
-    out_of_fold = np.empty(len(fold))
-    for k in range(folds):
-        held_out = fold == k
-        out_of_fold[held_out] = evidence.probabilities(evidence.fit(~held_out), held_out)
-    right = evidence.returned_right()
-    calibrated, raw = reliability(out_of_fold, right), reliability(evidence.raw_probability, right)
-    metrics = {"calibration_questions": len(right), "calibration_right": float(right.mean()),
-               "calibrated_ece": calibrated["ece"], "calibrated_brier": calibrated["brier"],
-               "raw_ece": raw["ece"], "raw_brier": raw["brier"]}
-    return evidence.fit(np.ones(len(right), dtype=bool)), metrics, {"calibrated": calibrated["bins"],
-                                                                     "raw": raw["bins"]}
-
-
-class OutputError(RuntimeError):
-    """An output file could not be written (a full disk, no permission); the message names it and says why."""
-
-
-def write_atomically(path, data):
-    """Write bytes, or an iterable of byte strings one after the other, to a temporary file beside `path` and rename
-    it to `path`, so an interrupted run never leaves a half-written file.
-
-    The temporary file has a random name and is created exclusively: never through an existing file or a link
-    planted there. A failed write removes it, leaves `path` as it was, and raises `OutputError` naming `path`."""
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp, created = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp"), False
-    try:
-        with open(tmp, "xb") as f:
-            created = True
-            for chunk in [data] if isinstance(data, bytes) else data:
-                f.write(chunk)
-        os.replace(tmp, path)
-    except OSError as err:
-        if created:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-        raise OutputError(f"Cannot write {path}: {err.strerror or err}. Outputs written before it are complete; "
-                          f"free some space or fix the folder's permissions and run again") from err
-
-
-def write_json_atomically(path, payload, indent=True):
-    """Write JSON (UTF-8, indented by 2 or compact) atomically. orjson: the n-best file of the SQuAD v2 dev set
-    takes 1 s with `json`. A compact dict is encoded an entry at a time: that n-best file (190 MB from an untrained
-    CRF's long spans) would otherwise sit in memory whole, beside the answers it is made of (and it is written in a
-    third of the time: 0.16 against 0.51 s)."""
-    options = orjson.OPT_SERIALIZE_NUMPY
-    if indent or not isinstance(payload, dict):
-        options |= orjson.OPT_APPEND_NEWLINE | (orjson.OPT_INDENT_2 if indent else 0)
-        return write_atomically(path, orjson.dumps(payload, option=options))
-    entries = (b"%s%s:%s" % (b"," if i else b"", orjson.dumps(key), orjson.dumps(value, option=options))
-               for i, (key, value) in enumerate(payload.items()))
-    write_atomically(path, itertools.chain([b"{"], entries, [b"}\n"]))
-
-
-def write_prediction_files(result, output_dir, prefix):
-    """`{prefix}_predictions.json`, `{prefix}_nbest_predictions.json` and, for SQuAD v2, `{prefix}_null_odds.json`."""
-    os.makedirs(output_dir, exist_ok=True)
-    write_json_atomically(os.path.join(output_dir, f"{prefix}_predictions.json"), result.predictions)
-    # compact: the n-best file is by far the largest (54 MB for the SQuAD v2 dev set indented)
-    write_json_atomically(os.path.join(output_dir, f"{prefix}_nbest_predictions.json"), result.nbest, indent=False)
-    if result.null_odds:
-        write_json_atomically(os.path.join(output_dir, f"{prefix}_null_odds.json"), result.null_odds)
-    logger.info(f"Wrote {prefix} predictions of {len(result.predictions)} questions to {output_dir}")

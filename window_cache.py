@@ -13,7 +13,7 @@ from pathlib import Path
 import datasets
 
 # The files whose code decides what a window holds.
-WINDOW_CODE = tuple(Path(__file__).resolve().parent / name for name in ("qa_windows.py", "utils_qa.py"))
+WINDOW_CODE = tuple(Path(__file__).resolve().parent / name for name in ("model_folder/qa_windows.py", "utils_qa.py"))
 
 
 def tokenizer_identity(tokenizer):

@@ -70,8 +70,8 @@ def single_span_emissions(batch, seq, context_mask, generator, max_span=30, stre
 
 def agreement(model, batch, seq, seed):
     """Rows of the no-binding-constraint check."""
-    from crf_decoding import crf_path_scores
-    from crf_reference import decode_best_spans, log_likelihood
+    from model_folder.crf_decoding import crf_path_scores
+    from tests.crf_reference import decode_best_spans, log_likelihood
 
     generator = torch.Generator().manual_seed(seed + 1)
     context_mask = context_mask_for(batch, seq)
@@ -103,9 +103,9 @@ def agreement(model, batch, seq, seed):
 
 
 def decode_timings(model, batch, seq, repeats, seed, n_best=20):
-    from crf_decoding import (crf_decode_multi_spans, crf_decode_nbest_spans, crf_forward_backward, crf_kbest_paths,
+    from model_folder.crf_decoding import (crf_decode_multi_spans, crf_decode_nbest_spans, crf_forward_backward, crf_kbest_paths,
                               crf_kbest_single_spans)
-    from crf_reference import crf_decode_single_span, crf_kbest_paths_every_position, decode_best_spans
+    from tests.crf_reference import crf_decode_single_span, crf_kbest_paths_every_position, decode_best_spans
 
     generator = torch.Generator().manual_seed(seed)
     emissions = torch.randn(batch, seq, 3, generator=generator)
@@ -221,8 +221,8 @@ def training_batch(config, batch, seq, generator):
 def training_timings(args, batch, seq):
     from transformers import BertForQuestionAnswering
 
-    from crf_decoding import crf_boundary_logits, crf_path_scores
-    from crf_reference import log_likelihood
+    from model_folder.crf_decoding import crf_boundary_logits, crf_path_scores
+    from tests.crf_reference import log_likelihood
     from modeling_crf import CrfForQuestionAnswering, CrfQAConfig
 
     config = bert_config(args)

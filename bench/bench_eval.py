@@ -55,27 +55,17 @@ def release_free_memory():
 
 
 def make_trainer(head, model, tokenizer, questions, windows, data_args, args, output_dir):
-    from transformers import PrinterCallback, TrainingArguments
+    """The trainer qa_runner builds for evaluating `questions` (a questions Dataset) over `windows`."""
+    from transformers import PrinterCallback
 
-    from qa_runner import metric_function, references
-    from trainer_qa import QuestionAnsweringTrainer
-    from qa_windows import WindowCollator
-    from utils_qa import evaluation_candidates, padded_offsets, question_predictions, write_prediction_files
+    from qa_arguments import QATrainingArguments
+    from qa_data import QuestionSet
+    from qa_runner import qa_trainer
 
-    def post_process(examples, features, outputs, prefix):  # qa_runner.run's post-processing
-        offsets = padded_offsets(features)
-        candidates = evaluation_candidates(head.name, outputs, features, offsets, data_args)
-        return question_predictions(examples, features, offsets, candidates, data_args), references(examples, data_args)
-
-    training_args = TrainingArguments(output_dir=output_dir, per_device_eval_batch_size=args.batch_size,
-                                      report_to="none", disable_tqdm=True, seed=args.seed, **package_defaults())
-    trainer = QuestionAnsweringTrainer(
-        model=model, args=training_args, eval_dataset=windows, eval_examples=questions, processing_class=tokenizer,
-        data_collator=WindowCollator(tokenizer.pad_token_id),
-        post_process_function=post_process,
-        write_function=lambda result, prefix: write_prediction_files(result, output_dir, prefix),
-        compute_metrics=metric_function(data_args),
-    )
+    training_args = QATrainingArguments(output_dir=output_dir, per_device_eval_batch_size=args.batch_size,
+                                        report_to="none", disable_tqdm=True, seed=args.seed, **package_defaults())
+    trainer = qa_trainer(head, model, tokenizer, data_args.qa_settings(head.name), {"validation": QuestionSet(questions)},
+                         {"validation": windows}, None, data_args, training_args)
     trainer.remove_callback(PrinterCallback)
     return trainer
 
@@ -103,9 +93,9 @@ def evaluate_once(trainer, answers_out):
         captured["forward"] = time.perf_counter() - start
         return output
 
-    def capturing_post_process(examples, features, outputs, prefix):
+    def capturing_post_process(questions, features, outputs):
         captured["predictions"] = outputs
-        return post_process(examples, features, outputs, prefix)
+        return post_process(questions, features, outputs)
 
     trainer.evaluation_loop, trainer.post_process_function = timed_loop, capturing_post_process
     release_free_memory()

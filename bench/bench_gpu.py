@@ -10,7 +10,7 @@ sized to finish in a few minutes, each part inside a time box (`TIME_BOX`), and 
    vocabulary of 28,996 tokens) with random weights built here, each trained for `--steps` steps at batch
    `--batch` in fp32, tf32 (TF32 matrix products: `enable_tf32(True)`, what `--tf32` sets) and bf16 autocast
    (`--bf16`). Each run is `bench_train.train_once`: the run script's `Head.load_model`, windows from
-   `utils_qa.train_features`, `QuestionAnsweringTrainer` with `WindowCollator`, `qa_runner.TRAINING_DEFAULTS`
+   `utils_qa.train_features`, `QuestionAnsweringTrainer` with `WindowCollator`, `qa_arguments.TRAINING_DEFAULTS`
    (dynamic padding, batches grouped by length), timed from the start of the first step to the end of the last
    after an untimed warm-up run of `--warmup_steps`. The Trainer reads each step's loss for its NaN check, so
    the host waits for the GPU every step and the time is not the launch time. Peak GPU memory is

@@ -6,7 +6,7 @@ in the order the package's sampler gives one epoch (`EpochSeededLengthGroupedSam
 with its longest batch, so `--batches` batches are taken evenly spread over the whole epoch (every k-th batch): a
 sample with the epoch's mix of widths. Both variants train MiniLM's QA model from the same weights on exactly these
 batches, padded by the package's `WindowCollator` as qa_runner pads training batches (to the longest window rounded
-up to `qa_runner.TRAIN_PAD_MULTIPLE` tokens), with the Trainer's default optimizer and schedule (fused AdamW,
+up to `qa_arguments.TRAIN_PAD_MULTIPLE` tokens), with the Trainer's default optimizer and schedule (fused AdamW,
 lr 5e-5, no weight decay, linear decay to 0 over the steps, gradients clipped to norm 1):
 
 * package: `QuestionAnsweringTrainer.train()` with qa_runner's `TrainingArguments` defaults, the batches given in
@@ -80,8 +80,8 @@ class StepClock:
 
 def training_collator(tokenizer):
     """The collator qa_runner gives training batches by default."""
-    from qa_runner import TRAIN_PAD_MULTIPLE
-    from qa_windows import WindowCollator
+    from qa_arguments import TRAIN_PAD_MULTIPLE
+    from model_folder.qa_windows import WindowCollator
 
     return WindowCollator(tokenizer.pad_token_id, TRAIN_PAD_MULTIPLE)
 
@@ -89,8 +89,9 @@ def training_collator(tokenizer):
 def train_package(args, head, tokenizer, windows, bf16, steps, output_dir):
     """Seconds of `steps` Trainer steps over `windows` in order."""
     import torch
-    from transformers import PrinterCallback, TrainerCallback, TrainingArguments, set_seed
+    from transformers import PrinterCallback, TrainerCallback, set_seed
 
+    from qa_arguments import QATrainingArguments
     from trainer_qa import QuestionAnsweringTrainer
 
     clock = StepClock()
@@ -103,7 +104,7 @@ def train_package(args, head, tokenizer, windows, bf16, steps, output_dir):
             clock.end()
 
     set_seed(args.seed)
-    training_args = TrainingArguments(
+    training_args = QATrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=BATCH, max_steps=steps, seed=args.seed, report_to="none",
         save_strategy="no", disable_tqdm=True, **package_defaults(train_sampling_strategy="sequential"),
         **({"bf16": True, "use_cpu": not torch.cuda.is_available()} if bf16 else {}),
@@ -148,12 +149,13 @@ def train_bare(args, head, tokenizer, windows, bf16, steps, output_dir=None):
 
 def evaluation_trainer(args, head, tokenizer, bf16, output_dir):
     import torch
-    from transformers import PrinterCallback, TrainingArguments
+    from transformers import PrinterCallback
 
+    from qa_arguments import QATrainingArguments
     from trainer_qa import QuestionAnsweringTrainer
-    from qa_windows import WindowCollator
+    from model_folder.qa_windows import WindowCollator
 
-    training_args = TrainingArguments(
+    training_args = QATrainingArguments(
         output_dir=output_dir, per_device_eval_batch_size=EVAL_BATCH, report_to="none", disable_tqdm=True,
         **package_defaults(), **({"bf16": True, "use_cpu": not torch.cuda.is_available()} if bf16 else {}),
     )

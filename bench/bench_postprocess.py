@@ -66,7 +66,9 @@ def package_path(examples, features, logits, data_args, output_dir=None, read_co
     whole (`dataset[name][:]`, inside the timing) and handed over as dicts of lists: the package's functions are
     unchanged, only the row-by-row reads of datasets Columns are avoided.
     """
-    from utils_qa import evaluation_candidates, padded_offsets, question_predictions, write_prediction_files
+    from outputs import write_prediction_files
+    from qa_data import QuestionSet
+    from utils_qa import evaluation_candidates, padded_offsets, question_predictions
 
     marks = [time.perf_counter()]
     offsets = padded_offsets(features)
@@ -74,9 +76,9 @@ def package_path(examples, features, logits, data_args, output_dir=None, read_co
         examples = {name: examples[name][:] for name in ("id", "context")}
         features = {name: features[name][:] for name in ("cls_index", "example_index")}
     marks.append(time.perf_counter())
-    candidates = evaluation_candidates("span", logits, features, offsets, data_args)
+    candidates = evaluation_candidates(data_args.qa_settings("span"), logits, features, offsets)
     marks.append(time.perf_counter())
-    result = question_predictions(examples, features, offsets, candidates, data_args)
+    result = question_predictions(QuestionSet(examples), features, offsets, candidates, data_args.qa_settings("span"))
     marks.append(time.perf_counter())
     if output_dir is not None:
         write_prediction_files(result, output_dir, "eval")
@@ -231,16 +233,17 @@ def median_stages(stage_runs, repeats):
 def traced_peaks_mib(examples, features, logits, data_args):
     """Peak memory allocated above the start (Python objects and numpy buffers, by tracemalloc) during the package's
     numpy stages (padded_offsets + evaluation_candidates) and during question_predictions, in MiB."""
+    from qa_data import QuestionSet
     from utils_qa import evaluation_candidates, padded_offsets, question_predictions
 
     tracemalloc.start()
     try:
         offsets = padded_offsets(features)
-        candidates = evaluation_candidates("span", logits, features, offsets, data_args)
+        candidates = evaluation_candidates(data_args.qa_settings("span"), logits, features, offsets)
         numpy_peak = tracemalloc.get_traced_memory()[1]
         held = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
-        question_predictions(examples, features, offsets, candidates, data_args)
+        question_predictions(QuestionSet(examples), features, offsets, candidates, data_args.qa_settings("span"))
         answers_peak = tracemalloc.get_traced_memory()[1] - held
         return numpy_peak / 2**20, answers_peak / 2**20
     finally:
@@ -259,7 +262,7 @@ def model_logits(model_dir, tokenizer, features, width, batch_size=EVAL_BATCH):
     import torch
     from transformers import AutoModelForQuestionAnswering
 
-    from qa_windows import WindowCollator
+    from model_folder.qa_windows import WindowCollator
 
     model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
     model.eval()

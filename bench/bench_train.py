@@ -6,14 +6,14 @@ same number of optimizer steps (`--steps`) on windows of the real SQuAD v2 train
 seed:
 
 * dynamic (the package default): windows tokenized without padding, `WindowCollator` pads each batch to its longest
-  window rounded up to a multiple of 32 tokens (`qa_runner.TRAIN_PAD_MULTIPLE`),
+  window rounded up to a multiple of 32 tokens (`qa_arguments.TRAIN_PAD_MULTIPLE`),
   `train_sampling_strategy="group_by_length"` (the Trainer's `LengthGroupedSampler` over the windows' `length`
   column) so that a batch holds windows of similar length;
 * static: windows padded to 384 when tokenized (`--pad_to_max_length`), random sampling;
 * with `--bf16`, also dynamic in bf16 autocast (`--bf16`, with `--use_cpu` on a machine without a GPU), which CPUs
   with AMX or AVX512-BF16 run faster than float32.
 
-Both take the TrainingArguments defaults qa_runner applies (`qa_runner.TRAINING_DEFAULTS`), the static variant with
+Both take the TrainingArguments defaults qa_runner applies (`qa_arguments.TRAINING_DEFAULTS`), the static variant with
 `train_sampling_strategy="random"` instead.
 
 It is driven through the package's own pieces rather than a hand-written loop: the windows come from
@@ -55,14 +55,13 @@ def head_for(name):
 
 def package_defaults(**overrides):
     """The TrainingArguments defaults qa_runner sets where the command line leaves them (group_by_length, ...)."""
-    import qa_runner
+    from qa_arguments import TRAINING_DEFAULTS
 
-    defaults = dict(getattr(qa_runner, "TRAINING_DEFAULTS", {"train_sampling_strategy": "group_by_length"}))
-    return {**defaults, **overrides}
+    return {**TRAINING_DEFAULTS, **overrides}
 
 
 def load_model(head, model_path):
-    from qa_runner import ModelArguments
+    from qa_arguments import ModelArguments
 
     hub_kwargs = {"cache_dir": None, "revision": "main", "token": None, "trust_remote_code": False}
     # run_qa.py's default data arguments: the head decodes as evaluation does by default
@@ -73,7 +72,7 @@ def make_trainer_parts():
     """A timing callback and a width-recording WindowCollator subclass (defined here: transformers imports late)."""
     from transformers import TrainerCallback
 
-    from qa_windows import WindowCollator
+    from model_folder.qa_windows import WindowCollator
 
     class StepTimer(TrainerCallback):
         def __init__(self):
@@ -102,15 +101,15 @@ def make_trainer_parts():
 def train_once(head, model_path, tokenizer, windows, sampling, bf16, args, output_dir, steps=None):
     """(seconds of the steps, steps run, padded widths of the batches) of one training run."""
     import torch
-    from transformers import PrinterCallback, TrainingArguments, set_seed
+    from transformers import PrinterCallback, set_seed
 
-    from qa_runner import TRAIN_PAD_MULTIPLE
+    from qa_arguments import TRAIN_PAD_MULTIPLE, QATrainingArguments
     from trainer_qa import QuestionAnsweringTrainer
 
     StepTimer, WidthRecordingCollator = make_trainer_parts()
     set_seed(args.seed)
     model = load_model(head, model_path)
-    training_args = TrainingArguments(
+    training_args = QATrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=args.batch, max_steps=steps or args.steps, seed=args.seed,
         report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
         **package_defaults(train_sampling_strategy=sampling),

@@ -67,7 +67,7 @@ def minilm_path():
 
 def qa_data_args(**overrides):
     """The runner's `DataTrainingArguments` for SQuAD v2 with run_qa.py's defaults (384 / 128 / 20 / 30)."""
-    from qa_runner import DataTrainingArguments
+    from qa_arguments import DataTrainingArguments
 
     return DataTrainingArguments(validation_file="unused.json", version_2_with_negative=True, **overrides)
 
@@ -75,23 +75,25 @@ def qa_data_args(**overrides):
 def load_questions(path, limit=None):
     from qa_data import questions_from_file
 
-    questions = questions_from_file(path)
+    questions = questions_from_file(path).rows
     return questions.select(range(min(limit, len(questions)))) if limit is not None else questions
 
 
 def build_windows(questions, tokenizer, data_args, kind="eval", scheme="span"):
-    """Windows of `questions` made exactly as `qa_runner.windows` makes them (batched map with indices).
+    """Windows of `questions` made exactly as `qa_runner.run_windows` makes them (batched map with indices).
 
     Evaluation windows are then sorted by length, longest first, as qa_runner does before inference.
     """
     from utils_qa import eval_features, train_features
 
+    settings = data_args.qa_settings("span")
     if kind == "eval":
         def build(batch, indices):
-            return eval_features(batch, indices, tokenizer, data_args)
+            return eval_features(batch, indices, tokenizer, settings, data_args.pad_to_max_length)
     else:
         def build(batch, indices):
-            return train_features(batch, indices, tokenizer, data_args, scheme)
+            return train_features(batch, indices, tokenizer, settings, scheme,
+                                  pad_to_max_length=data_args.pad_to_max_length)
     windows = questions.map(build, batched=True, with_indices=True, remove_columns=questions.column_names,
                             load_from_cache_file=False, desc=f"{kind} windows")
     return windows.sort("length", reverse=True) if kind == "eval" else windows

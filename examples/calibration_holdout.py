@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from calibration import reliability  # noqa: E402
+from calibration_fitting import reliability  # noqa: E402
 from metrics.squad_v2.compute_score import best_score, exact_match, gold_answers  # noqa: E402
 from qa_data import questions_from_file  # noqa: E402
 
@@ -45,7 +45,7 @@ def split(path, out_a, out_b):
 def measure(model, path, batch_size):
     from transformers import pipeline
 
-    questions = questions_from_file(path)
+    questions = questions_from_file(path).rows
     qa = pipeline("question-answering", model=model, trust_remote_code=True)
     inputs = [{"question": q, "context": c} for q, c in zip(questions["question"], questions["context"])]
     answers = qa(inputs, handle_impossible_answer=True, align_to_words=False, batch_size=batch_size)

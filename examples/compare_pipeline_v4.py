@@ -59,7 +59,7 @@ def main():
     parser.add_argument("--questions_count", "--questions", dest="count", type=int, default=300)
     args = parser.parse_args()
 
-    questions = questions_from_file(args.questions).select(range(args.count))
+    questions = questions_from_file(args.questions).rows.select(range(args.count))
     inputs = [{"question": q, "context": c} for q, c in zip(questions["question"], questions["context"])]
     with open(os.path.join(args.model, "config.json"), encoding="utf-8") as f:
         settings = json.load(f).get("qa_settings", {})

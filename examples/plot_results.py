@@ -166,7 +166,7 @@ def main():
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(best_spans(read_json(args.nbest)), f, ensure_ascii=False, indent=2)
         return
-    questions = questions_from_file(args.dev)
+    questions = questions_from_file(args.dev).rows
     answers = {qid: a["text"] for qid, a in zip(questions["id"], questions["answers"])}
     os.makedirs(args.out, exist_ok=True)
     plot_losses(args.runs, os.path.join(args.out, "training_loss.png"))

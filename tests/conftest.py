@@ -3,6 +3,7 @@ that run the scripts in fresh processes."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # Set before any Hugging Face import: the tests never reach the Hub.
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_EVALUATE_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "huggingface"))
+# Every model this suite trains or evaluates in a process of its own (the fixtures) runs on as many threads as the
+# tests' own processes, so that their floats agree bit for bit: one in a pytest-xdist worker, as each takes a core
+# (scripts/test.sh; set here, over the two its controlling process set), else two.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+else:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 SHARED_SQUAD = ROOT.parent / "shared" / "data" / "squad_v2"
 SHARED_MULTISPANQA = ROOT.parent / "shared" / "data" / "multispanqa"
@@ -21,6 +30,21 @@ TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
 SCRIPT_ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 HEADS = ("span", "crf")
 SCRIPTS = {"span": "run_qa.py", "crf": "run_qa_crf.py"}
+
+
+# The order in which scripts/test.sh hands modules to its workers (pytest-xdist, a module to one worker, the others
+# after these in collection order): the slowest first, as measured with --durations=0, so that the workers end
+# together, and first of all one that builds `learned`, so that one worker builds it while the other works through
+# modules that do not need it.
+SLOWEST_MODULES = ("test_qa_pipeline.py", "test_multi_span.py", "test_architectures.py", "test_run_qa.py",
+                   "test_bench.py", "test_real_data.py", "test_hub.py", "test_examples.py", "test_calibration.py",
+                   "test_handler.py", "test_modeling_crf.py", "test_quickstart.py", "test_run_qa_crf.py",
+                   "test_multilingual.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: place for place, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module's tests keep their order
 
 
 def minilm_path():
@@ -95,21 +119,44 @@ for head in (SPAN_HEAD, CRF_HEAD):
 
 
 def train_heads(args_by_head, env=SCRIPT_ENV):
-    """Run `qa_runner.main` for each head given ({head: arguments}), in one fresh process (2 threads)."""
+    """Run `qa_runner.main` for each head given ({head: arguments}), in one fresh process (as many threads as the
+    tests' processes)."""
     runs = json.dumps({head: list(map(str, args)) for head, args in args_by_head.items()})
-    result = run_script([sys.executable, "-c", TRAIN_HEADS, runs], env={**env, "OMP_NUM_THREADS": "2"})
+    result = run_script([sys.executable, "-c", TRAIN_HEADS, runs],
+                        env={**env, "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]})
     assert result.returncode == 0, result.stdout[-5000:]
     return result
+
+
+def built_once(tmp_path_factory, name, build):
+    """The folder `name` that `build(folder)` fills, built once per test run. Under pytest-xdist the first worker that
+    asks builds it in the folder the workers share, under a lock, and the others wait for it and read it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, holding every worker's own
+    folder, done = shared / name, shared / f"{name}.built"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
 def learned(tmp_path_factory):
     """{head: model folder} of MiniLM fine-tuned with each head on LEARNED_QUESTIONS sample questions and evaluated
-    on them (eval_predictions.json and the rest beside the model)."""
-    folders = {head: tmp_path_factory.mktemp(f"learned-{head}") for head in HEADS}
-    train_heads({head: ["--model_name_or_path", minilm_path(), *LEARNED_ARGS, "--output_dir", folders[head]]
-                 for head in HEADS})
-    return folders
+    on them (eval_predictions.json and the rest beside the model); built once per test run."""
+    def build(folder):
+        train_heads({head: ["--model_name_or_path", minilm_path(), *LEARNED_ARGS, "--output_dir",
+                            folder / f"learned-{head}"] for head in HEADS})
+
+    folder = built_once(tmp_path_factory, "learned", build)
+    return {head: folder / f"learned-{head}" for head in HEADS}
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +164,7 @@ def learned_questions():
     """The questions the learned models were trained and evaluated on."""
     from qa_data import questions_from_file
 
-    return questions_from_file(TRAIN).select(range(LEARNED_QUESTIONS))
+    return questions_from_file(TRAIN).rows.select(range(LEARNED_QUESTIONS))
 
 
 @pytest.fixture(scope="session")

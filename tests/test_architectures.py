@@ -162,13 +162,13 @@ RUNS = [pytest.param(family, head, id=f"{family}-{head}") for family in FAMILIES
 
 @pytest.fixture(scope="module")
 def questions():
-    return questions_from_file(TRAIN).select(range(QUESTIONS))
+    return questions_from_file(TRAIN).rows.select(range(QUESTIONS))
 
 
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory):
     """{family: folder of its tiny random encoder and tokenizer}, the vocabularies trained on the sample's texts."""
-    sample = questions_from_file(TRAIN)
+    sample = questions_from_file(TRAIN).rows
     texts = [*dict.fromkeys(sample["context"]), *sample["question"]]
     folders = {}
     for family in FAMILIES:
@@ -211,7 +211,8 @@ def trained(encoders, tmp_path_factory):
         folder = folders[family, head] = tmp_path_factory.mktemp(f"{family}-{head}")
         runs.append((head, str(folder), list(map(str, ["--model_name_or_path", encoders[family], *args,
                                                       "--output_dir", folder]))))
-    result = run_script([sys.executable, "-c", TRAIN_ALL, json.dumps(runs)], env={**SCRIPT_ENV, "OMP_NUM_THREADS": "2"})
+    result = run_script([sys.executable, "-c", TRAIN_ALL, json.dumps(runs)],
+                        env={**SCRIPT_ENV, "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]})
     assert result.returncode == 0, result.stdout[-5000:]
     return folders
 

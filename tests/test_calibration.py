@@ -11,13 +11,13 @@ import pytest
 from transformers import pipeline
 
 import qa_runner
-from calibration import Calibrator, fitted_logistic, reliability, sigmoid, span_margins
+from calibration_fitting import CalibrationEvidence, calibration_report, fitted_logistic, reliability
 from metrics.squad_v2.compute_score import best_score, exact_match, gold_answers
+from model_folder.calibration import Calibrator, sigmoid, span_margins
 from qa_data import questions_from_file
 from run_qa import SPAN_HEAD
 from tests.conftest import DEV, HEADS, LEARNED_WINDOWS, TRAIN, read_json, train_heads
 from tests.test_handler import served
-from utils_qa import CalibrationEvidence, calibration_report
 
 CALIBRATION_QUESTIONS = 120
 
@@ -85,12 +85,12 @@ def calibrated(learned, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def questions():
-    return questions_from_file(TRAIN).select(range(CALIBRATION_QUESTIONS))
+    return questions_from_file(TRAIN).rows.select(range(CALIBRATION_QUESTIONS))
 
 
 def evaluation_probabilities(folder):
     """Each question's probability of what evaluation answered, from its n-best file and the stored calibrator."""
-    calibrator = Calibrator.from_settings(read_json(folder, "config.json")["qa_settings"])
+    calibrator = Calibrator.from_dict(read_json(folder, "config.json")["qa_settings"]["calibrator"])
     predictions = read_json(folder, "eval_predictions.json")
     probabilities = {}
     for qid, answers in read_json(folder, "eval_nbest_predictions.json").items():
@@ -109,7 +109,8 @@ def test_the_pipeline_reports_the_probability_evaluation_measured(calibrated, qu
     assert stored["questions"] == CALIBRATION_QUESTIONS and len(stored["span"]) == 3 and len(stored["empty"]) == 2
     items = [{"question": q, "context": c} for q, c in zip(questions["question"], questions["context"])]
     parameters = {"handle_impossible_answer": True, "align_to_words": False, "null_score_diff_threshold": 0.0}
-    answers = pipeline("question-answering", model=str(folder), trust_remote_code=True)(items, **parameters)
+    answers = pipeline("question-answering", model=str(folder), trust_remote_code=True)(items, batch_size=32,
+                                                                                         **parameters)
     predictions = read_json(folder, "eval_predictions.json")
     assert [a["answer"] for a in answers] == [predictions[qid] for qid in questions["id"]]
     assert sum(a["answer"] == "" for a in answers) not in (0, len(answers))  # both kinds of answer are calibrated

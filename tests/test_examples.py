@@ -72,7 +72,7 @@ def test_plot_renders_both_figures_from_run_folders(tmp_path):
     from tests.conftest import SAMPLE
 
     dev = SAMPLE / "dev-v2.0.json"
-    ids = questions_from_file(str(dev))["id"]
+    ids = questions_from_file(str(dev)).rows["id"]
     rng = np.random.default_rng(0)
     runs = []
     for name, holdout in (("span", {"eval_best_f1_null_score_diff_threshold": -1.5}), ("crf", None)):
@@ -158,9 +158,9 @@ def test_minilm_cpu_script_calibrates_on_half_the_dev_articles_and_measures_on_t
                         cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout[-5000:]
 
-    halves = [questions_from_file(out / "data" / f"dev-half-{half}.json") for half in "ab"]
+    halves = [questions_from_file(out / "data" / f"dev-half-{half}.json").rows for half in "ab"]
     assert not set(halves[0]["title"]) & set(halves[1]["title"])
-    assert len(halves[0]) + len(halves[1]) == len(questions_from_file(TRAIN))
+    assert len(halves[0]) + len(halves[1]) == len(questions_from_file(TRAIN).rows)
     settings = read_json(out / "minilm-span-recipe-calibrated", "config.json")["qa_settings"]
     assert settings["null_score_diff_threshold"] == 1.5 and settings["calibrator"]["questions"] == len(halves[0])
     run = results / "minilm-span-recipe"

@@ -1,15 +1,19 @@
+"""The model card of a model folder: metadata the Hub reads back, the run's data, settings and hyperparameters, and
+a base model named by its Hub id, never by a local path."""
+
 import json
 import types
 
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from transformers import TrainingArguments
 
 import model_card
+from model_folder.qa_settings import QASettings
+from qa_arguments import QATrainingArguments
+from qa_runner import card_facts
 
 METRICS = {"eval_exact": 71.25, "eval_f1": 74.51234567, "eval_NoAns_exact": 80.0, "eval_questions": 11873}
-SETTINGS = {"max_seq_length": 384, "doc_stride": 128, "max_answer_length": 30, "n_best_size": 20,
-            "null_score_diff_threshold": -1.8125, "version_2_with_negative": True}
+SETTINGS = QASettings(null_score_diff_threshold=-1.8125, version_2_with_negative=True)
 
 
 def args(**kwargs):
@@ -18,17 +22,16 @@ def args(**kwargs):
 
 def data_args(**kwargs):
     defaults = dict(dataset_name=None, dataset_config_name=None, train_file=None, validation_file=None,
-                    version_2_with_negative=True, max_train_samples=None)
+                    max_train_samples=None)
     return args(**{**defaults, **kwargs})
 
 
 def card_of(tmp_path, base, data, widget=None, hub_model_id=None):
-    training = TrainingArguments(output_dir=str(tmp_path / "my-model"), do_train=True, learning_rate=3e-5,
-                                 num_train_epochs=6, per_device_train_batch_size=8, report_to="none",
-                                 hub_model_id=hub_model_id)
-    text = model_card.render("span", args(model_name_or_path=base, token=None), data, training, {"eval": METRICS},
-                             SETTINGS, widget)
-    return ModelCard(text)
+    training = QATrainingArguments(output_dir=str(tmp_path / "my-model"), do_train=True, learning_rate=3e-5,
+                                   num_train_epochs=6, per_device_train_batch_size=8, report_to="none",
+                                   hub_model_id=hub_model_id)
+    facts = card_facts(args(model_name_or_path=base, token=None), data, training)
+    return ModelCard(model_card.render(facts, SETTINGS, METRICS, widget))
 
 
 def test_license_comes_from_a_local_card_a_known_model_or_is_unknown_offline(tmp_path):

@@ -30,10 +30,9 @@ from transformers import (  # noqa: E402
     BertModel,
 )
 
-import crf_decoding  # noqa: E402
-import crf_reference  # noqa: E402
-import modeling_crf  # noqa: E402
+from model_folder import crf_decoding, modeling_crf  # noqa: E402
 from modeling_crf import CrfForQuestionAnswering, CrfQAConfig  # noqa: E402
+from tests import crf_reference  # noqa: E402
 
 O, B, I = 0, 1, 2
 
@@ -802,7 +801,7 @@ def test_save_and_load_in_fresh_process_with_remote_code(tmp_path):
     assert (folder / "model.safetensors").exists()
     assert (folder / "modeling_crf.py").exists()
     # the CRF algorithms: copied because modeling_crf.py imports them relatively
-    assert (folder / "crf_decoding.py").read_text() == (ROOT / "crf_decoding.py").read_text()
+    assert (folder / "crf_decoding.py").read_text() == (ROOT / "model_folder" / "crf_decoding.py").read_text()
     assert not (folder / "crf_reference.py").exists()  # tests' and benches' helpers, not the model's
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "crf_qa"
@@ -894,11 +893,10 @@ def imported_modules(path):
 
 
 def test_module_is_self_contained():
-    # crf_decoding: relatively inside a model folder, absolutely in the project (in a try block, which
-    # transformers' import check skips)
+    # crf_decoding relatively only: in a model folder and in the project alike
     assert imported_modules(modeling_crf.__file__) == {
-        "copy", "dataclasses", "torch", "torchcrf", "transformers", ".crf_decoding", "crf_decoding"}
-    assert imported_modules(ROOT / "crf_decoding.py") == {"torch"}
+        "copy", "dataclasses", "torch", "torchcrf", "transformers", ".crf_decoding"}
+    assert imported_modules(crf_decoding.__file__) == {"torch"}
     from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
     assert get_relative_imports(modeling_crf.__file__) == ["crf_decoding"]

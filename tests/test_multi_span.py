@@ -12,7 +12,7 @@ import random
 import pytest
 from transformers import pipeline
 
-from qa_data import multi_span, questions_from_file
+from qa_data import questions_from_file
 from tests.conftest import LEARNED_PADDING, LEARNED_WINDOWS, minilm_path, read_json, train_heads
 from tests.independent_scorer import independent_multispan_scores
 
@@ -75,11 +75,12 @@ def multi_span_crf(multi_span_file, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def questions(multi_span_file):
-    return questions_from_file(multi_span_file)
+    return questions_from_file(multi_span_file).rows
 
 
-def test_the_fixture_is_multi_span_with_two_or_three_spans_an_answer(questions):
-    assert multi_span(questions) and all(len(answers["text"]) in (2, 3) for answers in questions["answers"])
+def test_the_fixture_is_multi_span_with_two_or_three_spans_an_answer(multi_span_file, questions):
+    assert questions_from_file(multi_span_file).multi_span
+    assert all(len(answers["text"]) in (2, 3) for answers in questions["answers"])
 
 
 def test_the_crf_answers_with_every_span_and_is_scored_by_multispanqas_metric(multi_span_crf, questions):

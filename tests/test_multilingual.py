@@ -33,7 +33,7 @@ RUNS = [(encoder, head) for encoder in ENCODERS for head in HEADS]
 
 @pytest.fixture(scope="module")
 def questions():
-    return questions_from_file(TYDIQA_SAMPLE)
+    return questions_from_file(TYDIQA_SAMPLE).rows
 
 
 def tiny_xlmr(folder, texts):

@@ -4,10 +4,8 @@ and the messages for files that cannot be used. Every fixture file is small and 
 import gzip
 import json
 import logging
-from types import SimpleNamespace
 
 import datasets
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,8 +13,9 @@ import pytest
 
 from qa_data import (
     QUESTION_FEATURES,
+    SCHEMA_COLUMNS,
     QADataError,
-    labelled,
+    QuestionSet,
     load_questions,
     questions_from_file,
     questions_from_hub,
@@ -128,7 +127,7 @@ def assert_offsets_point_at_texts(dataset):
 
 
 def test_nested_v2_json_gives_the_flat_rows(tmp_path):
-    dataset = questions_from_file(nested_file(tmp_path))
+    dataset = questions_from_file(nested_file(tmp_path)).rows
     assert dataset.features == QUESTION_FEATURES
     assert dataset.to_list() == QUESTIONS
 
@@ -137,52 +136,52 @@ def test_nested_v2_json_gz_gives_the_same_rows(tmp_path):
     path = nested_file(tmp_path, name="dev-v2.0.json.gz")
     with gzip.open(path, "rt", encoding="utf-8") as f:  # really compressed, not a plain file with a .gz name
         assert json.load(f)["version"] == "v2.0"
-    assert questions_from_file(path).to_list() == QUESTIONS
+    assert questions_from_file(path).rows.to_list() == QUESTIONS
 
 
 def test_nested_v1_1_without_is_impossible_gives_the_same_rows(tmp_path):
     content = nested(ANSWERABLE, version_2=False)
     assert all("is_impossible" not in qa for a in content["data"] for p in a["paragraphs"] for qa in p["qas"])
-    assert questions_from_file(write_json(tmp_path / "dev-v1.1.json", content)).to_list() == ANSWERABLE
+    assert questions_from_file(write_json(tmp_path / "dev-v1.1.json", content)).rows.to_list() == ANSWERABLE
 
 
 def test_flat_json_list_gives_the_same_rows(tmp_path):
-    assert questions_from_file(write_json(tmp_path / "flat.json", QUESTIONS)).to_list() == QUESTIONS
+    assert questions_from_file(write_json(tmp_path / "flat.json", QUESTIONS)).rows.to_list() == QUESTIONS
 
 
 def test_flat_json_data_object_gives_the_same_rows(tmp_path):
     path = write_json(tmp_path / "flat.json", {"version": "x", "data": QUESTIONS})
-    assert questions_from_file(path).to_list() == QUESTIONS
+    assert questions_from_file(path).rows.to_list() == QUESTIONS
 
 
 def test_jsonl_gives_the_same_rows(tmp_path):
-    assert questions_from_file(write_jsonl(tmp_path / "dev.jsonl", QUESTIONS)).to_list() == QUESTIONS
+    assert questions_from_file(write_jsonl(tmp_path / "dev.jsonl", QUESTIONS)).rows.to_list() == QUESTIONS
 
 
 def test_parquet_gives_the_same_rows(tmp_path):
-    assert questions_from_file(write_parquet(tmp_path / "dev.parquet", QUESTIONS)).to_list() == QUESTIONS
+    assert questions_from_file(write_parquet(tmp_path / "dev.parquet", QUESTIONS)).rows.to_list() == QUESTIONS
 
 
 def test_csv_with_answers_as_json_gives_the_same_rows(tmp_path):
-    assert questions_from_file(write_csv(tmp_path / "dev.csv", QUESTIONS)).to_list() == QUESTIONS
+    assert questions_from_file(write_csv(tmp_path / "dev.csv", QUESTIONS)).rows.to_list() == QUESTIONS
 
 
 def test_flat_records_may_give_answers_as_the_official_list(tmp_path):
     record = one_question(answers=[{"text": "gravity", "answer_start": 24}])
-    dataset = questions_from_file(write_jsonl(tmp_path / "dev.jsonl", [record]))
+    dataset = questions_from_file(write_jsonl(tmp_path / "dev.jsonl", [record])).rows
     assert dataset[0]["answers"] == {"text": ["gravity"], "answer_start": [24]}
 
 
 def test_parquet_with_answers_as_the_official_list(tmp_path):
     record = one_question(answers=[{"text": "gravity", "answer_start": 24}])
-    dataset = questions_from_file(write_parquet(tmp_path / "dev.parquet", [record]))
+    dataset = questions_from_file(write_parquet(tmp_path / "dev.parquet", [record])).rows
     assert dataset[0]["answers"] == {"text": ["gravity"], "answer_start": [24]}
 
 
 def test_uppercase_extension_and_byte_order_mark_are_accepted(tmp_path):
     path = tmp_path / "DEV.JSON"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(nested(QUESTIONS)).encode("utf-8"))
-    assert questions_from_file(path).to_list() == QUESTIONS
+    assert questions_from_file(path).rows.to_list() == QUESTIONS
 
 
 # ------------------------------------------------------------------------------------------- real data
@@ -190,7 +189,7 @@ def test_uppercase_extension_and_byte_order_mark_are_accepted(tmp_path):
 
 def test_real_squad_v2_dev_set_loads_with_every_offset_right(squad_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="qa_data"):
-        dataset = questions_from_file(squad_dir / "dev-v2.0.json.gz")
+        dataset = questions_from_file(squad_dir / "dev-v2.0.json.gz").rows
     assert len(dataset) == 11_873
     assert sum(not answers["text"] for answers in dataset["answers"]) == 5_945
     assert len(set(dataset["id"])) == len(dataset)
@@ -418,7 +417,7 @@ def test_wrong_answer_start_with_text_present_is_moved_to_the_nearest_occurrence
     ]
     path = write_json(tmp_path / "dev.json", records)
     with caplog.at_level(logging.WARNING, logger="qa_data"):
-        dataset = questions_from_file(path)
+        dataset = questions_from_file(path).rows
     assert dataset["answers"] == [
         {"text": ["cat", "the cat"], "answer_start": [16, 12]},
         {"text": ["cat"], "answer_start": [4]},
@@ -433,14 +432,14 @@ def test_negative_answer_start_is_not_read_from_the_end_of_the_context(tmp_path,
     # context[-3:-1] == "xy": a negative start must not pass for a right one.
     record = one_question(context="abc xyz", answers={"text": ["xy"], "answer_start": [-3]})
     with caplog.at_level(logging.WARNING, logger="qa_data"):
-        dataset = questions_from_file(write_json(tmp_path / "dev.json", [record]))
+        dataset = questions_from_file(write_json(tmp_path / "dev.json", [record])).rows
     assert dataset[0]["answers"]["answer_start"] == [4]
     assert "moved 1 answer_start" in caplog.text
 
 
 def test_correct_offsets_give_no_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="qa_data"):
-        questions_from_file(nested_file(tmp_path))
+        questions_from_file(nested_file(tmp_path)).rows
     assert not caplog.records
 
 
@@ -454,7 +453,7 @@ def test_answer_start_not_an_integer(tmp_path, start):
 @pytest.mark.parametrize("start", ["24", 24.0], ids=["digits", "whole-float"])
 def test_answer_start_written_as_a_whole_number_is_accepted(tmp_path, start):
     record = one_question(answers={"text": ["gravity"], "answer_start": [start]})
-    assert questions_from_file(write_json(tmp_path / "dev.json", [record]))[0]["answers"]["answer_start"] == [24]
+    assert questions_from_file(write_json(tmp_path / "dev.json", [record])).rows[0]["answers"]["answer_start"] == [24]
 
 
 def test_duplicate_ids_name_every_copy(tmp_path):
@@ -543,7 +542,7 @@ def test_unicode_offsets_stay_right_in_every_format(tmp_path, caplog, writer):
         write = {"jsonl": write_jsonl, "csv": write_csv, "parquet": write_parquet}[writer]
         path = write(tmp_path / f"dev.{writer}", records)
     with caplog.at_level(logging.WARNING, logger="qa_data"):
-        dataset = questions_from_file(path)
+        dataset = questions_from_file(path).rows
     assert dataset.to_list() == records  # texts unchanged (no normalisation) and starts unchanged
     assert_offsets_point_at_texts(dataset)
     assert not caplog.records  # nothing was "repaired": the offsets were already right
@@ -556,7 +555,7 @@ def test_utf16_offsets_are_repaired_to_code_points(tmp_path, caplog):
         start = record["answers"]["answer_start"][0]
         record["answers"]["answer_start"] = [len(record["context"][:start].encode("utf-16-le")) // 2]
     with caplog.at_level(logging.WARNING, logger="qa_data"):
-        dataset = questions_from_file(write_json(tmp_path / "dev.json", records))
+        dataset = questions_from_file(write_json(tmp_path / "dev.json", records)).rows
     assert_offsets_point_at_texts(dataset)
     assert dataset.to_list() == unicode_records()
     assert "moved 2 answer_start value(s)" in caplog.text  # the emoji and the mixed context
@@ -574,17 +573,16 @@ def test_unpaired_surrogate_is_reported_not_a_crash(tmp_path):
 # ----------------------------------------------------------------------- SQuAD v2 data and the v2 flag
 
 
-def data_args(**files):
-    values = dict(dataset_name=None, dataset_config_name=None, train_file=None, validation_file=None, test_file=None,
-                  version_2_with_negative=False, question_column_name="question", context_column_name="context",
-                  answer_column_name="answers")
-    return SimpleNamespace(**dict(values, **files))
+def loaded(cache_dir=None, dataset_name=None, version_2_with_negative=False, columns=None, **files):
+    """`load_questions` of the files given by split (`validation_file=...`) and a Hub dataset folder."""
+    files = {name.removesuffix("_file"): path for name, path in files.items()}
+    return load_questions(files, dataset_name, None, columns or SCHEMA_COLUMNS, version_2_with_negative, cache_dir)
 
 
 def test_v2_data_without_the_negative_flag_is_refused(tmp_path):
     path = str(nested_file(tmp_path))
     with pytest.raises(QADataError) as caught:
-        load_questions(data_args(validation_file=path))
+        loaded(validation_file=path)
     message = str(caught.value)
     assert path in message and "1 question(s) have no answer (e.g. id 'q2')" in message
     assert "--version_2_with_negative" in message
@@ -593,53 +591,53 @@ def test_v2_data_without_the_negative_flag_is_refused(tmp_path):
 def test_v2_training_data_without_the_flag_is_refused_too(tmp_path):
     path = str(nested_file(tmp_path, name="train.json"))
     with pytest.raises(QADataError, match="id 'q2'"):
-        load_questions(data_args(train_file=path))
+        loaded(train_file=path)
 
 
 def test_v2_data_with_the_negative_flag_loads(tmp_path):
     path = str(nested_file(tmp_path))
-    splits = load_questions(data_args(validation_file=path, train_file=path, version_2_with_negative=True))
+    splits = loaded(validation_file=path, train_file=path, version_2_with_negative=True)
     assert sorted(splits) == ["train", "validation"]
-    assert splits["validation"].to_list() == QUESTIONS
+    assert splits["validation"].rows.to_list() == QUESTIONS
 
 
 def test_v1_data_without_the_flag_loads(tmp_path):
     path = str(write_json(tmp_path / "dev-v1.1.json", nested(ANSWERABLE, version_2=False)))
-    assert load_questions(data_args(validation_file=path))["validation"].to_list() == ANSWERABLE
+    assert loaded(validation_file=path)["validation"].rows.to_list() == ANSWERABLE
 
 
 def test_test_split_is_exempt_from_the_negative_flag(tmp_path):
     path = str(nested_file(tmp_path, name="test.json"))
-    splits = load_questions(data_args(test_file=path))
-    assert splits["test"].to_list() == QUESTIONS
+    splits = loaded(test_file=path)
+    assert splits["test"].rows.to_list() == QUESTIONS
 
 
 def test_test_questions_need_no_answers(tmp_path):
     records = [{key: value for key, value in q.items() if key != "answers"} for q in QUESTIONS]
-    splits = load_questions(data_args(test_file=str(write_jsonl(tmp_path / "test.jsonl", records))))
-    assert splits["test"]["answers"] == [{"text": [], "answer_start": []}] * len(QUESTIONS)
-    assert not labelled(splits["test"]) and not labelled(splits["test"].select([0]))  # predictions are not scored
+    splits = loaded(test_file=str(write_jsonl(tmp_path / "test.jsonl", records)))
+    assert splits["test"].rows["answers"] == [{"text": [], "answer_start": []}] * len(QUESTIONS)
+    assert not splits["test"].labelled and not splits["test"].first(1).labelled  # predictions are not scored
     # ... but answers are required wherever they are scored or trained on.
     with pytest.raises(QADataError, match=r"no column 'answers' \(--answer_column_name\)"):
-        load_questions(data_args(validation_file=str(tmp_path / "test.jsonl"), version_2_with_negative=True))
+        loaded(validation_file=str(tmp_path / "test.jsonl"), version_2_with_negative=True)
 
 
 def test_questions_whose_answers_are_all_empty_are_labelled_and_a_partly_labelled_set_is_not(tmp_path, caplog):
     unanswerable = [q for q in QUESTIONS if not q["answers"]["text"]]
     path = str(write_jsonl(tmp_path / "unanswerable.jsonl", unanswerable))
-    splits = load_questions(data_args(validation_file=path, test_file=path, version_2_with_negative=True))
-    assert labelled(splits["validation"]) and labelled(splits["test"])  # scored: "" is their right answer
+    splits = loaded(validation_file=path, test_file=path, version_2_with_negative=True)
+    assert splits["validation"].labelled and splits["test"].labelled  # scored: "" is their right answer
     partly = [QUESTIONS[0], {key: value for key, value in QUESTIONS[1].items() if key != "answers"}]
     with caplog.at_level(logging.WARNING):
-        test = load_questions(data_args(test_file=str(write_jsonl(tmp_path / "partly.jsonl", partly))))["test"]
-    assert not labelled(test) and "1 of 2 questions have no answers" in caplog.text
+        test = loaded(test_file=str(write_jsonl(tmp_path / "partly.jsonl", partly)))["test"]
+    assert not test.labelled and "1 of 2 questions have no answers" in caplog.text
 
 
 def test_require_negative_flag_names_the_source():
-    questions = {"id": ["a", "b"], "answers": [{"text": ["x"], "answer_start": [0]}, {"text": [], "answer_start": []}]}
+    questions = QuestionSet(datasets.Dataset.from_list(QUESTIONS[:2], features=QUESTION_FEATURES))
     require_negative_flag(questions, "somewhere.json", True)
-    require_negative_flag({"id": ["a"], "answers": questions["answers"][:1]}, "somewhere.json", False)
-    with pytest.raises(QADataError, match=r"^somewhere\.json: 1 question\(s\) have no answer \(e\.g\. id 'b'\)"):
+    require_negative_flag(questions.first(1), "somewhere.json", False)
+    with pytest.raises(QADataError, match=r"^somewhere\.json: 1 question\(s\) have no answer \(e\.g\. id 'q2'\)"):
         require_negative_flag(questions, "somewhere.json", False)
 
 
@@ -655,7 +653,7 @@ def test_read_records_gives_locators_and_raw_records(tmp_path):
 
 
 def test_hub_split_gives_the_same_rows():
-    dataset = questions_from_hub(datasets.Dataset.from_list(QUESTIONS), "squad_v2[validation]")
+    dataset = questions_from_hub(datasets.Dataset.from_list(QUESTIONS), "squad_v2[validation]").rows
     assert dataset.features == QUESTION_FEATURES
     assert dataset.to_list() == QUESTIONS
 
@@ -663,7 +661,7 @@ def test_hub_split_gives_the_same_rows():
 def test_hub_split_problems_name_the_dataset_and_row():
     rows = [QUESTIONS[0], one_question(id="q5", answers={"text": ["zebra"], "answer_start": [3]})]
     with pytest.raises(QADataError) as caught:
-        questions_from_hub(datasets.Dataset.from_list(rows), "squad_v2[train]")
+        questions_from_hub(datasets.Dataset.from_list(rows), "squad_v2[train]").rows
     assert str(caught.value).startswith("squad_v2[train]: 1 problem(s)")
     assert "row 1 (id 'q5'): answer text 'zebra' does not occur in the context" in str(caught.value)
 
@@ -673,111 +671,9 @@ def test_local_dataset_folder_refuses_v2_without_the_flag_and_files_replace_its_
     folder.mkdir()
     write_jsonl(folder / "train.jsonl", ANSWERABLE)
     write_jsonl(folder / "validation.jsonl", QUESTIONS)
-    args = data_args(dataset_name=str(folder))
     with pytest.raises(QADataError, match=rf"^{folder}\[validation\]: 1 question\(s\) have no answer \(e\.g\. id 'q2'\)"):
-        load_questions(args, cache_dir=str(tmp_path / "cache"))
+        loaded(dataset_name=str(folder), cache_dir=str(tmp_path / "cache"))
     v1_file = str(write_jsonl(tmp_path / "dev-v1.jsonl", ANSWERABLE[:1]))
-    splits = load_questions(data_args(dataset_name=str(folder), validation_file=v1_file), cache_dir=str(tmp_path / "cache"))
-    assert splits["train"].to_list() == ANSWERABLE
-    assert splits["validation"].to_list() == ANSWERABLE[:1]
-
-
-def sample_questions(rows, contexts):
-    from qa_data import QUESTION_FEATURES
-
-    return datasets.Dataset.from_dict({
-        "id": [r[0] for r in rows], "title": [r[1] for r in rows], "context": [contexts[r[1]][r[2]] for r in rows],
-        "question": [r[3] for r in rows],
-        "answers": [{"text": [r[4]], "answer_start": [contexts[r[1]][r[2]].index(r[4])]} if r[4] else
-                    {"text": [], "answer_start": []} for r in rows],
-    }, features=QUESTION_FEATURES)
-
-
-def test_unanswerable_pairs_ask_a_question_of_another_paragraph_of_its_article():
-    from qa_data import with_unanswerable_copies
-
-    contexts = {"A": ["Paris is in France.", "Berlin is in Germany.", "Rome is in Italy, not France."],
-                "B": ["Oslo is in Norway."]}
-    rows = [("a1", "A", 0, "Where is Paris?", "France"), ("a2", "A", 1, "Where is Berlin?", "Germany"),
-            ("a3", "A", 2, "What is in Italy?", "Rome"), ("b1", "B", 0, "Where is Oslo?", "Norway"),
-            ("u1", "A", 0, "Where is Lyon?", None)]
-    questions = sample_questions(rows, contexts)
-    paired = with_unanswerable_copies(questions, pairs=1.0, seed=0)
-    assert paired.select(range(len(questions))).to_dict() == questions.to_dict()
-    copies = {row["id"]: row for row in paired.select(range(len(questions), len(paired)))}
-    # b1's article has no other paragraph; a1's answer occurs in A's third paragraph, so only the second is left;
-    # the unanswerable u1 gets no copy
-    assert set(copies) == {"a1-pair", "a2-pair", "a3-pair"}
-    assert copies["a1-pair"]["context"] == contexts["A"][1]
-    for qid, row in copies.items():
-        original = questions[[r[0] for r in rows].index(qid.removesuffix("-pair"))]
-        assert row["question"] == original["question"] and row["title"] == original["title"]
-        assert row["context"] in contexts["A"] and row["context"] != original["context"]
-        assert row["answers"] == {"text": [], "answer_start": []}
-    assert with_unanswerable_copies(questions, pairs=1.0, seed=0).to_dict() == paired.to_dict()
-    assert len(with_unanswerable_copies(questions, seed=0)) == len(questions)
-
-
-def test_unanswerable_cuts_drop_the_sentences_holding_the_answer():
-    from qa_data import with_unanswerable_copies
-
-    contexts = {"A": ["The tower was built in 1889. It is in Paris! Many visit it each year.",
-                      "Berlin is big. Berlin is in Germany.",
-                      "Rome is old."]}
-    rows = [("a1", "A", 0, "When was the tower built?", "1889"), ("a2", "A", 1, "Where is Berlin?", "Berlin"),
-            ("a3", "A", 2, "What is old?", "Rome")]
-    copies = with_unanswerable_copies(sample_questions(rows, contexts), cuts=1.0, seed=0)
-    cut = {row["id"]: row for row in copies.select(range(len(rows), len(copies)))}
-    # a2's answer text is in both sentences, a3's paragraph is one sentence: neither gets a copy
-    assert set(cut) == {"a1-cut"}
-    assert cut["a1-cut"]["context"] == "It is in Paris! Many visit it each year."
-    assert cut["a1-cut"]["question"] == "When was the tower built?" and cut["a1-cut"]["answers"]["text"] == []
-
-
-def test_cuts_and_pairs_are_drawn_once_per_question():
-    from qa_data import with_unanswerable_copies
-
-    contexts = {"A": [f"Fact {i} is here. Filler {i} is there." for i in range(40)]}
-    rows = [(f"q{i}", "A", i, f"What is fact {i}?", f"Fact {i} is here") for i in range(40)]
-    copies = with_unanswerable_copies(sample_questions(rows, contexts), cuts=0.5, pairs=0.5, seed=1)
-    ids = copies["id"][40:]
-    originals = [qid.rsplit("-", 1)[0] for qid in ids]
-    assert len(set(originals)) == len(originals) == 40  # every question, each with exactly one copy
-    assert 5 < sum(qid.endswith("-cut") for qid in ids) < 35
-
-
-def test_question_edits_negate_change_a_number_or_swap_a_name_the_context_holds():
-    from qa_data import name_swapped, negated, number_changed, question_edit
-
-    rng = np.random.default_rng(0)
-    context = "In 1889 Eiffel built the tower in Paris for the fair, and Koechlin drew it."
-    answers = {"text": ["Eiffel"], "answer_start": [8]}
-    assert negated("Who did build the tower?", context, answers, rng) == "Who did not build the tower?"
-    assert negated("Who did not build it?", context, answers, rng) is None
-    assert negated("Which tower?", context, answers, rng) is None
-    for _ in range(20):
-        changed = number_changed("Who built the tower in 1889?", context, answers, rng)
-        year = int(changed.removeprefix("Who built the tower in ").removesuffix("?"))
-        assert year != 1889 and abs(year - 1889) < 10
-        # the only other name of the context: never the answer, never one the question already holds
-        assert name_swapped("Who built the tower in Paris?", context, answers, rng) == "Who built the tower in Koechlin?"
-    assert number_changed("Who built the tower?", context, answers, rng) is None
-    # 1 moved by -2 is -1, whose absolute value is 1 again: that is no edit
-    assert all(number_changed("Who won 1 prize?", "No count here.", answers, rng) != "Who won 1 prize?" for _ in range(200))
-    assert name_swapped("Who built the tower in Rome?", context, answers, rng) is None
-    assert question_edit("Which tower?", context, answers, rng) is None
-
-
-def test_unanswerable_edits_ask_an_edited_question_of_the_same_context():
-    from qa_data import with_unanswerable_copies
-
-    contexts = {"A": ["In 1889 Eiffel built the tower in Paris, and Koechlin drew it.", "Rome is old."]}
-    rows = [("a1", "A", 0, "Who did build the tower in 1889?", "Eiffel"), ("a2", "A", 1, "Which city?", "Rome")]
-    questions = sample_questions(rows, contexts)
-    edited = with_unanswerable_copies(questions, edits=1.0, seed=0)
-    assert edited["id"][2:] == ["a1-edit"]  # no edit applies to a2's question
-    copy = edited[2]
-    assert copy["context"] == contexts["A"][0] and copy["answers"] == {"text": [], "answer_start": []}
-    assert copy["question"] in {"Who did not build the tower in 1889?", "Who did build the tower in Koechlin?"} or (
-        copy["question"].startswith("Who did build the tower in ") and copy["question"][-5:-1] != "1889")
-    assert with_unanswerable_copies(questions, edits=1.0, seed=0).to_dict() == edited.to_dict()
+    splits = loaded(dataset_name=str(folder), validation_file=v1_file, cache_dir=str(tmp_path / "cache"))
+    assert splits["train"].rows.to_list() == ANSWERABLE
+    assert splits["validation"].rows.to_list() == ANSWERABLE[:1]

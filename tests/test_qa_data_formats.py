@@ -4,16 +4,16 @@ datasets, and MRQA-shaped questions scored by the SQuAD v1.1 metric. Every fixtu
 import gzip
 import json
 import logging
-from types import SimpleNamespace
-
 import datasets
 import pandas as pd
 import pytest
 
-from qa_data import (QUESTION_FEATURES, QADataError, labelled, load_questions, multi_span, questions_from_file,
-                     questions_from_hub)
-from tests.test_qa_data import (QUESTIONS, assert_offsets_point_at_texts, data_args, error_message, nested_file,
-                                write_json, write_jsonl, write_parquet)
+from model_folder.qa_settings import QASettings
+from qa_data import QUESTION_FEATURES, QADataError, questions_from_file, questions_from_hub
+from qa_runner import scores
+from tests.test_qa_data import (QUESTIONS, assert_offsets_point_at_texts, error_message, loaded, nested_file, write_json,
+                                write_jsonl, write_parquet)
+from utils_qa import QuestionPredictions, metric_prediction
 
 # ---------------------------------------------------------------------------------------------- MRQA 2019 files
 
@@ -72,7 +72,7 @@ def test_mrqa_file_gives_a_question_per_qa_with_every_distinct_span(tmp_path, ca
                for answer in qa["detected_answers"] for start, end in answer["char_spans"])
     path = write_mrqa(tmp_path / name, lines)
     with caplog.at_level(logging.WARNING, logger="qa_data"):
-        dataset = questions_from_file(path)
+        dataset = questions_from_file(path).rows
     assert dataset.features == QUESTION_FEATURES
     assert dataset.to_list() == [
         {"id": qid, "title": "BrannockQA", "context": context, "question": question,
@@ -94,8 +94,8 @@ def test_mrqa_span_off_its_text_is_moved_to_the_nearest_occurrence_and_counted(t
     lines[2]["qas"][0]["detected_answers"][0]["char_spans"] = [[two + 6, two + 8]]
     path = write_mrqa(tmp_path / "dev.jsonl.gz", lines)
     with caplog.at_level(logging.WARNING, logger="qa_data"):
-        dataset = questions_from_file(path)
-    assert dataset.to_list() == questions_from_file(write_mrqa(tmp_path / "right.jsonl", mrqa_lines())).to_list()
+        dataset = questions_from_file(path).rows
+    assert dataset.to_list() == questions_from_file(write_mrqa(tmp_path / "right.jsonl", mrqa_lines())).rows.to_list()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(path) in warnings[0] and "moved 2 answer_start value(s)" in warnings[0]
 
@@ -149,22 +149,20 @@ def test_mrqa_test_questions_need_no_detected_answers(tmp_path):
     for line in lines[1:]:
         for qa in line["qas"]:
             del qa["detected_answers"]
-    splits = load_questions(data_args(test_file=str(write_mrqa(tmp_path / "test.jsonl", lines))))
-    assert splits["test"]["id"] == ["m1", "m2", "m3", "m4", "m5"]
-    assert all(answers == {"text": [], "answer_start": []} for answers in splits["test"]["answers"])
+    test = loaded(test_file=str(write_mrqa(tmp_path / "test.jsonl", lines)))["test"].rows
+    assert test["id"] == ["m1", "m2", "m3", "m4", "m5"]
+    assert all(answers == {"text": [], "answer_start": []} for answers in test["answers"])
 
 
 def test_flat_json_lines_whose_first_record_is_not_a_header_are_read_as_today(tmp_path):
     records = [dict(QUESTIONS[0], header="not an MRQA header"), *QUESTIONS[1:]]
-    assert questions_from_file(write_jsonl(tmp_path / "dev.jsonl", records)).to_list() == QUESTIONS
+    assert questions_from_file(write_jsonl(tmp_path / "dev.jsonl", records)).rows.to_list() == QUESTIONS
 
 
 # ---------------------------------------------------------------- SQuAD v1.1 scoring of MRQA-shaped questions
 
 
 def test_mrqa_questions_score_as_squad_v1_1_with_the_max_over_their_answers(tmp_path):
-    from qa_runner import metric_function, references
-
     questions = questions_from_file(write_mrqa(tmp_path / "dev.jsonl.gz", mrqa_lines()))
     predictions = {"m1": "in 1871", "m2": "moss", "m3": "the Brannock lighthouse", "m4": "thirty", "m5": "Two ferries"}
     # Normalised (lower case, no punctuation, no a/an/the), best over each question's answers:
@@ -174,10 +172,8 @@ def test_mrqa_questions_score_as_squad_v1_1_with_the_max_over_their_answers(tmp_
     #   m4 "thirty" vs "thirty years": precision 1, recall 1/2, F1 = 2/3; vs "for thirty years": F1 = 1/2 -> 2/3
     #   m5 "two ferries" vs "two": precision 1/2, recall 1, F1 = 2/3
     # exact_match = 1/5 = 20 %; f1 = (2/3 + 1 + 1/2 + 2/3 + 2/3) / 5 = 3.5 / 5 = 70 %
-    v1 = SimpleNamespace(version_2_with_negative=False)
-    scores = metric_function(v1)(
-        [{"id": qid, "prediction_text": text} for qid, text in predictions.items()], references(questions, v1))
-    assert scores == pytest.approx({"exact_match": 20.0, "f1": 70.0})
+    answers = QuestionPredictions(predictions, {}, {}, [metric_prediction(qid, text) for qid, text in predictions.items()])
+    assert scores(questions, answers, QASettings()) == pytest.approx({"exact_match": 20.0, "f1": 70.0})
 
 
 # ------------------------------------------------------------------------------------------ column names
@@ -199,11 +195,11 @@ def write_renamed_csv(path, records):
 def test_flat_files_with_columns_named_otherwise(tmp_path, writer):
     write = {"json": write_json, "jsonl": write_jsonl, "csv": write_renamed_csv, "parquet": write_parquet}[writer]
     path = write(tmp_path / f"dev.{writer}", renamed_records())
-    assert questions_from_file(path, columns=RENAMED).to_list() == QUESTIONS
+    assert questions_from_file(path, columns=RENAMED).rows.to_list() == QUESTIONS
 
 
 def test_hub_split_with_columns_named_otherwise():
-    dataset = questions_from_hub(datasets.Dataset.from_list(renamed_records()), "my/qa[validation]", columns=RENAMED)
+    dataset = questions_from_hub(datasets.Dataset.from_list(renamed_records()), "my/qa[validation]", columns=RENAMED).rows
     assert dataset.features == QUESTION_FEATURES
     assert dataset.to_list() == QUESTIONS
 
@@ -211,7 +207,7 @@ def test_hub_split_with_columns_named_otherwise():
 def test_the_named_column_is_read_not_a_field_of_the_schemas_name(tmp_path):
     records = [dict(record, query=record["question"], question="Not this one?") for record in QUESTIONS]
     path = write_jsonl(tmp_path / "dev.jsonl", records)
-    assert questions_from_file(path, columns=dict(RENAMED, context="context", answers="answers")).to_list() == QUESTIONS
+    assert questions_from_file(path, columns=dict(RENAMED, context="context", answers="answers")).rows.to_list() == QUESTIONS
     # a record without the named column has no question, even though it has a "question" field
     records[1].pop("query")
     path = write_jsonl(tmp_path / "dev.jsonl", records)
@@ -232,7 +228,7 @@ def test_a_missing_named_column_names_the_file_and_its_columns(tmp_path):
 def test_a_missing_named_column_of_a_hub_split_names_the_dataset_and_its_columns():
     with pytest.raises(QADataError) as caught:
         questions_from_hub(datasets.Dataset.from_list(renamed_records()), "my/qa[train]",
-                           columns=dict(RENAMED, answers="answer"))
+                           columns=dict(RENAMED, answers="answer")).rows
     assert str(caught.value) == ("my/qa[train]: no column 'answer' (--answer_column_name); its columns are 'id', "
                                  "'title', 'passage', 'query', 'gold'")
 
@@ -240,7 +236,7 @@ def test_a_missing_named_column_of_a_hub_split_names_the_dataset_and_its_columns
 def test_questions_to_predict_on_may_lack_the_named_answers_column(tmp_path):
     records = [{key: value for key, value in record.items() if key != "gold"} for record in renamed_records()]
     path = write_renamed_csv(tmp_path / "test.csv", records)
-    dataset = questions_from_file(path, answers_required=False, columns=RENAMED)
+    dataset = questions_from_file(path, answers_required=False, columns=RENAMED).rows
     assert dataset["question"] == [q["question"] for q in QUESTIONS]
     assert dataset["answers"] == [{"text": [], "answer_start": []}] * len(QUESTIONS)
 
@@ -251,12 +247,10 @@ def test_the_column_arguments_apply_to_hub_splits_and_flat_files_not_to_squad_js
     write_jsonl(folder / "train.jsonl", renamed_records())
     unanswered = [{key: value for key, value in r.items() if key != "gold"} for r in renamed_records()]
     test_file = write_jsonl(tmp_path / "test.jsonl", unanswered)
-    args = data_args(dataset_name=str(folder), validation_file=str(nested_file(tmp_path)), test_file=str(test_file),
-                     version_2_with_negative=True, question_column_name="query", context_column_name="passage",
-                     answer_column_name="gold")
-    splits = load_questions(args, cache_dir=str(tmp_path / "cache"))
-    assert splits["train"].to_list() == splits["validation"].to_list() == QUESTIONS
-    assert splits["test"].to_list() == [dict(q, answers={"text": [], "answer_start": []}) for q in QUESTIONS]
+    splits = loaded(dataset_name=str(folder), validation_file=str(nested_file(tmp_path)), test_file=str(test_file),
+                    version_2_with_negative=True, columns=RENAMED, cache_dir=str(tmp_path / "cache"))
+    assert splits["train"].rows.to_list() == splits["validation"].rows.to_list() == QUESTIONS
+    assert splits["test"].rows.to_list() == [dict(q, answers={"text": [], "answer_start": []}) for q in QUESTIONS]
 
 
 # ---------------------------------------------------------------------------------------------- multi-span answers
@@ -279,20 +273,21 @@ def write_multispanqa(path, records=MULTISPAN_RECORDS):
 
 
 def test_multispanqa_file_gives_every_span_of_each_answer_in_the_rebuilt_context(tmp_path):
-    questions = questions_from_file(write_multispanqa(tmp_path / "valid.json"))
-    assert multi_span(questions) and labelled(questions)
+    question_set = questions_from_file(write_multispanqa(tmp_path / "valid.json"))
+    questions = question_set.rows
+    assert question_set.multi_span and question_set.labelled
     assert questions[0]["context"] == "In 1981 , Dave Stewart and Barbara Gaskin sang it ."
     assert questions[0]["question"] == "who sang it ?"
     assert questions["answers"] == [{"text": ["Dave Stewart", "Barbara Gaskin"], "answer_start": [10, 27]},
                                     {"text": ["Oban", "Mull", "Isle of Skye"], "answer_start": [16, 21, 34]}]
     assert_offsets_point_at_texts(questions)
-    assert multi_span(questions.select([1])) and not multi_span(questions_from_file(nested_file(tmp_path)))
+    assert question_set.first(1).multi_span and not questions_from_file(nested_file(tmp_path)).multi_span
 
 
 def test_multispanqa_file_without_labels_is_questions_to_predict_on(tmp_path):
     records = [{key: value for key, value in record.items() if key != "label"} for record in MULTISPAN_RECORDS]
     questions = questions_from_file(write_multispanqa(tmp_path / "test.json", records), answers_required=False)
-    assert multi_span(questions) and not labelled(questions) and questions["answers"][0]["text"] == []
+    assert questions.multi_span and not questions.labelled and questions.rows["answers"][0]["text"] == []
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -318,8 +313,8 @@ def test_flat_multi_span_records_carry_spans_instead_of_answers(tmp_path):
                {"id": "f2", "question": "Where do they sail?", "context": context,
                 "spans": [{"text": "Oban", "answer_start": 16}, {"text": "Skye", "answer_start": 0}]}]
     questions = questions_from_file(write_jsonl(tmp_path / "spans.jsonl", records))
-    assert multi_span(questions)
-    assert questions["answers"][1] == {"text": ["Oban", "Skye"], "answer_start": [16, 43]}  # a start repaired
+    assert questions.multi_span
+    assert questions.rows["answers"][1] == {"text": ["Oban", "Skye"], "answer_start": [16, 43]}  # a start repaired
     records[1] = {**records[1], "answers": records[1].pop("spans")}
     message = error_message(write_jsonl(tmp_path / "mixed.jsonl", records))
     assert "line 2: gives 'answers' where the file's other records give 'spans'" in message

@@ -3,7 +3,6 @@ small arrays, and end to end on MiniLM fine-tuned with each head until it answer
 
 import json
 import shutil
-import types
 
 import numpy as np
 import pytest
@@ -11,18 +10,9 @@ import torch
 from transformers import pipeline
 
 import qa_runner
-from qa_decoding import head_of, multi_span_answers, window_candidates
+from model_folder.qa_decoding import multi_span_answers, window_candidates
 from tests.conftest import HEADS, LEARNED_QUESTIONS, LEARNED_WINDOWS, TRAIN, read_json
 from tests.test_run_qa import HEAD_OF
-
-
-def test_the_config_names_the_head():
-    assert head_of(types.SimpleNamespace(qa_settings={"head": "crf"}, model_type="bert")) == "crf"
-    # folders saved before the setting, and QA checkpoints saved by transformers
-    assert head_of(types.SimpleNamespace(model_type="crf_qa")) == "crf"
-    assert head_of(types.SimpleNamespace(model_type="bert", qa_settings=None)) == "span"
-    with pytest.raises(ValueError, match="Unknown QA head 'tags'"):
-        head_of(types.SimpleNamespace(qa_settings={"head": "tags"}))
 
 
 def test_span_candidates_are_each_windows_n_best_and_its_cls_score():
@@ -43,11 +33,6 @@ def test_crf_candidates_are_the_models_decoded_paths_cut_to_n_best():
     spans = (candidates.start.tolist(), candidates.end.tolist(), candidates.score.tolist())
     assert spans == ([3, 1], [4, 1], [-0.5, -1.0])
     assert window_candidates("crf", outputs, np.ones((1, 6), bool), np.array([0]), 1, 30).start.tolist() == [3]
-
-
-def test_a_multi_span_crf_config_decodes_multi_span():
-    assert head_of(types.SimpleNamespace(model_type="crf_qa", multi_span=True)) == "multi_span"
-    assert head_of(types.SimpleNamespace(qa_settings={"head": "crf"}, model_type="crf_qa", multi_span=False)) == "crf"
 
 
 # Two windows of one question over "Ann, Bob and Cy came." (characters: Ann 0-3, Bob 5-8, Cy 13-15, came 16-20),

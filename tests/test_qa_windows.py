@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from qa_windows import WindowCollator, window_features
+from model_folder.qa_windows import WindowCollator, window_features
 
 CONTEXT = " ".join(f"word{i}" for i in range(300)) + " The answer is Zanzibar."
 

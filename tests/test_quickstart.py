@@ -17,7 +17,7 @@ def test_quickstart_answers_the_held_out_questions_beside_the_expected_answers(t
                         env={**SCRIPT_ENV, "EPOCHS": "1", "MAX_TRAIN_SAMPLES": "16", "OUT": str(out)})
     assert result.returncode == 0, result.stdout[-5000:]
     assert read_json(out, "eval_results.json")["eval_total"] == 19
-    dev = questions_from_file(DEV)
+    dev = questions_from_file(DEV).rows
     lines = result.stdout.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith(("right  ", "wrong  ")))
     shown = lines[first : first + 2 * len(dev)]

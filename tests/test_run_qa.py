@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer, pipeline
 
 import qa_runner
-import qa_windows
+from model_folder import PIPELINE_ENTRY, PIPELINE_FILES, qa_windows
+from qa_arguments import TRAINING_DEFAULTS, parse_args
 from qa_data import questions_from_file
 from run_qa import SPAN_HEAD
 from run_qa_crf import CRF_HEAD
@@ -48,7 +49,7 @@ def trained_span(licensed_tiny_bert, tmp_path_factory):
 
 
 def test_every_output_file_and_a_prediction_for_every_question(trained_span):
-    dev = questions_from_file(DEV)
+    dev = questions_from_file(DEV).rows
     for prefix in ("eval", "predict"):
         predictions = read_json(trained_span, f"{prefix}_predictions.json")
         nbest = read_json(trained_span, f"{prefix}_nbest_predictions.json")
@@ -82,7 +83,7 @@ def test_metrics_equal_an_independent_scorer_and_the_best_threshold_reproduces_b
     predictions; best_f1 re-searched from each question's best non-empty answer and its null odds; and the reported
     best threshold, applied as evaluation applies thresholds, scores best_f1 itself."""
     folder = learned[head]
-    questions = learned_questions if prefix == "eval" else questions_from_file(DEV)
+    questions = learned_questions if prefix == "eval" else questions_from_file(DEV).rows
     results = read_json(folder, f"{prefix}_results.json")
     predictions = read_json(folder, f"{prefix}_predictions.json")
     odds = read_json(folder, f"{prefix}_null_odds.json")
@@ -99,8 +100,9 @@ def test_metrics_equal_an_independent_scorer_and_the_best_threshold_reproduces_b
 
 def test_model_folder_is_hub_format_with_pipeline_and_card(trained_span):
     files = set(os.listdir(trained_span))
-    assert {"model.safetensors", "config.json", "tokenizer.json", "qa_pipeline.py", "qa_windows.py",
-            "qa_decoding.py", "span_decoding.py", "handler.py", "README.md"} <= files
+    assert {"model.safetensors", "config.json", "tokenizer.json", "qa_pipeline.py", "qa_settings.py", "qa_windows.py",
+            "qa_decoding.py", "span_decoding.py", "calibration.py", "handler.py", "README.md"} <= files
+    assert "modeling_crf.py" not in files and "__init__.py" not in files  # a span folder carries the pipeline only
     assert not any(name.endswith(".bin") and name != "training_args.bin" for name in files)
     config = read_json(trained_span, "config.json")
     assert config["custom_pipelines"]["question-answering"]["impl"] == "qa_pipeline.QuestionAnsweringPipeline"
@@ -140,20 +142,20 @@ USER_VALUES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(qa_runner.TRAINING_DEFAULTS))
+@pytest.mark.parametrize("name", sorted(TRAINING_DEFAULTS))
 def test_a_package_default_applies_only_where_the_user_gave_nothing(tmp_path, name):
     common = {"model_name_or_path": "m", "train_file": TRAIN, "output_dir": str(tmp_path)}
     argv = [f"--{key}={value}" for key, value in common.items()]
-    assert getattr(qa_runner.parse_args(argv)[2], name) == qa_runner.TRAINING_DEFAULTS[name]
+    assert getattr(parse_args(argv)[2], name) == TRAINING_DEFAULTS[name]
     value, spellings = USER_VALUES[name]
-    assert value != qa_runner.TRAINING_DEFAULTS[name]
+    assert value != TRAINING_DEFAULTS[name]
     for spelling in spellings:
-        assert getattr(qa_runner.parse_args(argv + spelling)[2], name) == value, spelling
+        assert getattr(parse_args(argv + spelling)[2], name) == value, spelling
     config = tmp_path / "config.json"
     config.write_text(json.dumps({**common, name: value}))
-    assert getattr(qa_runner.parse_args([str(config)])[2], name) == value
+    assert getattr(parse_args([str(config)])[2], name) == value
     config.write_text(json.dumps(common))
-    assert getattr(qa_runner.parse_args([str(config)])[2], name) == qa_runner.TRAINING_DEFAULTS[name]
+    assert getattr(parse_args([str(config)])[2], name) == TRAINING_DEFAULTS[name]
 
 
 def test_squad_v2_data_without_the_flag_is_refused_with_a_clear_message(licensed_tiny_bert, tmp_path):
@@ -178,7 +180,7 @@ def test_a_malformed_file_ends_the_run_with_its_name_and_position(licensed_tiny_
     (["--unanswerable_cuts", 0.3], "they need --version_2_with_negative"),
     (["--version_2_with_negative", "--unanswerable_cuts", 0.7, "--unanswerable_pairs", 0.5], "together at most 1"),
     (["--version_2_with_negative", "--unanswerable_edits", -0.1], "each at least 0"),
-    (["--version_2_with_negative", "--doc_stride", 200], "must be less than half of --max_seq_length"),
+    (["--version_2_with_negative", "--doc_stride", 200], "--doc_stride: must be less than half of max_seq_length 384"),
     (["--pad_to_multiple_of", 0], "--pad_to_multiple_of 0 must be a positive number of tokens"),
 ])
 def test_inconsistent_arguments_end_the_run_with_a_message(licensed_tiny_bert, tmp_path, args, message):
@@ -202,6 +204,13 @@ def test_the_crfs_flags_are_refused_for_a_span_model(licensed_tiny_bert, tmp_pat
         qa_runner.main(SPAN_HEAD, argv)
     assert message in str(refusal.value)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_run_sets_the_level_of_every_project_logger_and_of_no_other_name():
+    modules = [path for pattern in ("*.py", "model_folder/*.py", "metrics/*/*.py") for path in ROOT.glob(pattern)]
+    logging = {".".join(path.relative_to(ROOT).with_suffix("").parts) for path in modules
+               if "getLogger(__name__)" in path.read_text()}
+    assert set(qa_runner.PROJECT_LOGGERS) == logging
 
 
 HEAD_OF = {"span": SPAN_HEAD, "crf": CRF_HEAD}
@@ -252,7 +261,7 @@ def test_pad_to_multiple_of_pads_every_batch_and_changes_no_answer(learned, tmp_
 
 
 def test_evaluation_and_test_data_of_unanswerable_questions_only_are_scored(learned, tmp_path):
-    unanswerable = questions_from_file(TRAIN).filter(lambda q: not q["answers"]["text"]).select(range(12))
+    unanswerable = questions_from_file(TRAIN).rows.filter(lambda q: not q["answers"]["text"]).select(range(12))
     path = tmp_path / "unanswerable.jsonl"
     path.write_text("".join(json.dumps(q) + "\n" for q in unanswerable))
     out = tmp_path / "out"
@@ -288,13 +297,6 @@ def test_a_failed_write_ends_the_run_with_the_files_name_and_leaves_earlier_outp
     assert f"Cannot write {out / 'eval_nbest_predictions.json'}: No space left on device" in str(ended.value)
     assert sorted(os.listdir(out)) == ["eval_predictions.json"]  # written before it, complete; no temporary file
     assert len(read_json(out, "eval_predictions.json")) == 19
-
-
-def test_rerunning_in_the_same_output_dir_resumes_from_its_last_checkpoint(licensed_tiny_bert, tmp_path):
-    run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 4, "--save_steps", 2))
-    result = run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 6, "--save_steps", 2))
-    assert f"Resuming from {tmp_path}/checkpoint-4" in result.stdout
-    assert read_json(tmp_path, "trainer_state.json")["global_step"] == 6
 
 
 TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
@@ -421,15 +423,23 @@ def losses_logged_after(folder, step):
 def test_a_stopped_run_restarted_ends_as_an_uninterrupted_one(licensed_tiny_bert, uninterrupted, tmp_path, script,
                                                                sig, restart):
     """Stopped mid-epoch, right after its checkpoint at step 10 of 60; restarted by rerunning the same command
-    (which resumes from the last checkpoint in output_dir) or with --resume_from_checkpoint. The restart trains
-    steps 11 to 60 only: it prints the losses the uninterrupted run logged after step 10 and no others."""
+    (which resumes from the last complete checkpoint in output_dir: here a checkpoint-15 that a kill left without its
+    trainer state is skipped) or with --resume_from_checkpoint. The restart trains steps 11 to 60 only: it prints the
+    losses the uninterrupted run logged after step 10 and no others."""
     args = tiny_args(licensed_tiny_bert, tmp_path, *RESUMABLE)
     returncode = stopped_after_checkpoint([sys.executable, str(ROOT / script), *map(str, args)], tmp_path, 10, sig)
     assert returncode == -sig, "the run ended before it could be stopped"
     assert not (tmp_path / "eval_results.json").exists()
+    incomplete = tmp_path / "checkpoint-15"
     if restart == "resume_from_checkpoint":
         args += ["--resume_from_checkpoint", tmp_path / "checkpoint-10"]
+    else:
+        incomplete.mkdir()
+        (incomplete / "model.safetensors").write_bytes(b"half")
     result = run_qa(*args, script=script)
+    if restart == "rerun":
+        assert f"Ignoring {incomplete}" in result.stdout
+        assert f"Resuming from {tmp_path}/checkpoint-10" in result.stdout
     reference = uninterrupted(script)
     assert len(losses_logged_after(reference, 0)) == 12
     assert printed_losses(result.stdout) == losses_logged_after(reference, 10)
@@ -440,16 +450,6 @@ def test_a_stopped_run_restarted_ends_as_an_uninterrupted_one(licensed_tiny_bert
 def test_two_runs_with_the_same_seed_are_identical(licensed_tiny_bert, uninterrupted, tmp_path, script):
     run_qa(*tiny_args(licensed_tiny_bert, tmp_path, *RESUMABLE), script=script)
     assert_same_run(tmp_path, uninterrupted(script))
-
-
-def test_a_checkpoint_left_incomplete_by_a_kill_is_skipped_when_resuming(licensed_tiny_bert, tmp_path):
-    run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 4, "--save_steps", 2))
-    incomplete = tmp_path / "checkpoint-6"
-    incomplete.mkdir()
-    (incomplete / "model.safetensors").write_bytes(b"half")
-    result = run_qa(*tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--max_steps", 6, "--save_steps", 2))
-    assert f"Ignoring {incomplete}" in result.stdout and f"Resuming from {tmp_path}/checkpoint-4" in result.stdout
-    assert read_json(tmp_path, "trainer_state.json")["global_step"] == 6
 
 
 def test_hostile_but_valid_questions_all_get_answers_taken_from_their_context(trained_span, tmp_path):
@@ -563,9 +563,9 @@ def assert_model_folder_of(checkpoint, weights, out, head, threshold):
     question = ("Who designed it?", "Gustave Eiffel's company designed and built the tower.")
     assert AutoTokenizer.from_pretrained(out)(*question)["input_ids"] == \
         AutoTokenizer.from_pretrained(checkpoint)(*question)["input_ids"]
-    assert all((out / os.path.basename(path)).exists() for path in qa_runner.PIPELINE_FILES)
+    assert all((out / os.path.basename(path)).exists() for path in PIPELINE_FILES)
     config = read_json(out, "config.json")
-    assert config["custom_pipelines"] == qa_runner.PIPELINE_ENTRY
+    assert config["custom_pipelines"] == PIPELINE_ENTRY
     assert config["qa_settings"]["head"] == head and config["qa_settings"]["max_seq_length"] == 64
     assert config["qa_settings"]["null_score_diff_threshold"] == threshold
 

@@ -106,7 +106,7 @@ def test_max_answer_length_bounds_crf_answers_and_config_name_is_honoured(tiny_b
     assert config["encoder"]["hidden_dropout_prob"] == 0.25
     assert config["max_answer_length"] == config["qa_settings"]["max_answer_length"] == 2
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    dev = questions_from_file(DEV)
+    dev = questions_from_file(DEV).rows
     contexts = dict(zip(dev["id"], dev["context"]))
 
     def tokens(context, start, end):
@@ -127,7 +127,7 @@ def test_max_answer_length_bounds_crf_answers_and_config_name_is_honoured(tiny_b
 
 def test_a_crf_checkpoints_emission_relu_is_kept_unless_the_flag_says_otherwise(tiny_bert_dir, tmp_path):
     from modeling_crf import CrfForQuestionAnswering
-    from qa_runner import DataTrainingArguments, ModelArguments
+    from qa_arguments import DataTrainingArguments, ModelArguments
     from run_qa_crf import load_crf_model
 
     CrfForQuestionAnswering.from_pretrained(tiny_bert_dir, emission_relu=True).save_pretrained(tmp_path / "relu")

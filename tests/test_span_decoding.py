@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from span_decoding import best_spans, forward_max, null_scores, top_first
+from model_folder.span_decoding import best_spans, forward_max, null_scores, top_first
 
 
 def every_span(start_logits, end_logits, context_mask, n_best, max_answer_length):

@@ -334,58 +334,27 @@ import evaluate
 def answers(texts):
     return {"text": texts, "answer_start": [0] * len(texts)}
 
-cases = json.loads(sys.argv[2])
-references = [{"id": qid, "answers": answers(texts)} for qid, texts in cases["references"].items()]
-v2 = evaluate.load(sys.argv[1])
-v2_predictions = [
-    {"id": qid, "prediction_text": text, "no_answer_probability": p}
-    for qid, (text, p) in cases["predictions"].items()
-]
-v1 = evaluate.load(sys.argv[1], "squad")
-v1_predictions = [{"id": qid, "prediction_text": text} for qid, (text, _) in cases["predictions"].items()]
-print(json.dumps({
-    "v2": v2.compute(predictions=v2_predictions, references=references,
-                     no_answer_threshold=cases.get("threshold", 0.15)),
-    "v1": v1.compute(predictions=v1_predictions, references=references),
-}))
+v2, v1 = evaluate.load(sys.argv[1]), evaluate.load(sys.argv[1], "squad")
+results = []
+for cases in json.loads(sys.argv[2]):
+    references = [{"id": qid, "answers": answers(texts)} for qid, texts in cases["references"].items()]
+    v2_predictions = [
+        {"id": qid, "prediction_text": text, "no_answer_probability": p}
+        for qid, (text, p) in cases["predictions"].items()
+    ]
+    v1_predictions = [{"id": qid, "prediction_text": text} for qid, (text, _) in cases["predictions"].items()]
+    results.append({
+        "v2": v2.compute(predictions=v2_predictions, references=references,
+                         no_answer_threshold=cases.get("threshold", 0.15)),
+        "v1": v1.compute(predictions=v1_predictions, references=references),
+    })
+print(json.dumps(results))
 """
 
 
-def test_evaluate_load_of_the_folder_matches_the_scorer(tmp_path):
-    # evaluate needs as many predictions as references: "q5" replaces q4's, leaving q4 unpredicted.
-    predictions = {**MIXED_PREDICTIONS, "q5": ("", 0.0)}
-    del predictions["q4"]
-    cases = {"predictions": predictions, "references": MIXED_REFERENCES}
-    offline = {"HF_EVALUATE_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", _LOAD_SCRIPT, str(METRIC_DIR), json.dumps(cases)],
-        env={**os.environ, **offline, "HF_HOME": str(tmp_path)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = json.loads(result.stdout.splitlines()[-1])
-    assert "1 of 4 references have no prediction" in result.stderr
-
-    texts = {qid: text for qid, (text, _) in predictions.items()}
-    # Same floats through the same arithmetic, so equal exactly (float32 inputs would not be).
-    assert loaded["v2"] == cs.squad_v2_scores(predictions, MIXED_REFERENCES, 0.15)
-    assert loaded["v1"] == cs.squad_v1_scores(texts, MIXED_REFERENCES)
-    # Threshold 0.15 turns q2 (0.2) and q3 (0.3) into abstentions: q1 right, q2 wrong,
-    # q3 right, q4 missing.
-    assert (loaded["v2"]["exact"], loaded["v2"]["f1"]) == (50.0, 50.0)
-    assert loaded["v1"] == pytest.approx({"exact_match": 50.0, "f1": 100 * (2 + PARTIAL_F1) / 4})
-
-
-def test_evaluate_module_takes_null_odds_and_its_best_threshold_reproduces(tmp_path):
-    # Null odds of any size go through the module (float64) unchanged; its best thresholds are in odds units.
-    predictions = {"q1": ("paris", -80.0), "q2": ("Lyon", -60.0), "q3": (PARTIAL_PREDICTION, 55.0),
-                   "q4": ("Rome", 90.0), "q5": ("Nice", 120.0)}
-    references = {"q1": ["Paris"], "q2": [], "q3": [PARTIAL_GOLD], "q4": ["rome"], "q5": []}
-    best = cs.squad_v2_scores(predictions, references)
-    cases = {"predictions": predictions, "references": references, "threshold": best["best_f1_thresh"]}
+def loaded_results(cases, tmp_path):
+    """What `evaluate.load` of the metric folder computes for each of `cases`, all in one fresh offline process (the
+    load is what is tested, and a process costs seconds), with the process's stderr."""
     offline = {"HF_EVALUATE_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-c", _LOAD_SCRIPT, str(METRIC_DIR), json.dumps(cases)],
@@ -393,7 +362,33 @@ def test_evaluate_module_takes_null_odds_and_its_best_threshold_reproduces(tmp_p
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    loaded = json.loads(result.stdout.splitlines()[-1])["v2"]
-    assert loaded == cs.squad_v2_scores(predictions, references, best["best_f1_thresh"])
-    assert (loaded["best_f1_thresh"], loaded["best_exact_thresh"]) == (90.0, -80.0)
-    assert loaded["f1"] == loaded["best_f1"] == best["best_f1"]
+    return json.loads(result.stdout.splitlines()[-1]), result.stderr
+
+
+def test_evaluate_load_of_the_folder_matches_the_scorer_and_takes_null_odds_of_any_size(tmp_path):
+    # evaluate needs as many predictions as references: "q5" replaces q4's, leaving q4 unpredicted.
+    mixed = {**MIXED_PREDICTIONS, "q5": ("", 0.0)}
+    del mixed["q4"]
+    # Null odds of any size go through the module (float64) unchanged; its best thresholds are in odds units.
+    odds = {"q1": ("paris", -80.0), "q2": ("Lyon", -60.0), "q3": (PARTIAL_PREDICTION, 55.0), "q4": ("Rome", 90.0),
+            "q5": ("Nice", 120.0)}
+    odds_references = {"q1": ["Paris"], "q2": [], "q3": [PARTIAL_GOLD], "q4": ["rome"], "q5": []}
+    best = cs.squad_v2_scores(odds, odds_references)
+    (loaded, loaded_odds), stderr = loaded_results(
+        [{"predictions": mixed, "references": MIXED_REFERENCES},
+         {"predictions": odds, "references": odds_references, "threshold": best["best_f1_thresh"]}], tmp_path)
+    assert "1 of 4 references have no prediction" in stderr
+
+    texts = {qid: text for qid, (text, _) in mixed.items()}
+    # Same floats through the same arithmetic, so equal exactly (float32 inputs would not be).
+    assert loaded["v2"] == cs.squad_v2_scores(mixed, MIXED_REFERENCES, 0.15)
+    assert loaded["v1"] == cs.squad_v1_scores(texts, MIXED_REFERENCES)
+    # Threshold 0.15 turns q2 (0.2) and q3 (0.3) into abstentions: q1 right, q2 wrong,
+    # q3 right, q4 missing.
+    assert (loaded["v2"]["exact"], loaded["v2"]["f1"]) == (50.0, 50.0)
+    assert loaded["v1"] == pytest.approx({"exact_match": 50.0, "f1": 100 * (2 + PARTIAL_F1) / 4})
+
+    loaded_odds = loaded_odds["v2"]
+    assert loaded_odds == cs.squad_v2_scores(odds, odds_references, best["best_f1_thresh"])
+    assert (loaded_odds["best_f1_thresh"], loaded_odds["best_exact_thresh"]) == (90.0, -80.0)
+    assert loaded_odds["f1"] == loaded_odds["best_f1"] == best["best_f1"]

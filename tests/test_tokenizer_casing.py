@@ -6,10 +6,11 @@ import logging
 import os
 
 import pytest
-from transformers import AutoTokenizer, BertConfig
+from transformers import AutoTokenizer, BertConfig, HfArgumentParser
 
-import qa_runner
+import qa_arguments
 import tokenizer_casing
+from tests.conftest import ROOT
 
 SPECIALS = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 CASED_PIECES = ["The", "the", "Paris", "paris", "France", "france", "is", "in", "capital", "of", "##s", "?", "."]
@@ -28,14 +29,11 @@ def checkpoint(parent, name, pieces, **config):
     return str(folder)
 
 
-def hub_kwargs(model_args):
-    return {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
-            "trust_remote_code": model_args.trust_remote_code}
+HUB_KWARGS = {"cache_dir": None, "revision": "main", "token": None, "trust_remote_code": False}
 
 
-def load(folder, **model_args):
-    args = qa_runner.ModelArguments(model_name_or_path=folder, **model_args)
-    return tokenizer_casing.load_tokenizer(args, hub_kwargs(args))
+def load(folder, do_lower_case=None):
+    return tokenizer_casing.load_tokenizer(folder, HUB_KWARGS, do_lower_case=do_lower_case)
 
 
 def casing_warnings(caplog):
@@ -115,26 +113,26 @@ def test_minilm_tokenizer_does_not_warn(minilm_dir, caplog):
 
 def test_parsed_do_lower_case_reaches_the_tokenizer(cased_dir, tmp_path, caplog):
     common = ["--model_name_or_path", cased_dir, "--validation_file", "dev.json", "--output_dir", str(tmp_path / "out")]
-    model_args, _, _ = qa_runner.parse_args(common + ["--do_lower_case", "false"])
+    model_args, _, _ = qa_arguments.parse_args(common + ["--do_lower_case", "false"])
     assert model_args.do_lower_case is False
     with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
-        tokenizer = tokenizer_casing.load_tokenizer(model_args, hub_kwargs(model_args))
+        tokenizer = load(model_args.model_name_or_path, model_args.do_lower_case)
     assert tokenizer.tokenize("The Paris") == ["The", "Paris"]
     assert casing_warnings(caplog) == []
 
-    model_args, _, _ = qa_runner.parse_args(common)
+    model_args, _, _ = qa_arguments.parse_args(common)
     assert model_args.do_lower_case is None
     with caplog.at_level(logging.WARNING, logger="tokenizer_casing"):
-        tokenizer = tokenizer_casing.load_tokenizer(model_args, hub_kwargs(model_args))
+        tokenizer = load(model_args.model_name_or_path, model_args.do_lower_case)
     assert tokenizer.tokenize("The Paris") == ["the", "paris"]
     assert len(casing_warnings(caplog)) == 1
 
 
 def test_spanbert_config_keeps_the_case():
-    with open(os.path.join(qa_runner.HERE, "configs", "spanbert_squad_v2.json"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "configs", "spanbert_squad_v2.json"), encoding="utf-8") as f:
         config = json.load(f)
     assert config["model_name_or_path"] == "SpanBERT/spanbert-base-cased"
     assert config["do_lower_case"] is False
-    model_args, _ = qa_runner.HfArgumentParser(
-        (qa_runner.ModelArguments, qa_runner.DataTrainingArguments)).parse_dict(config, allow_extra_keys=True)
+    model_args, _ = HfArgumentParser(
+        (qa_arguments.ModelArguments, qa_arguments.DataTrainingArguments)).parse_dict(config, allow_extra_keys=True)
     assert model_args.do_lower_case is False

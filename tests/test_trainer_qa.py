@@ -1,19 +1,21 @@
-from pathlib import Path
+"""QuestionAnsweringTrainer: evaluation over windows in the dataset's order, post-processed, scored and written;
+the head's learning rates; the training order and heap."""
 
 import datasets
 import numpy as np
 import pytest
 from torch.utils.data import SequentialSampler
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer, TrainingArguments
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
+from model_folder.qa_windows import WindowCollator
+from qa_arguments import QATrainingArguments
 from trainer_qa import QuestionAnsweringTrainer
-from qa_windows import WindowCollator
 from utils_qa import QuestionPredictions
 
 
 def trainer(tiny_bert_dir, tmp_path, **kwargs):
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_eval_batch_size=2,
-                             train_sampling_strategy="group_by_length")
+    args = QATrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_eval_batch_size=2,
+                               train_sampling_strategy="group_by_length")
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     model = AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir)
     return QuestionAnsweringTrainer(model=model, args=args, processing_class=tokenizer,
@@ -37,14 +39,14 @@ def test_evaluate_post_processes_questions_scores_them_and_writes_files(tiny_ber
     seen, written = {}, []
     lengths = [7, 3, 5, 4, 6]
 
-    def post_process(examples, features, outputs, prefix):
-        seen.update(outputs=outputs, prefix=prefix, features=features)
-        return QuestionPredictions({"q": ""}, {}, {}, [{"id": "q", "prediction_text": ""}]), [{"id": "q"}]
+    def post_process(questions, features, outputs):
+        seen.update(outputs=outputs, features=features, questions=questions)
+        return QuestionPredictions({"q": ""}, {}, {}, [{"id": "q", "prediction_text": ""}])
 
     qa_trainer = trainer(
         tiny_bert_dir, tmp_path, eval_dataset=windows(lengths), eval_examples=[{"id": "q"}],
         post_process_function=post_process, write_function=lambda result, prefix: written.append(prefix),
-        compute_metrics=lambda predictions, references: {"exact": 42.0},
+        score_function=lambda questions, predictions: {"exact": 42.0 + len(predictions.predictions)},
     )
     metrics = qa_trainer.evaluate()
     start_logits, end_logits = seen["outputs"]
@@ -54,16 +56,17 @@ def test_evaluate_post_processes_questions_scores_them_and_writes_files(tiny_ber
     widths = [7, 7, 5, 5, 6]
     for row, width in enumerate(widths):
         assert (start_logits[row, width:] == -100).all() and (start_logits[row, :width] != -100).all()
-    assert seen["prefix"] == "eval" and written == ["eval"]
-    assert metrics["eval_exact"] == 42.0 and metrics["eval_questions"] == 1 and "eval_runtime" in metrics
-    _, predict_metrics = qa_trainer.predict(windows(lengths), [{"id": "q"}])
-    assert predict_metrics["predict_exact"] == 42.0 and written == ["eval", "predict"]
+    assert seen["questions"] == [{"id": "q"}] and written == ["eval"]
+    assert metrics["eval_exact"] == 43.0 and metrics["eval_questions"] == 1 and "eval_runtime" in metrics
+    predictions, predict_metrics = qa_trainer.predict(windows(lengths), [{"id": "q"}])
+    assert predictions.predictions == {"q": ""}
+    assert predict_metrics["predict_exact"] == 43.0 and written == ["eval", "predict"]
 
 
 def test_evaluation_and_prediction_batches_come_from_the_eval_collator(tiny_bert_dir, tmp_path):
     data = windows([7, 3, 5, 4, 6]).remove_columns(["example_index"])
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_train_batch_size=2,
-                             per_device_eval_batch_size=2)
+    args = QATrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_train_batch_size=2,
+                               per_device_eval_batch_size=2)
     qa_trainer = QuestionAnsweringTrainer(
         model=AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir), args=args, train_dataset=data,
         data_collator=WindowCollator(0, pad_to_multiple_of=32), eval_data_collator=WindowCollator(0))
@@ -99,8 +102,6 @@ def test_window_outputs_equal_the_trainers_padded_concatenation():
 
 
 def test_the_head_gets_its_own_learning_rate_and_the_schedule_scales_both(tiny_bert_dir, tmp_path):
-    from trainer_qa import QATrainingArguments
-
     args = QATrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, learning_rate=1e-4,
                                head_learning_rate=1e-2, weight_decay=0.1, warmup_steps=2)
     model = AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir)
@@ -124,12 +125,12 @@ def test_a_crfs_transition_scores_get_their_own_learning_rate(tiny_bert_dir, tmp
     """--crf_learning_rate: the CRF's start, end and transition scores at their rate, the emission layer at the
     head's (--learning_rate when that is not given), the encoder at --learning_rate."""
     from modeling_crf import CrfForQuestionAnswering
-    from trainer_qa import QATrainingArguments
+    from run_qa_crf import CRF_HEAD
 
     args = QATrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, learning_rate=1e-4,
                                head_learning_rate=head_learning_rate, crf_learning_rate=5e-2)
     model = CrfForQuestionAnswering.from_pretrained(tiny_bert_dir)
-    qa_trainer = QuestionAnsweringTrainer(model=model, args=args)
+    qa_trainer = QuestionAnsweringTrainer(model=model, args=args, parameter_groups=CRF_HEAD.parameter_groups)
     qa_trainer.create_optimizer()
     rate = {id(p): g["lr"] for g in qa_trainer.optimizer.param_groups for p in g["params"]}
     assert len(rate) == len(list(model.parameters()))
@@ -168,26 +169,3 @@ def test_the_training_order_depends_on_the_seed_and_epoch_only(tiny_bert_dir, tm
     assert list(again) == first_epoch and sorted(first_epoch) == list(range(len(lengths)))
     again.set_epoch(1)
     assert list(again) != first_epoch
-
-
-def test_a_save_interrupted_midway_leaves_the_previous_files_whole(tiny_bert_dir, tmp_path):
-    import pytest
-    from safetensors.torch import load_file
-
-    bundled = tmp_path / "code.py"
-    bundled.write_text("X = 1\n")
-    out = tmp_path / "out"
-    qa_trainer = trainer(tiny_bert_dir, out, bundled_files=[str(bundled)])
-    qa_trainer.save_model()
-    saved = load_file(out / "model.safetensors")
-    assert (out / "code.py").read_text() == "X = 1\n" and (out / "config.json").exists()
-
-    def killed_while_writing(folder, **kwargs):
-        (Path(folder) / "model.safetensors").write_bytes(b"the first bytes of a weights file")
-        raise KeyboardInterrupt
-
-    qa_trainer.model.save_pretrained = killed_while_writing
-    with pytest.raises(KeyboardInterrupt):
-        qa_trainer.save_model()
-    assert load_file(out / "model.safetensors").keys() == saved.keys()
-    assert not [p for p in out.iterdir() if p.name.startswith(".saving-")]

@@ -1,8 +1,4 @@
-import builtins
-import json
 import logging
-import os
-import types
 
 import datasets
 import numpy as np
@@ -10,29 +6,29 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from qa_data import questions_from_file
-from qa_decoding import WindowCandidates
+from model_folder.crf_decoding import TAG_B, TAG_I, TAG_O
+from model_folder.qa_decoding import WindowCandidates
+from model_folder.qa_settings import QASettings
+from qa_data import QuestionSet, questions_from_file
+from tests.conftest import SAMPLE
 from utils_qa import (
-    OutputError,
-    TAG_B,
-    TAG_I,
-    TAG_O,
     eval_features,
     evaluation_candidates,
     metric_prediction,
     padded_offsets,
     question_predictions,
     train_features,
-    write_atomically,
-    write_json_atomically,
 )
-from tests.conftest import SAMPLE
 
 
 def settings(**overrides):
-    base = dict(max_seq_length=384, doc_stride=128, pad_to_max_length=False, n_best_size=20, max_answer_length=30,
-                version_2_with_negative=True, null_score_diff_threshold=0.0)
-    return types.SimpleNamespace(**{**base, **overrides})
+    """The settings of the tests below: SQuAD v2's, the examples' windows."""
+    return QASettings(**{"version_2_with_negative": True, **overrides})
+
+
+def question_set(examples):
+    """A `QuestionSet` of question columns (ids and contexts are all post-processing reads)."""
+    return QuestionSet(datasets.Dataset.from_dict(examples))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +38,7 @@ def tokenizer(minilm_dir):
 
 @pytest.fixture(scope="module")
 def questions():
-    return questions_from_file(SAMPLE / "train-v2.0.json")
+    return questions_from_file(SAMPLE / "train-v2.0.json").rows
 
 
 def columns(batch):
@@ -183,8 +179,8 @@ def test_question_predictions_group_windows_and_apply_the_null_threshold():
     start = np.array([[1.0, 0.0, 5.0, 0.0], [3.0, 0.0, 0.0, 2.0], [9.0, 0.0, 1.0, -5.0]], dtype=np.float32)
     end = np.array([[1.0, 0.0, 4.0, 1.0], [3.0, 0.0, 0.0, 6.0], [9.0, 0.0, 1.0, -5.0]], dtype=np.float32)
     offsets_array = padded_offsets(features)
-    candidates = evaluation_candidates("span", (start, end), features, offsets_array, settings())
-    result = question_predictions(examples, features, offsets_array, candidates, settings())
+    candidates = evaluation_candidates(settings(), (start, end), features, offsets_array)
+    result = question_predictions(question_set(examples), features, offsets_array, candidates, settings())
     # a: best span "beta" (window 0: 5 + 4 = 9); null = min(1 + 1, 3 + 3) = 2; odds = 2 - 9 < 0 -> answered
     assert result.predictions["a"] == "beta" and result.null_odds["a"] == pytest.approx(-7.0)
     # b: best span "delta epsilon" (0 + 1 = 1... "epsilon" 1 + 1 = 2 wins); null 18; odds 16 > 0 -> ""
@@ -196,7 +192,8 @@ def test_question_predictions_group_windows_and_apply_the_null_threshold():
     for qid, context in zip(examples["id"], contexts):
         assert sum(a["probability"] for a in result.nbest[qid]) == pytest.approx(1.0)
         assert all(a["text"] == context[a["start"]:a["end"]] for a in result.nbest[qid] if a["text"])
-    raised = question_predictions(examples, features, offsets_array, candidates, settings(null_score_diff_threshold=20.0))
+    raised = question_predictions(question_set(examples), features, offsets_array, candidates,
+                                  settings(null_score_diff_threshold=20.0))
     assert raised.predictions["b"] == "epsilon"
 
 
@@ -209,8 +206,9 @@ def test_unicode_contexts_keep_answers_equal_to_their_context_slice(tokenizer):
     offsets = padded_offsets(features)
     rng = np.random.default_rng(0)
     logits = [rng.normal(size=offsets.shape[:2]).astype(np.float32) for _ in range(2)]
-    candidates = evaluation_candidates("span", logits, features, offsets, settings())
-    result = question_predictions(examples, features, offsets, candidates, settings(version_2_with_negative=False))
+    candidates = evaluation_candidates(settings(), logits, features, offsets)
+    result = question_predictions(question_set(examples), features, offsets, candidates,
+                                  settings(version_2_with_negative=False))
     for qid, context in zip(examples["id"], contexts):
         assert result.predictions[qid]
         assert all(a["text"] == context[a["start"]:a["end"]] for a in result.nbest[qid])
@@ -222,7 +220,7 @@ def test_every_question_gets_a_prediction_even_without_candidates():
     empty = WindowCandidates(*(np.array([], dtype=np.int64) for _ in range(3)), np.array([], dtype=np.float32),
                              np.array([1.0], dtype=np.float32))
     for version_2 in (True, False):
-        result = question_predictions(examples, features, padded_offsets(features), empty,
+        result = question_predictions(question_set(examples), features, padded_offsets(features), empty,
                                       settings(version_2_with_negative=version_2))
         assert result.predictions == {"a": ""} and len(result.metric_predictions) == 1
 
@@ -258,7 +256,7 @@ def test_crf_candidates_keep_the_best_answer_and_null_odds_for_any_n_best_size()
     """A CRF window now gives its n_best_size best single-span paths: a question's n-best list grows beyond one span
     per window, while evaluation's answer and null odds per question stay the same, exactly, as with one span per
     window (and as with the one-dimensional outputs of the earlier best-path-only model)."""
-    from crf_reference import decode_best_spans
+    from tests.crf_reference import decode_best_spans
     from modeling_crf import CrfForQuestionAnswering, CrfQAConfig
     from transformers import BertConfig
 
@@ -275,15 +273,16 @@ def test_crf_candidates_keep_the_best_answer_and_null_odds_for_any_n_best_size()
         with torch.no_grad():
             outputs = [t.numpy() for t in model.decode_nbest_spans(emissions, mask, context_mask, n_best_size=k)]
         assert outputs[0].shape == (len(mask), k)
-        candidates = evaluation_candidates("crf", outputs, features, offsets, settings(n_best_size=k))
+        candidates = evaluation_candidates(settings(head="crf", n_best_size=k), outputs, features, offsets)
         assert np.bincount(candidates.window).max() == k
         # the questions keep their 20 best either way: only what the windows give differs
-        results[k] = question_predictions(examples, features, offsets, candidates, settings())
+        results[k] = question_predictions(question_set(examples), features, offsets, candidates, settings())
     with torch.no_grad():
         best_only = [t.numpy() for t in decode_best_spans(model, emissions, mask, context_mask)]
     assert best_only[0].shape == (len(mask),)
-    results["1-d"] = question_predictions(examples, features, offsets,
-                                          evaluation_candidates("crf", best_only, features, offsets, settings()), settings())
+    results["1-d"] = question_predictions(question_set(examples), features, offsets,
+                                          evaluation_candidates(settings(head="crf"), best_only, features, offsets),
+                                          settings())
     for other in (20, "1-d"):
         assert results[other].predictions == results[1].predictions
         assert results[other].null_odds == results[1].null_odds  # exactly: the same float32 scores
@@ -300,159 +299,7 @@ def test_crf_candidates_keep_the_best_answer_and_null_odds_for_any_n_best_size()
 
 def test_metric_prediction_passes_null_odds_of_any_size_unchanged():
     for odds in (-80.0, -60.0, 0.0, 55.0, 90.0, float("inf")):  # +inf: a question without any non-empty candidate
-        assert metric_prediction("q", "beta", odds, settings()) == {
+        assert metric_prediction("q", "beta", odds) == {
             "id": "q", "prediction_text": "beta", "no_answer_probability": odds}
-    assert metric_prediction("q", "beta", None, settings(version_2_with_negative=False)) == {
+    assert metric_prediction("q", "beta") == {
         "id": "q", "prediction_text": "beta"}
-
-
-class _StoppedMidway:
-    """A file opened for writing that writes the first half of what it is given, then fails (a full disk, a
-    killed process)."""
-
-    def __init__(self, f):
-        self.f = f
-
-    def write(self, data):
-        self.f.write(data[: len(data) // 2])
-        self.f.flush()
-        raise OSError("write stopped midway (simulated)")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
-        return False
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-
-@pytest.fixture
-def stop_writes_midway(monkeypatch, tmp_path):
-    """Call it to make every `open(..., "w"/"wb"/...)` under tmp_path, by any code, write half and fail."""
-    real_open = builtins.open
-
-    def open_stopping_midway(file, mode="r", *args, **kwargs):
-        f = real_open(file, mode, *args, **kwargs)
-        inside = isinstance(file, (str, os.PathLike)) and os.path.abspath(file).startswith(str(tmp_path))
-        return _StoppedMidway(f) if inside and any(flag in mode for flag in "wax+") else f
-
-    return lambda: monkeypatch.setattr(builtins, "open", open_stopping_midway)
-
-
-def final_files(folder):
-    return sorted(name for name in os.listdir(folder) if not name.endswith(".tmp"))
-
-
-def test_compact_json_is_written_an_entry_at_a_time_as_one_document(tmp_path, monkeypatch):
-    nbest = {"q1": [{"text": "Normandé \"x\"", "score": np.float32(1.5), "probability": 0.25}], "q2": [], "q\n3": []}
-    written = []
-    real_open = builtins.open
-
-    def recording_open(file, mode="r", *args, **kwargs):
-        f = real_open(file, mode, *args, **kwargs)
-        if "w" in mode or "x" in mode:
-            write = f.write
-            f.write = lambda data: written.append(data) or write(data)
-        return f
-
-    monkeypatch.setattr(builtins, "open", recording_open)
-    write_json_atomically(tmp_path / "nbest.json", nbest, indent=False)
-    text = (tmp_path / "nbest.json").read_text(encoding="utf-8")
-    assert text == json.dumps({**nbest, "q1": [{**nbest["q1"][0], "score": 1.5}]}, ensure_ascii=False,
-                              separators=(",", ":")) + "\n"
-    assert len(written) > len(nbest)  # never the whole document in one piece
-    write_json_atomically(tmp_path / "empty.json", {}, indent=False)
-    assert (tmp_path / "empty.json").read_text() == "{}\n"
-
-
-def test_a_write_stopped_midway_leaves_the_old_file_or_none(tmp_path, stop_writes_midway, monkeypatch):
-    old = tmp_path / "eval_results.json"
-    write_json_atomically(old, {"eval_f1": 50.0})
-    stop_writes_midway()
-    with pytest.raises(OutputError, match=f"Cannot write {old}: write stopped midway"):
-        write_json_atomically(old, {"eval_f1": 60.0, "eval_exact": list(range(100))})
-    with pytest.raises(OutputError, match="eval_predictions.json: write stopped midway"):
-        write_atomically(tmp_path / "eval_predictions.json", b'{"a": "' + b"x" * 1000 + b'"}')
-    assert json.loads(old.read_text()) == {"eval_f1": 50.0}  # the old content, complete
-    assert os.listdir(tmp_path) == ["eval_results.json"]  # no temporary file left, the new file absent
-    monkeypatch.undo()
-    # stopped between the write and the rename
-    monkeypatch.setattr(os, "replace", lambda *args: (_ for _ in ()).throw(OSError("stopped before the rename")))
-    with pytest.raises(OutputError, match="rename"):
-        write_json_atomically(old, {"eval_f1": 70.0})
-    assert json.loads(old.read_text()) == {"eval_f1": 50.0} and os.listdir(tmp_path) == ["eval_results.json"]
-
-
-def test_a_full_disk_or_a_read_only_folder_ends_with_a_message_naming_the_file(tmp_path, monkeypatch):
-    import errno
-
-    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(os, "replace", lambda *args: (_ for _ in ()).throw(full))
-    with pytest.raises(OutputError, match=f"Cannot write {tmp_path / 'a.json'}: No space left on device"):
-        write_json_atomically(tmp_path / "a.json", {"x": 1})
-    assert os.listdir(tmp_path) == []
-    monkeypatch.undo()
-    (tmp_path / "locked").mkdir(mode=0o500)
-    if os.access(tmp_path / "locked", os.W_OK):
-        pytest.skip("running as a user who may write anywhere (root): no read-only folder to test with")
-    with pytest.raises(OutputError, match="locked/a.json: Permission denied"):
-        write_json_atomically(tmp_path / "locked" / "a.json", {"x": 1})
-
-
-def test_the_temporary_file_is_never_opened_through_a_link_planted_at_its_name(tmp_path, monkeypatch):
-    import secrets
-
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    monkeypatch.setattr(secrets, "token_hex", lambda n: "0" * (2 * n))
-    (tmp_path / f".out.json.{'0' * 16}.tmp").symlink_to(victim)
-    with pytest.raises(OutputError, match="out.json: File exists"):
-        write_json_atomically(tmp_path / "out.json", {"x": 1})
-    assert victim.read_text() == "keep me" and not (tmp_path / "out.json").exists()
-    monkeypatch.undo()
-    write_json_atomically(tmp_path / "out.json", {"x": 1})  # another name: written
-    assert json.loads((tmp_path / "out.json").read_text()) == {"x": 1}
-
-
-def trainer_with_saved_config(output_dir):
-    """A stand-in for the trainer of `rewrite_saved_config`: a tiny model config, saved in `output_dir` as training
-    saves it."""
-    from transformers import BertConfig
-
-    config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
-    config.qa_settings = {"max_seq_length": 64, "null_score_diff_threshold": 0.0}
-    config.save_pretrained(output_dir)
-    return types.SimpleNamespace(model=types.SimpleNamespace(config=config),
-                                 args=types.SimpleNamespace(output_dir=str(output_dir)),
-                                 is_world_process_zero=lambda: True)
-
-
-def test_tuned_threshold_rewrites_config_json_under_a_temporary_name(tmp_path, stop_writes_midway):
-    from qa_runner import keep_tuned_threshold, rewrite_saved_config
-
-    trainer = trainer_with_saved_config(tmp_path)
-    metrics = {"eval_best_f1_null_score_diff_threshold": -61.25}  # null odds units, past sigmoid's range
-    assert keep_tuned_threshold(trainer.model.config, metrics)
-    stop_writes_midway()
-    with pytest.raises(OutputError, match="config.json: write stopped midway"):
-        rewrite_saved_config(trainer)
-    # config.json is still the old one, complete
-    assert json.loads((tmp_path / "config.json").read_text())["qa_settings"]["null_score_diff_threshold"] == 0.0
-    assert final_files(tmp_path) == ["config.json"]
-
-
-def test_tuned_threshold_rewrite_writes_what_save_pretrained_writes(tmp_path):
-    from transformers import BertConfig
-
-    from qa_runner import keep_tuned_threshold, rewrite_saved_config
-
-    trainer = trainer_with_saved_config(tmp_path / "model")
-    keep_tuned_threshold(trainer.model.config, {"eval_best_f1_null_score_diff_threshold": -61.25})
-    rewrite_saved_config(trainer)
-    trainer.model.config.save_pretrained(tmp_path / "reference")
-    assert (tmp_path / "model" / "config.json").read_text() == (tmp_path / "reference" / "config.json").read_text()
-    assert BertConfig.from_pretrained(tmp_path / "model").qa_settings["null_score_diff_threshold"] == -61.25
-    assert final_files(tmp_path / "model") == os.listdir(tmp_path / "model") == ["config.json"]

@@ -2,6 +2,7 @@
 tokenizer or settings tokenizes again, --overwrite_cache and --preprocessing_num_workers work."""
 
 import contextlib
+import functools
 import types
 
 import pytest
@@ -9,6 +10,7 @@ from transformers import AutoTokenizer
 
 import qa_runner
 import utils_qa
+from qa_arguments import DataTrainingArguments
 from qa_data import questions_from_file
 from run_qa import SPAN_HEAD
 from tests.conftest import DEV, read_json
@@ -62,28 +64,25 @@ def test_the_other_processes_of_a_launch_read_what_the_main_process_wrote(tiny_b
     """Even with --overwrite_cache, which only the main process obeys: the others wait for it and read."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     questions = questions_from_file(DEV)
-    data_args = qa_runner.DataTrainingArguments(validation_file=DEV, max_seq_length=128, doc_stride=32,
-                                                overwrite_cache=True)
-
-    def build(batch, indices):
-        return utils_qa.eval_features(batch, indices, tokenizer, data_args)
+    data_args = DataTrainingArguments(validation_file=DEV, max_seq_length=128, doc_stride=32, overwrite_cache=True)
+    build = functools.partial(utils_qa.eval_features, tokenizer=tokenizer, settings=data_args.qa_settings("span"))
 
     def process(index):
         return types.SimpleNamespace(local_process_index=index,
                                      main_process_first=lambda desc: contextlib.nullcontext())
 
-    main = qa_runner.windows(questions, build, "eval", tokenizer, tmp_path, process(0), data_args)
+    main = qa_runner.split_windows(questions, build, "eval", tokenizer, data_args, process(0), tmp_path)
     assert sum(tokenizations) == 19
-    other = qa_runner.windows(questions, build, "eval", tokenizer, tmp_path, process(1), data_args)
+    other = qa_runner.split_windows(questions, build, "eval", tokenizer, data_args, process(1), tmp_path)
     assert sum(tokenizations) == 19 and other.to_dict() == main.to_dict()
 
 
 def test_the_key_ignores_the_tokenizers_call_state_but_not_its_vocabulary(tiny_bert_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    questions = questions_from_file(DEV)
+    questions = questions_from_file(DEV).rows
     key = windows_key(questions, tokenizer, {"max_seq_length": 128})
     tokenizer("a question", "a context", truncation="only_second", max_length=16, padding="max_length")
-    assert windows_key(questions_from_file(DEV), tokenizer, {"max_seq_length": 128}) == key
+    assert windows_key(questions_from_file(DEV).rows, tokenizer, {"max_seq_length": 128}) == key
     assert windows_key(questions, tokenizer, {"max_seq_length": 64}) != key
     assert windows_key(questions.select(range(3)), tokenizer, {"max_seq_length": 128}) != key
     lowercase = AutoTokenizer.from_pretrained(tiny_bert_dir, do_lower_case=False)

@@ -6,8 +6,8 @@ the k best single-span paths, or of the k best paths with any number of spans, e
 Imports only `torch`: `modeling_crf.py` imports it relatively (`from .crf_decoding import ...`), so `save_pretrained`
 copies it into every CRF model folder beside `modeling_crf.py`, and `trust_remote_code=True` loads it from there. It
 therefore holds only what a loaded model uses; the reference computations that tests and benches check and time the
-model against (tag marginals, the closed-form best-path search, ...) are in the project's `crf_reference.py`, which is
-not saved with models.
+model against (tag marginals, the closed-form best-path search, ...) are in `tests/crf_reference.py`, which is not
+saved with models.
 
 Conventions (as in `modeling_crf.py`):
 
@@ -18,8 +18,10 @@ Conventions (as in `modeling_crf.py`):
 import torch
 
 
-# Tag ids of the BIO scheme. The CRF's transition matrix is indexed with these.
-TAG_O, TAG_B, TAG_I = 0, 1, 2
+# The BIO tags, in the order of the emission columns: the CRF's transition matrix, the training labels
+# (`utils_qa.span_tags`) and the config's `id2label` are indexed with these.
+BIO_TAGS = ("O", "B", "I")
+TAG_O, TAG_B, TAG_I = (BIO_TAGS.index(tag) for tag in ("O", "B", "I"))
 
 # Score given to positions that must never be chosen (padding) in the boundary logits. It is finite so that
 # adding a few of them (start + end, or a sum with real log-probabilities) neither overflows to -inf nor yields

@@ -8,8 +8,9 @@ the modules it imports) and naming it in `config.custom_pipelines`:
     qa(question="Who?", context="...")  # {"score": ..., "start": ..., "end": ..., "answer": ...}
 
 Windows and their features come from the function evaluation uses (`qa_windows.window_features`), and each window's
-candidates and null score from the decoding evaluation uses (`qa_decoding.window_candidates`, the head the model's
-config names), so the pipeline answers as evaluation did. A span model's answers are reported with transformers 4's
+candidates and null score from the decoding evaluation uses (`qa_decoding.window_candidates`), with the settings
+evaluation ran with (`qa_settings.QASettings`, read from the model's config and checked when the pipeline is built),
+so the pipeline answers as evaluation did. A span model's answers are reported with transformers 4's
 scores; a CRF model's with their tag paths' probabilities; a multi-span CRF model's answers list their `spans`. A
 model whose config stores a calibrator (`run_qa.py --calibrate`) adds each answer's `probability` of being right
 (`calibration.py`).
@@ -25,8 +26,8 @@ import numpy as np
 import torch
 from transformers.pipelines.base import ChunkPipeline
 
-from .calibration import Calibrator
-from .qa_decoding import OUTPUT_FIELDS, head_of, multi_span_answers, window_candidates
+from .qa_decoding import OUTPUT_FIELDS, multi_span_answers, window_candidates
+from .qa_settings import QASettings
 from .qa_windows import WindowCollator, max_question_tokens, window_features
 
 # What the pipeline keeps of a window beside the model's inputs, for its postprocessing.
@@ -35,9 +36,6 @@ EXTRAS = ("offsets", "words", "cls_index", "context", "is_last")
 ANSWER_FIELDS = ("score", "start", "end", "answer")
 # Questions whose windows a batched call sorts by length together (evaluation sorts all of them).
 SORTED_QUESTIONS = 256
-# Evaluation settings run_qa.py stores in the config; these defaults serve other models.
-DEFAULTS = {"max_seq_length": 384, "doc_stride": 128, "max_answer_length": 30, "n_best_size": 20,
-            "null_score_diff_threshold": 0.0}
 
 
 def paired(questions, contexts):
@@ -258,6 +256,11 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     parameters given when the pipeline is built hold for every call, and a call overrides only those it names.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Read and checked once, as the pipeline is built: a config that cannot serve fails here, naming its key.
+        self.settings = QASettings.from_config(self.model.config)
+
     def __call__(self, *args, **kwargs):
         check_counts(1, batch_size=kwargs.get("batch_size", self._batch_size))
         check_counts(0, num_workers=kwargs.get("num_workers", self._num_workers))
@@ -296,11 +299,6 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             for question_windows in by_question:
                 yield self.postprocess(question_windows, **postprocess_params)
 
-    @property
-    def settings(self):
-        """The settings the model was evaluated with (from its config), over `DEFAULTS`."""
-        return {**DEFAULTS, **(getattr(self.model.config, "qa_settings", None) or {})}
-
     def _sanitize_parameters(self, top_k=None, doc_stride=None, max_seq_len=None, max_question_len=None,
                              max_answer_len=None, handle_impossible_answer=None, align_to_words=None,
                              null_score_diff_threshold=None, **kwargs):
@@ -324,12 +322,12 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         that breaks it is refused, evaluation's stride is shrunk to a quarter of a shorter window.
         """
         settings = self.settings
-        max_seq_len = settings["max_seq_length"] if max_seq_len is None else max_seq_len
+        max_seq_len = settings.max_seq_length if max_seq_len is None else max_seq_len
         longest = self.tokenizer.model_max_length
         if max_seq_len > longest:
             raise ValueError(f"max_seq_len {max_seq_len} is longer than the model's {longest} tokens")
         if doc_stride is None:
-            doc_stride = settings["doc_stride"] if settings["doc_stride"] < max_seq_len // 2 else max_seq_len // 4
+            doc_stride = settings.doc_stride if settings.doc_stride < max_seq_len // 2 else max_seq_len // 4
         if doc_stride >= max_seq_len // 2:
             raise ValueError(f"doc_stride {doc_stride} must be less than half of max_seq_len {max_seq_len}")
         if max_question_tokens(self.tokenizer, max_seq_len, doc_stride) < 1:
@@ -338,8 +336,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
 
     @property
     def head(self):
-        """The model's head, as its config names it ("span" or "crf")."""
-        return head_of(self.model.config)
+        """The model's decoding ("span", "crf" or "multi_span")."""
+        return self.settings.decoder
 
     def preprocess(self, inputs, max_seq_len=None, doc_stride=None, max_question_len=None):
         max_seq_len, doc_stride = self.window_sizes(max_seq_len, doc_stride)
@@ -365,8 +363,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         if head == "multi_span":  # an answer needs each window's best path; top_k more answers one more path
             model_inputs["n_best_size"] = top_k + 1
         elif head == "crf":  # the n-best paths per window: as many as evaluation's n-best lists hold, or top_k if more
-            model_inputs["n_best_size"] = max(self.settings["n_best_size"], top_k)
-            model_inputs["max_answer_length"] = max_answer_len or self.settings["max_answer_length"]
+            model_inputs["n_best_size"] = max(self.settings.n_best_size, top_k)
+            model_inputs["max_answer_length"] = max_answer_len or self.settings.max_answer_length
         else:
             model_inputs.pop("context_mask")
         outputs = self.model(**model_inputs)
@@ -376,8 +374,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     def postprocess(self, windows, top_k=1, max_answer_len=None, handle_impossible_answer=False, null_threshold=None,
                     align_to_words=True):
         settings = self.settings
-        max_answer_len = settings["max_answer_length"] if max_answer_len is None else max_answer_len
-        null_threshold = settings["null_score_diff_threshold"] if null_threshold is None else null_threshold
+        max_answer_len = settings.max_answer_length if max_answer_len is None else max_answer_len
+        null_threshold = settings.null_score_diff_threshold if null_threshold is None else null_threshold
         context = windows[0]["context"]
         # batching adds a leading axis to arrays
         offsets, words = ([np.asarray(w[key]).reshape(-1, 2) for w in windows] for key in ("offsets", "words"))
@@ -393,7 +391,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             results = multi_span_results(best, ranked, float(paths.window_null.min()), top_k, handle_impossible_answer,
                                          null_threshold)
             return results[0] if top_k == 1 else results
-        calibrator = Calibrator.from_settings(settings)
+        calibrator = settings.calibrator
         # A calibrated top answer's evidence includes its margin over the runner-up: find two distinct answers.
         needed = max(top_k, 2) if calibrator else top_k
         # Each window gives its best spans, as transformers 4 takes them (more when that makes fewer than the

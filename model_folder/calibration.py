@@ -2,7 +2,8 @@
 
 Self-contained (numpy only): it is copied into saved model folders beside the question-answering pipeline, which
 reports `probability` with every answer from the calibrator stored in the model's config
-(`qa_settings["calibrator"]`); `run_qa.py --calibrate` fits it on the evaluation questions.
+(`qa_settings["calibrator"]`); `run_qa.py --calibrate` fits it on the evaluation questions
+(`calibration_fitting.py`, which is not shipped).
 
 The evidence is what either head's decoder already ranks answers by (`qa_decoding`): a span's score (span head:
 start + end logit; CRF: log P(tag path)) and the question's null score (no answer: [CLS] logits, or log P(all O)).
@@ -20,12 +21,15 @@ P(empty answer right | null odds), right = the question has no answer. Fitted on
 empty answer.
 """
 
+import math
+from dataclasses import dataclass
+from numbers import Real
+
 import numpy as np
 
 # Margins beyond this many logits say no more than this: it bounds a missing runner-up (a question with a
 # single distinct span) and the null odds of a question without spans.
 MARGIN_CLIP = 30.0
-L2 = 1e-2  # on the weights (not the bias): keeps the fit finite when one margin separates right from wrong
 
 
 def span_margins(texts, scores, null_score):
@@ -61,51 +65,41 @@ def sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def fitted_logistic(features, right, iterations=100):
-    """[bias, weights...] of a logistic regression of `right` (n,) on `features` (n, d), by Newton's method with
-    an L2 penalty on the weights."""
-    x = np.hstack([np.ones((len(features), 1)), np.asarray(features, dtype=np.float64)])
-    y = np.asarray(right, dtype=np.float64)
-    penalty = np.diag([0.0] + [L2] * (x.shape[1] - 1))
-    w = np.zeros(x.shape[1])
-    for _ in range(iterations):
-        p = sigmoid(x @ w)
-        gradient = x.T @ (p - y) + penalty @ w
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + penalty + 1e-9 * np.eye(len(w))
-        step = np.linalg.solve(hessian, gradient)
-        w -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    return w
-
-
+@dataclass(frozen=True)
 class Calibrator:
     """P(right) of span answers and of the empty answer from their margins (see the module docstring).
 
-    span: [bias, weight of the margin over no answer, weight of the margin over the runner-up];
-    empty: [bias, weight of the null odds].
+    span: (bias, weight of the margin over no answer, weight of the margin over the runner-up);
+    empty: (bias, weight of the null odds); questions: how many questions fitted them.
     """
 
-    def __init__(self, span, empty):
-        self.span, self.empty = np.asarray(span, dtype=np.float64), np.asarray(empty, dtype=np.float64)
+    span: tuple[float, float, float]
+    empty: tuple[float, float]
+    questions: int
 
     @classmethod
-    def fit(cls, span_features, span_right, empty_features, empty_right):
-        return cls(fitted_logistic(span_features, span_right), fitted_logistic(empty_features, empty_right))
+    def from_dict(cls, stored):
+        """The calibrator `to_dict` stored; ValueError naming the key and the problem when it is not one."""
+        if not isinstance(stored, dict) or set(stored) != {"span", "empty", "questions"}:
+            raise ValueError(f"must be {{'span': [3 numbers], 'empty': [2 numbers], 'questions': count}}, got "
+                             f"{stored!r:.200}")
+        for key, size in (("span", 3), ("empty", 2)):
+            values = stored[key]
+            if not (isinstance(values, list) and len(values) == size and all(finite_number(v) for v in values)):
+                raise ValueError(f"{key}: must be a list of {size} finite numbers, got {values!r:.200}")
+        questions = stored["questions"]
+        if not isinstance(questions, int) or isinstance(questions, bool) or questions < 1:
+            raise ValueError(f"questions: must be a positive integer, got {questions!r}")
+        return cls(tuple(stored["span"]), tuple(stored["empty"]), questions)
 
-    @classmethod
-    def from_settings(cls, qa_settings):
-        """The calibrator stored in a model's `qa_settings`, or None."""
-        stored = (qa_settings or {}).get("calibrator")
-        return None if stored is None else cls(stored["span"], stored["empty"])
-
-    def to_settings(self, questions):
-        """What `qa_settings["calibrator"]` stores: the coefficients and how many questions fitted them."""
-        return {"span": self.span.tolist(), "empty": self.empty.tolist(), "questions": int(questions)}
+    def to_dict(self):
+        """What a model's config stores under `qa_settings["calibrator"]`."""
+        return {"span": list(self.span), "empty": list(self.empty), "questions": self.questions}
 
     def span_probability(self, margins):
         margins = np.asarray(margins, dtype=np.float64).reshape(-1, 2)
-        return sigmoid(self.span[0] + margins @ self.span[1:])
+        span = np.asarray(self.span, dtype=np.float64)
+        return sigmoid(span[0] + margins @ span[1:])
 
     def empty_probability(self, null_odds):
         return sigmoid(self.empty[0] + np.asarray(null_odds, dtype=np.float64).reshape(-1) * self.empty[1])
@@ -116,18 +110,6 @@ class Calibrator:
         return self.span_probability(margins).tolist(), float(self.empty_probability(null_odds)[0])
 
 
-def reliability(probability, right, bins=15):
-    """Expected calibration error over `bins` equal-width bins, Brier score, and each bin's
-    (count, mean probability, fraction right) for a reliability diagram."""
-    probability, right = np.asarray(probability, dtype=np.float64), np.asarray(right, dtype=np.float64)
-    index = np.minimum((probability * bins).astype(int), bins - 1)
-    count = np.bincount(index, minlength=bins)
-    confidence = np.bincount(index, weights=probability, minlength=bins)
-    accuracy = np.bincount(index, weights=right, minlength=bins)
-    ece = float(np.abs(accuracy - confidence).sum() / max(len(probability), 1))
-    filled = count > 0
-    mean_probability = np.where(filled, confidence / np.maximum(count, 1), np.nan)
-    fraction_right = np.where(filled, accuracy / np.maximum(count, 1), np.nan)
-    return {"ece": ece, "brier": float(np.mean((probability - right) ** 2)) if len(probability) else 0.0,
-            "bins": [{"count": int(c), "probability": None if not f else float(p), "right": None if not f else float(r)}
-                     for c, p, r, f in zip(count, mean_probability, fraction_right, filled)]}
+def finite_number(value):
+    """Whether `value` is a real number (not a bool) and finite."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)

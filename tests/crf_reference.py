@@ -7,13 +7,13 @@ a `CrfForQuestionAnswering`, its best single-span path (the first of its n best)
 Not saved with models: `save_pretrained` copies only `modeling_crf.py` and `crf_decoding.py`, which hold what a loaded
 model runs. The functions taking a `model` read it (its encoder, emission layer and CRF parameters), never change it.
 
-Conventions as in `modeling_crf.py`: `emissions` are `(batch, seq, 3)` BIO tag scores, masks are `(batch, seq)`
-length prefixes (right padding, position 0 on); the CRF arithmetic runs in float32 with autocast disabled.
+Conventions as in `model_folder/modeling_crf.py`: `emissions` are `(batch, seq, 3)` BIO tag scores, masks are
+`(batch, seq)` length prefixes (right padding, position 0 on); the CRF arithmetic runs in float32 with autocast disabled.
 """
 
 import torch
 
-from crf_decoding import (
+from model_folder.crf_decoding import (
     TAG_O,
     crf_allowed_scores,
     crf_boundary_logits,

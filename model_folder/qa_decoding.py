@@ -1,11 +1,11 @@
 """From a model's window outputs to answers: each head's window decoding, and the answers per question.
 
-Self-contained (numpy and the span search beside it): it is copied into saved model folders beside the
-question-answering pipeline. Evaluation's post-processing and the pipeline both call `window_candidates`, so a
-question gets the same candidates, scores and null score from either; `ranked_answers` then ranks them per
-question as evaluation reports them.
+Self-contained (numpy and the span search beside it): model folders carry it beside the question-answering
+pipeline. Evaluation's post-processing and the pipeline both call `window_candidates`, so a question gets the same
+candidates, scores and null score from either; `ranked_answers` then ranks them per question as evaluation reports
+them.
 
-The heads, named by the model config's `qa_settings["head"]`:
+The decoders, named by `QASettings.decoder` (`qa_settings.py`):
 - "span": start/end logits; a window's candidates are its `n_best` best valid spans (`span_decoding.best_spans`,
   exact), scored start + end logit; its null score is the start + end logit of its [CLS] token.
 - "crf": the model decodes in its forward pass (the exact n-best single-span tag paths of each window, at most
@@ -19,10 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-try:  # a module of the model folder's package (trust_remote_code), or of the project
-    from .span_decoding import best_spans, null_scores
-except ImportError:
-    from span_decoding import best_spans, null_scores
+from .span_decoding import best_spans, null_scores
 
 # The model outputs each head's window decoding reads, in the order `window_candidates` takes them.
 OUTPUT_FIELDS = {"span": ("start_logits", "end_logits"), "crf": ("span_start", "span_end", "span_score", "null_score"),
@@ -44,20 +41,6 @@ class WindowCandidates:
     end: np.ndarray
     score: np.ndarray
     window_null: np.ndarray
-
-
-def head_of(config):
-    """The decoding a model config describes: its `qa_settings["head"]`, else "crf" for a CRF model and "span" for any
-    other (folders saved before the setting existed, QA checkpoints saved by transformers); "multi_span" for a CRF
-    model whose config sets `multi_span`."""
-    head = (getattr(config, "qa_settings", None) or {}).get("head")
-    if head is None:
-        head = "crf" if getattr(config, "model_type", None) == "crf_qa" else "span"
-    if head == "crf" and getattr(config, "multi_span", False):
-        head = "multi_span"
-    if head not in OUTPUT_FIELDS:
-        raise ValueError(f"Unknown QA head {head!r} in the model's config (known: {', '.join(OUTPUT_FIELDS)})")
-    return head
 
 
 def window_candidates(head, outputs, context_mask, cls_index, n_best, max_answer_length):
