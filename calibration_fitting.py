@@ -49,9 +49,22 @@ def reliability(probability, right, bins=15):
                      for c, p, r, f in zip(count, mean_probability, fraction_right, filled)]}
 
 
-# Questions --calibrate needs at least: each of its 5 folds then fits on 80 or more and measures 20 or more.
-MIN_CALIBRATION_QUESTIONS = 100
+# --calibrate measures its calibrator by cross-validation over CALIBRATION_FOLDS folds of whole contexts (a
+# context's questions share evidence), each measuring MIN_FOLD_QUESTIONS questions or more.
 CALIBRATION_FOLDS = 5
+MIN_FOLD_QUESTIONS = 20
+MIN_CALIBRATION_QUESTIONS = CALIBRATION_FOLDS * MIN_FOLD_QUESTIONS
+
+
+def context_folds(contexts, folds=CALIBRATION_FOLDS):
+    """(questions,) the fold of each question, its context's: contexts go to folds largest first, each to the fold
+    holding the fewest questions so far, so that fold sizes differ by at most one context's questions."""
+    _, index, sizes = np.unique(np.asarray(contexts, dtype=object), return_inverse=True, return_counts=True)
+    fold_of_context, load = np.empty(len(sizes), dtype=np.int64), np.zeros(folds, dtype=np.int64)
+    for context in np.argsort(-sizes, kind="stable"):
+        fold_of_context[context] = np.argmin(load)
+        load[fold_of_context[context]] += sizes[context]
+    return fold_of_context[index.reshape(-1)]
 
 
 @dataclass
@@ -111,10 +124,9 @@ def calibration_evidence(result, references, contexts):
 def calibration_report(evidence, folds=CALIBRATION_FOLDS):
     """(the calibrator fitted on every question, metrics, reliability bins): expected calibration error and Brier
     score of the calibrated probability of each returned answer, measured by `folds`-fold cross-validation (each
-    question's probability from the calibrator fitted on the other folds; a context's questions in one fold), and
-    of the raw n-best probability."""
-    _, context_index = np.unique(evidence.context, return_inverse=True)
-    fold = np.random.default_rng(0).permutation(context_index.max() + 1)[context_index] % folds
+    question's probability from the calibrator fitted on the other folds; `context_folds`), and of the raw n-best
+    probability."""
+    fold = context_folds(evidence.context, folds)
     out_of_fold = np.empty(len(fold))
     for k in range(folds):
         held_out = fold == k

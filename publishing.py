@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 from huggingface_hub import constants as hub_constants
 from transformers import Trainer
@@ -36,18 +37,21 @@ class PublishingTrainer(Trainer):
 
     Args (beyond `Trainer`'s):
         bundled_files: paths of the code files copied into every saved folder (final and checkpoints).
+        requirements: the requirements.txt of every saved folder (what its code needs), or None.
         model_card: `() -> str`, the README.md of a checkpoint pushed during training (the run's final card is
             given to `create_model_card` / `push_to_hub` as `text`).
     """
 
-    def __init__(self, *args, bundled_files=(), model_card=None, **kwargs):
+    def __init__(self, *args, bundled_files=(), requirements=None, model_card=None, **kwargs):
         self.hub_unavailable = None  # the error that kept init_hf_repo from creating the Hub repo, if any
         super().__init__(*args, **kwargs)
         self.bundled_files = bundled_files
+        self.requirements = requirements
         self.model_card = model_card
 
     def _save(self, output_dir=None, state_dict=None):
-        """Save the model as the Trainer does, with the bundled code beside it (final folder and checkpoints).
+        """Save the model as the Trainer does, with the bundled code and requirements beside it (final folder and
+        checkpoints).
 
         Files are written to a staging folder inside `output_dir` and then renamed into place one by one, so an
         interrupted save never leaves a half-written weights or config file under its final name."""
@@ -60,6 +64,8 @@ class PublishingTrainer(Trainer):
             super()._save(staging, state_dict)
             for path in self.bundled_files:
                 shutil.copy(path, staging)
+            if self.requirements is not None:
+                Path(staging, "requirements.txt").write_text(self.requirements, encoding="utf-8")
             for name in os.listdir(staging):
                 os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
         finally:
@@ -84,13 +90,15 @@ class PublishingTrainer(Trainer):
     def _push_from_checkpoint(self, checkpoint_folder):
         """Push the checkpoint's model as the Trainer does, with all of it: the Trainer copies only config,
         weights and tokenizer into the folder it pushes, while the config names code files (the pipeline's, a
-        custom model's) that a repo without them cannot load; the model card is written beside them. A failed
+        custom model's, with their requirements.txt) that a repo without them cannot load; the model card is
+        written beside them. A failed
         push is logged when it ends (the Trainer runs it in the background and would drop its error)."""
         if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
             return
         if self.hub_unavailable is not None:  # the repo could not be created: the end of the run tries again
             return
-        for path in glob.glob(os.path.join(checkpoint_folder, "*.py")):
+        for path in [*glob.glob(os.path.join(checkpoint_folder, "*.py")),
+                     *glob.glob(os.path.join(checkpoint_folder, "requirements.txt"))]:
             shutil.copy(path, self.args.output_dir)
         self.create_model_card()
         running = set(self.push_in_progress.jobs) if self.push_in_progress is not None else set()

@@ -33,6 +33,12 @@ class ModelArguments:
         metadata={"help": "Lowercase the input (default: as the tokenizer's files say); SpanBERT and other cased "
                           "checkpoints whose Hub repo has only vocab.txt need --do_lower_case false"},
     )
+    new_head: bool = field(
+        default=False,
+        metadata={"help": "The QA head is meant to start fresh: the checkpoint may lack its tensors even though its "
+                          "config names a QA model, or a run that does not train may evaluate it (its answers are "
+                          "then random). Without it such a checkpoint is refused, naming the missing tensors."},
+    )
     emission_relu: bool | None = field(
         default=None, metadata={"help": "run_qa_crf.py: ReLU on the CRF emissions, as the original notebook had "
                                         "(default: as a CRF checkpoint's config says, else off)."}

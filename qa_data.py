@@ -30,6 +30,7 @@ import gzip
 import json
 import logging
 import operator
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,7 +264,7 @@ def read_records(path, columns=SCHEMA_COLUMNS, answers_required=True):
     if any(isinstance(row, dict) and "paragraphs" in row for row in rows):
         return flatten_squad(rows, path)
     if any(isinstance(row, dict) and isinstance(row.get("context"), list) for row in rows):
-        return multispanqa_records(rows, path)
+        return multispanqa_records(rows, path, answers_required)
     return schema_named([(f"record {i}", r) for i, r in enumerate(rows)], path, columns, answers_required)
 
 
@@ -392,10 +393,10 @@ def words_problem(record, name):
     return None
 
 
-def multispanqa_records(rows, path):
+def multispanqa_records(rows, path, answers_required=True):
     """(locator, flat record) pairs of a MultiSpanQA file: records `{"id", "question": [words], "context": [words],
     "label": [one of "B", "I", "O" per context word]}` (other fields, such as `num_span` and `type`, are not read;
-    files of questions to predict on have no `label`).
+    files of questions to predict on have no `label`; elsewhere a record without one is refused).
 
     The question and the context are their words joined by single spaces, as MultiSpanQA's own evaluation joins a
     span's words, so that every gold span is a substring of the context whose text is the span's gold string. A
@@ -404,12 +405,15 @@ def multispanqa_records(rows, path):
     """
     records, problems = [], []
     for i, row in enumerate(rows):
-        where = f"record {i}" + (f" (id {row.get('id')!r})" if isinstance(row, dict) else "")
+        where = f"record {i}"  # the id is added by `validated_columns`, which reads every record on
+        named = where + (f" (id {row.get('id')!r})" if isinstance(row, dict) else "")
         if not isinstance(row, dict):
-            problems.append((where, f"expected an object, found {json_type(row)}"))
+            problems.append((named, f"expected an object, found {json_type(row)}"))
             continue
         problem = words_problem(row, "question") or words_problem(row, "context")
         label = row.get("label")
+        if not problem and label is None and answers_required:
+            problem = "missing field 'label' (a B/I/O tag per context word; all O for a question without answer)"
         if not problem and label is not None:
             if not isinstance(label, list):
                 problem = f"'label' must be a list of B/I/O tags, found {json_type(label)}"
@@ -418,7 +422,7 @@ def multispanqa_records(rows, path):
             else:
                 runs, problem = bio_spans(label)
         if problem:
-            problems.append((where, problem))
+            problems.append((named, problem))
             continue
         words = row["context"]
         word_starts = np.cumsum([0] + [len(word) + 1 for word in words])
@@ -522,36 +526,68 @@ def integer_or_none(value):
     return None
 
 
-def checked_answers(answers, context):
+def visible(text):
+    """Whether `text` holds a character that is neither whitespace nor an invisible format character (a zero-width
+    space or joiner, a direction mark, a soft hyphen)."""
+    return any(not char.isspace() and unicodedata.category(char) != "Cf" for char in text)
+
+
+def overlapping(spans):
+    """The first two (start, end) spans of `spans` that overlap, or None."""
+    ordered = sorted(spans)
+    return next(((a, b) for a, b in zip(ordered, ordered[1:]) if b[0] < a[1]), None)
+
+
+def checked_answers(answers, context, disjoint=False):
     """Answers whose starts point at their texts, the number of starts repaired, and a problem (or None).
 
-    An `answer_start` that does not point at its text is moved to the occurrence of the text nearest to it;
-    an answer whose text does not occur in the context at all is a problem.
+    An `answer_start` that does not point at its text is moved to the occurrence of the text nearest to it (with
+    `disjoint`, the pieces of one multi-span answer: the nearest occurrence that no other piece holds); an answer
+    whose text does not occur in the context (where no other piece is), holds no visible character, or (with
+    `disjoint`) overlaps another piece is a problem.
     """
-    starts, repaired = [], 0
+    texts, given, starts = [], [], []
     for text, start in zip(answers["text"], answers["answer_start"]):
         if not isinstance(text, str) or not text.strip():
             return None, 0, f"answer text {text!r} is empty or not a string"
+        if not visible(text):
+            return None, 0, f"answer text {text!r} holds no visible character (only zero-width or format ones)"
         if not encodable(text):
             return None, 0, f"answer text {text!r} holds an unpaired surrogate (a broken \\uXXXX escape)"
-        given, start = start, integer_or_none(start)
-        if start is None:
-            return None, 0, f"answer_start {given!r} is not an integer"
+        if integer_or_none(start) is None:
+            return None, 0, f"answer_start {start!r} is not an integer"
+        start = integer_or_none(start)
+        texts.append(text)
+        given.append(start)
         # A negative start would slice from the end of the context and could match there by accident.
-        if start < 0 or context[start : start + len(text)] != text:
-            found = occurrences(text, context)
-            if not found:
-                return None, 0, f"answer text {text!r} does not occur in the context (answer_start {start})"
-            start = min(found, key=lambda i: abs(i - start))
-            repaired += 1
-        starts.append(start)
+        starts.append(start if start >= 0 and context[start : start + len(text)] == text else None)
+    placed = [(start, start + len(text)) for text, start in zip(texts, starts) if start is not None]
+    pair = overlapping(placed) if disjoint else None
+    if pair:
+        (a, a_end), (b, b_end) = pair
+        return None, 0, (f"answer spans {context[a:a_end]!r} (at {a}) and {context[b:b_end]!r} (at {b}) overlap: the "
+                         "pieces of a multi-span answer are disjoint")
+    repaired = 0
+    for k, (text, start, asked) in enumerate(zip(texts, starts, given)):
+        if start is not None:
+            continue
+        found = occurrences(text, context)
+        if disjoint:  # another piece's place is not this one's
+            found = [i for i in found if overlapping([*placed, (i, i + len(text))]) is None]
+        if not found:
+            where = " where no other piece of the answer is" if disjoint and occurrences(text, context) else ""
+            return None, 0, f"answer text {text!r} does not occur in the context{where} (answer_start {asked})"
+        starts[k] = min(found, key=lambda i: abs(i - asked))
+        placed.append((starts[k], starts[k] + len(text)))
+        repaired += 1
     return {"text": list(answers["text"]), "answer_start": starts}, repaired, None
 
 
-def validated_columns(records, source, answers_required=True):
+def validated_columns(records, source, answers_required=True, disjoint=False):
     """Column dict of checked records; raises QADataError listing every unusable record.
 
-    With `answers_required` off (questions to predict on) a record without answers gets an empty answer list.
+    With `answers_required` off (questions to predict on) a record without answers gets an empty answer list. With
+    `disjoint` (multi-span answers, whose spans are the pieces of one answer) a record's spans may not overlap.
     """
     problems, repaired = [], 0
     columns = {name: [] for name in QUESTION_FEATURES}
@@ -570,7 +606,7 @@ def validated_columns(records, source, answers_required=True):
         if not found and ids[record["id"]] > 1:  # every copy is listed, so the message names all of them
             found = [f"duplicate id: {ids[record['id']]} records share it"]
         if not found:
-            answers, fixed, problem = checked_answers(record["answers"], record["context"])
+            answers, fixed, problem = checked_answers(record["answers"], record["context"], disjoint)
             found = [problem] if problem else []
             repaired += fixed
         if found:
@@ -587,17 +623,21 @@ def validated_columns(records, source, answers_required=True):
     return columns
 
 
-def spans_as_answers(records, source):
+def spans_as_answers(records, source, answers_required=True):
     """(records, multi_span): records whose answers are multi-span (any record carries `spans`) with their spans
     as their `answers`, and whether they were; QADataError for a record of such a file that gives `answers` instead
-    (one file holds one kind of answer)."""
+    (one file holds one kind of answer), or no `spans` where answers are required."""
     if not any(isinstance(record, dict) and "spans" in record for _, record in records):
         return records, False
-    mixed = [(where, "gives 'answers' where the file's other records give 'spans' (the pieces of one multi-span "
-                     "answer): use 'spans' throughout") for where, record in records
-             if isinstance(record, dict) and "answers" in record]
-    if mixed:
-        raise QADataError(problems_message(source, mixed))
+    problems = []
+    for where, record in records:
+        if isinstance(record, dict) and "answers" in record:
+            problems.append((where, "gives 'answers' where the file's other records give 'spans' (the pieces of one "
+                                    "multi-span answer): use 'spans' throughout"))
+        elif isinstance(record, dict) and "spans" not in record and answers_required:
+            problems.append((where, "missing field 'spans' (its answer's pieces; [] for a question without answer)"))
+    if problems:
+        raise QADataError(problems_message(source, problems))
     return [(where, {**record, "answers": record.pop("spans", None)} if isinstance(record, dict) else record)
             for where, record in records], True
 
@@ -606,8 +646,8 @@ def question_set(records, source, answers_required):
     """`QuestionSet` of the checked records. Questions to predict on that come without answers (all of them, or some:
     a warning says how many) are not labelled; questions whose answers are all empty are: they are scored as
     unanswerable. Records that carry `spans` make a multi-span set."""
-    records, multi = spans_as_answers(records, source)
-    columns = validated_columns(records, source, answers_required)
+    records, multi = spans_as_answers(records, source, answers_required)
+    columns = validated_columns(records, source, answers_required, disjoint=multi)
     missing = 0 if answers_required else sum(answers_dict(r.get("answers")) is None for _, r in records)
     if missing and missing < len(records):
         logger.warning(f"{source}: {missing} of {len(records)} questions have no answers: predictions are written "

@@ -16,16 +16,19 @@ from dataclasses import dataclass
 from typing import Callable
 
 import datasets
+import numpy as np
 import transformers
 from transformers import set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
 
 import model_card
-from calibration_fitting import CALIBRATION_FOLDS, MIN_CALIBRATION_QUESTIONS, calibration_evidence, calibration_report
+from calibration_fitting import (CALIBRATION_FOLDS, MIN_CALIBRATION_QUESTIONS, MIN_FOLD_QUESTIONS, calibration_evidence,
+                                 calibration_report, context_folds)
 from metrics.multispanqa.compute_score import multispan_scores
 from metrics.squad_v2.compute_score import squad_v1_scores, squad_v2_scores
-from model_folder import PIPELINE_ENTRY, PIPELINE_FILES
+from model_folder import PIPELINE_ENTRY, PIPELINE_FILES, requirements_txt
+from model_folder.qa_decoding import ModelOutputError
 from model_folder.qa_settings import CRF_MODEL_TYPE, head_mismatch
 from model_folder.qa_windows import WindowCollator
 from outputs import OutputError, save_metrics, write_config, write_json_atomically, write_prediction_files
@@ -41,8 +44,9 @@ from window_cache import cached_windows, windows_key
 logger = logging.getLogger(__name__)
 
 # The project's loggers, which `setup_logging` sets to the run's level.
-PROJECT_LOGGERS = (__name__, "qa_data", "unanswerable", "tokenizer_casing", "model_card", "outputs", "publishing",
-                   "model_folder.qa_windows", "metrics.squad_v2.compute_score", "metrics.multispanqa.compute_score")
+PROJECT_LOGGERS = (__name__, "qa_data", "unanswerable", "tokenizer_casing", "window_cache", "model_card", "outputs",
+                   "publishing", "model_folder.qa_windows", "metrics.squad_v2.compute_score",
+                   "metrics.multispanqa.compute_score")
 # The splits a run reads, with the flag that asks for each and the argument that limits its questions.
 SPLITS = {"train": ("do_train", "max_train_samples"), "validation": ("do_eval", "max_eval_samples"),
           "test": ("do_predict", "max_predict_samples")}
@@ -128,11 +132,12 @@ def checkpoint_to_resume(training_args):
 # --- the checkpoint ------------------------------------------------------------------------------------------------
 
 def loaded_model(head, model_args, data_args, hub_kwargs):
-    """`head.load_model`, or CheckpointError naming the checkpoint and why it cannot be loaded (no PyTorch weights,
-    only ONNX ones, an architecture transformers has no question-answering model for, ...)."""
+    """(model, loading report) of `head.load_model`, or CheckpointError naming the checkpoint and why it cannot be
+    loaded (no PyTorch weights, only ONNX ones, an architecture transformers has no question-answering model for,
+    tensors of other shapes than its config's, ...)."""
     try:
         return head.load_model(model_args, data_args, hub_kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: a tensor of another shape than the config's
         path = model_args.model_name_or_path
         onnx_only = os.path.isdir(path) and any(name.endswith(".onnx") for name in os.listdir(path)) and not any(
             name.endswith((".safetensors", ".bin")) for name in os.listdir(path))
@@ -142,23 +147,62 @@ def loaded_model(head, model_args, data_args, hub_kwargs):
 
 
 def has_qa_head(config):
-    """Whether the checkpoint a model was loaded from held a question-answering head (its config names a
-    `*ForQuestionAnswering` architecture), rather than a bare encoder whose head the loader initialised."""
+    """Whether a config names a question-answering model (a `*ForQuestionAnswering` architecture)."""
     return any(name.endswith("ForQuestionAnswering") for name in config.architectures or ())
 
 
-def model_folder_of_checkpoint(model, model_args, training_args):
+def listed(keys, shown=5):
+    """The first `shown` of `keys`, and how many more there are."""
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def checked_weights(model, report, tokenizer, model_args, training_args):
+    """Whether the checkpoint held the model's QA head, once its weights are checked against the model they were
+    loaded into: CheckpointError where tensors of the encoder are missing (they would start random: weights that do
+    not fit the config, an edited `model_type`, a layer lost), where the head's are missing from a checkpoint whose
+    config names a QA model or from a run that does not train (unless --new_head says a fresh head is meant), and
+    where the tokenizer has ids past the embeddings' rows (a tensor of another shape than the model's is as missing).
+    Tensors the model has no place for are logged."""
+    checkpoint, trains = model_args.model_name_or_path, training_args.do_train
+    # a tensor of another shape than the model's is not loaded either: it starts random as a missing one does
+    shapes = {name: f"{name} (its shape {tuple(ours)}, the model's {tuple(model_shape)})"
+              for name, ours, model_shape in report.get("mismatched_keys", ())}
+    missing = sorted({*report.get("missing_keys", ()), *shapes})
+    encoder = [shapes.get(key, key) for key in missing if key.startswith(f"{model.base_model_prefix}.")]
+    head = [shapes.get(key, key) for key in missing if not key.startswith(f"{model.base_model_prefix}.")]
+    if encoder:
+        raise CheckpointError(f"{checkpoint}: its weights lack {len(encoder)} tensor(s) of its {model.config.model_type}"
+                              f" encoder ({listed(encoder)}), which would start random: weights and config do not fit")
+    claims_head = has_qa_head(model.config)
+    if head and not model_args.new_head and (claims_head or not trains):
+        lacking = (f"its config names a QA model ({', '.join(model.config.architectures)}) but its weights lack"
+                   if claims_head else "its weights have no QA head:")
+        raise CheckpointError(f"{checkpoint}: {lacking} {listed(head)}, which would start random. Pass --new_head if "
+                              "a fresh head is meant" + ("" if trains else " (and --do_train to train it)"))
+    unexpected = sorted(report.get("unexpected_keys", ()))
+    if unexpected:  # an encoder checkpoint's pretraining heads are expected; a QA checkpoint's extra tensors are not
+        logger.log(logging.WARNING if claims_head else logging.INFO,
+                   f"{checkpoint}: {len(unexpected)} tensor(s) of its weights have no place in the {type(model).__name__} "
+                   f"and are not used: {listed(unexpected)}")
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise CheckpointError(f"{checkpoint}: its tokenizer has {len(tokenizer)} tokens but the model's embeddings "
+                              f"{rows} rows, so ids from {rows} on have no embedding: give the tokenizer the model was "
+                              "trained with (--tokenizer_name)")
+    return not head
+
+
+def model_folder_of_checkpoint(model, head_loaded, model_args, training_args):
     """Whether a run that does not train writes the checkpoint it loaded as a model folder in --output_dir (its
     tensors as loaded, tokenizer, config with the pipeline settings, pipeline code, card): only a checkpoint that
-    holds a QA head, and not over the checkpoint's own folder. A bare encoder's head would be random: evaluating it
-    warns, and packaging it alone is refused."""
+    held its QA head (`head_loaded`), and not over the checkpoint's own folder. A fresh head would be random:
+    evaluating it (--new_head) warns, and packaging it alone is refused."""
     if training_args.do_train:
         return False
     checkpoint = model_args.model_name_or_path
     evaluates = training_args.do_eval or training_args.do_predict
-    if not has_qa_head(model.config):
-        problem = (f"{checkpoint} has no question-answering head (its architectures: {model.config.architectures}):"
-                   " its QA head would be freshly initialised, random")
+    if not head_loaded:
+        problem = f"{checkpoint} has no question-answering head: its QA head is freshly initialised, random"
         if not evaluates:
             raise CheckpointError(f"{problem}; there is no model to write. Fine-tune it with --do_train, or give a "
                                   "QA checkpoint.")
@@ -175,13 +219,19 @@ def model_folder_of_checkpoint(model, model_args, training_args):
 
 
 def checkpoint(head, model_args, data_args, training_args):
-    """(tokenizer, model, whether the run writes the checkpoint as a model folder) of --model_name_or_path."""
+    """(tokenizer, model, whether the run writes the checkpoint as a model folder) of --model_name_or_path, its
+    weights checked (`checked_weights`)."""
     hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision,
                   "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
     tokenizer = load_tokenizer(model_args.model_name_or_path, hub_kwargs, model_args.tokenizer_name,
                                model_args.config_name, model_args.do_lower_case)
-    model = loaded_model(head, model_args, data_args, hub_kwargs)
-    return tokenizer, model, model_folder_of_checkpoint(model, model_args, training_args)
+    model, report = loaded_model(head, model_args, data_args, hub_kwargs)
+    mismatch = head_mismatch(head.name, model.config.model_type)
+    if mismatch:  # e.g. run_qa.py --trust_remote_code on a CRF folder, whose Auto class loads the CRF model
+        script = "run_qa_crf.py" if model.config.model_type == CRF_MODEL_TYPE else "run_qa.py"
+        raise CheckpointError(f"{model_args.model_name_or_path}: the head {mismatch}: run {script}")
+    head_loaded = checked_weights(model, report, tokenizer, model_args, training_args)
+    return tokenizer, model, model_folder_of_checkpoint(model, head_loaded, model_args, training_args)
 
 
 # --- the questions and the settings ----------------------------------------------------------------------------------
@@ -205,15 +255,19 @@ def chosen_questions(data_args, training_args, cache_dir):
 
 
 def check_calibration_data(questions, source, limited):
-    """--calibrate needs enough single-answer evaluation questions (which the reader has checked carry answers):
-    QADataError otherwise, before any window is cut."""
+    """--calibrate needs single-answer evaluation questions (which the reader has checked carry answers), enough of
+    them and from enough contexts for its folds: QADataError otherwise, before any window is cut."""
     if questions.multi_span:
         raise QADataError(f"{source}: --calibrate calibrates single answers (SQuAD v2); these questions' answers are "
                           "multi-span")
-    if len(questions) < MIN_CALIBRATION_QUESTIONS:
-        raise QADataError(f"{source}: --calibrate needs at least {MIN_CALIBRATION_QUESTIONS} evaluation questions "
-                          f"to fit and measure a calibrator ({CALIBRATION_FOLDS} folds of 20 or more); it has "
-                          f"{len(questions)}" + (" (--max_eval_samples)" if limited else ""))
+    contexts = questions.rows["context"][:]
+    smallest = np.bincount(context_folds(contexts), minlength=CALIBRATION_FOLDS).min()
+    if len(questions) < MIN_CALIBRATION_QUESTIONS or smallest < MIN_FOLD_QUESTIONS:
+        raise QADataError(f"{source}: --calibrate needs at least {MIN_CALIBRATION_QUESTIONS} evaluation questions, "
+                          f"from contexts enough to fill {CALIBRATION_FOLDS} folds of whole contexts with "
+                          f"{MIN_FOLD_QUESTIONS} or more each, to fit and measure a calibrator; it has "
+                          f"{len(questions)}" + (" (--max_eval_samples)" if limited else "") +
+                          f" from {len(set(contexts))} context(s), and the smallest fold would hold {smallest}")
 
 
 def run_settings(head, model, questions, data_args, model_args):
@@ -228,10 +282,6 @@ def run_settings(head, model, questions, data_args, model_args):
         else:
             logger.warning("Multi-span training data: a span model learns the first span of each answer and answers "
                            "with one span (run_qa_crf.py answers with all of them)")
-    mismatch = head_mismatch(head.name, model.config.model_type)
-    if mismatch:
-        script = "run_qa_crf.py" if model.config.model_type == CRF_MODEL_TYPE else "run_qa.py"
-        raise CheckpointError(f"{model_args.model_name_or_path}: the head {mismatch}: run {script}")
     settings = dataclasses.replace(data_args.qa_settings(head.name),
                                    multi_span=bool(getattr(model.config, "multi_span", False)))
     if data_args.calibrate:
@@ -384,6 +434,7 @@ def qa_trainer(head, model, tokenizer, settings, questions, windows, card, data_
         parameter_groups=head.parameter_groups,
         model_card=card,
         bundled_files=PIPELINE_FILES,
+        requirements=requirements_txt(settings.head),
     )
 
 
@@ -509,6 +560,6 @@ def main(head, argv=None):
         raise SystemExit(f"error: {err}") from None
     try:
         return run(head, model_args, data_args, training_args)
-    except (QADataError, CheckpointError, HubPushError, OutputError) as err:
+    except (QADataError, CheckpointError, HubPushError, OutputError, ModelOutputError) as err:
         logger.error(str(err))
         raise SystemExit(f"error: {err}") from None

@@ -12,9 +12,12 @@ from qa_runner import Head, main
 
 
 def load_span_model(model_args, data_args, hub_kwargs):
-    """A start/end-logit QA model; the QA head starts fresh when the checkpoint is a plain encoder."""
+    """(A start/end-logit QA model, its loading report); the QA head starts fresh when the checkpoint is a plain
+    encoder."""
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs)
-    return AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path, config=config, **hub_kwargs)
+    return AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path, config=config,
+                                                         output_loading_info=True, ignore_mismatched_sizes=True,
+                                                         **hub_kwargs)
 
 
 SPAN_HEAD = Head(name="span", load_model=load_span_model, label_scheme="span")

@@ -13,14 +13,15 @@ from qa_runner import Head, main
 
 
 def load_crf_model(model_args, data_args, hub_kwargs):
-    """Encoder + emissions + CRF, decoding the `--n_best_size` best single-span paths of at most
-    `--max_answer_length` tokens; from a plain encoder checkpoint the head and the CRF start fresh. `--config_name`
-    names a CRF config, or the encoder's."""
+    """(Encoder + emissions + CRF, its loading report), decoding the `--n_best_size` best single-span paths of at
+    most `--max_answer_length` tokens; from a plain encoder checkpoint the head and the CRF start fresh.
+    `--config_name` names a CRF config, or the encoder's."""
     config = AutoConfig.from_pretrained(model_args.config_name, **hub_kwargs) if model_args.config_name else None
     given = {} if model_args.emission_relu is None else {"emission_relu": model_args.emission_relu}
     return CrfForQuestionAnswering.from_pretrained(
         model_args.model_name_or_path, config=config, n_best_size=data_args.n_best_size,
-        max_answer_length=data_args.max_answer_length, **given, **hub_kwargs
+        max_answer_length=data_args.max_answer_length, output_loading_info=True, ignore_mismatched_sizes=True, **given,
+        **hub_kwargs
     )
 
 

@@ -38,10 +38,13 @@ def peak_rss_mib(command, cwd):
 
 
 def eval_command(args, head, questions, output_dir):
+    # a fresh QA head on an encoder is asked for (--new_head) where the checkout has the flag: older ones do not
+    arguments = Path(args.code_dir) / "qa_arguments.py"
+    new_head = ["--new_head"] if arguments.exists() and "new_head" in arguments.read_text() else []
     return [sys.executable, str(Path(args.code_dir) / SCRIPTS[head]), "--model_name_or_path", args.model,
             "--validation_file", args.dev_file, "--version_2_with_negative", "--do_eval",
             "--max_eval_samples", str(questions), "--per_device_eval_batch_size", "32", "--output_dir", output_dir,
-            "--report_to", "none", "--disable_tqdm", "true"]
+            "--report_to", "none", "--disable_tqdm", "true", *new_head]
 
 
 def main(argv=None):

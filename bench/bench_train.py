@@ -65,7 +65,8 @@ def load_model(head, model_path):
 
     hub_kwargs = {"cache_dir": None, "revision": "main", "token": None, "trust_remote_code": False}
     # run_qa.py's default data arguments: the head decodes as evaluation does by default
-    return head.load_model(ModelArguments(model_name_or_path=model_path), common.qa_data_args(), hub_kwargs)
+    model, _ = head.load_model(ModelArguments(model_name_or_path=model_path), common.qa_data_args(), hub_kwargs)
+    return model
 
 
 def make_trainer_parts():

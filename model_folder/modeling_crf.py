@@ -29,8 +29,20 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import transformers
 from torch import nn
-from torchcrf import CRF
+
+# What a process without them would otherwise say (transformers asks for "torchcrf", another project on PyPI, and
+# transformers 4 fails on the first name it lacks): the model's requirements, which the folder's requirements.txt lists.
+if int(transformers.__version__.split(".")[0]) < 5:
+    raise ImportError(f"The CRF question-answering model needs transformers 5 (its config and loading are transformers "
+                      f"5's; 5.24 or later tested), and this process has transformers {transformers.__version__}: "
+                      "pip install -r requirements.txt (in the model folder)")
+try:
+    from torchcrf import CRF
+except ImportError as err:
+    raise ImportError("The CRF question-answering model needs pytorch-crf (its module is torchcrf): pip install "
+                      "pytorch-crf==0.7.2, or pip install -r requirements.txt in the model folder") from err
 
 from transformers import (
     AutoConfig,
@@ -340,11 +352,13 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
         model.eval()  # like `from_pretrained`
 
         if output_loading_info:
-            prefixed = {
-                name: {f"{cls.base_model_prefix}.{key}" if isinstance(key, str) else key for key in keys}
-                for name, keys in loading_info.items()
-                if name != "error_msgs"
-            }
+            def prefixed_key(key):  # a name, or a mismatched tensor's (name, its shape, the model's)
+                if isinstance(key, tuple):
+                    return (prefixed_key(key[0]), *key[1:])
+                return f"{cls.base_model_prefix}.{key}" if isinstance(key, str) else key
+
+            prefixed = {name: {prefixed_key(key) for key in keys} for name, keys in loading_info.items()
+                        if name != "error_msgs"}
             head = {name for name, _ in model.named_parameters() if not name.startswith(cls.base_model_prefix + ".")}
             prefixed["missing_keys"] = set(prefixed.get("missing_keys", ())) | head
             prefixed["error_msgs"] = loading_info.get("error_msgs", [])

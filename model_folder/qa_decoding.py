@@ -43,6 +43,22 @@ class WindowCandidates:
     window_null: np.ndarray
 
 
+class ModelOutputError(ValueError):
+    """The model's outputs cannot be decoded into answers: they are not numbers (NaN) or not finite."""
+
+
+def check_decodable(finite, scores=()):
+    """ModelOutputError unless every value of the arrays `finite` is finite and no value of the arrays `scores` is NaN
+    or +inf (-inf marks the paths a CRF window does not have): the outputs of a model whose training diverged (an fp16
+    overflow, a learning rate too high) are not numbers, and no answer can be read from them."""
+    if all(np.isfinite(value).all() for value in finite) and \
+            not any((np.isnan(value) | (value == np.inf)).any() for value in scores):
+        return
+    raise ModelOutputError("The model's outputs are not finite numbers (NaN or infinite scores), so no answer can be "
+                           "read from them: its weights are broken, as a diverged training run leaves them (an fp16 "
+                           "overflow, too high a learning rate); retrain it or load another checkpoint")
+
+
 def window_candidates(head, outputs, context_mask, cls_index, n_best, max_answer_length):
     """Each window's `n_best` best answer candidates and its null score (`WindowCandidates`; `WindowPaths` for
     "multi_span").
@@ -59,12 +75,17 @@ def window_candidates(head, outputs, context_mask, cls_index, n_best, max_answer
             applies it in its own decoding).
     """
     if head == "multi_span":
+        check_decodable(finite=[np.asarray(outputs[5])], scores=[np.asarray(outputs[2]), np.asarray(outputs[4])])
         return window_paths(outputs, n_best)
     if head == "span":
         width = context_mask.shape[1]
         start_logits, end_logits = (np.asarray(o, dtype=np.float32)[:, :width] for o in outputs)
+        read = context_mask.copy()
+        read[np.arange(len(cls_index)), cls_index] = True  # the tokens whose logits make spans and null scores
+        check_decodable(finite=[start_logits[read], end_logits[read]])
         window, start, end, score = best_spans(start_logits, end_logits, context_mask, n_best, max_answer_length)
         return WindowCandidates(window, start, end, score, null_scores(start_logits, end_logits, cls_index))
+    check_decodable(finite=[np.asarray(outputs[3])], scores=[np.asarray(outputs[2])])
     null_score = np.asarray(outputs[3], dtype=np.float32).reshape(-1)
     span_start, span_end, span_score = (np.asarray(o).reshape(len(null_score), -1)[:, :n_best] for o in outputs[:3])
     window, slot = np.nonzero(np.isfinite(span_score))  # by window, then best first
@@ -193,24 +214,47 @@ def window_paths(outputs, n_best):
 
 
 def without_overlaps(spans):
-    """The spans (dicts with character `start`, `end` and `score`), each context span once: the more probable of two
-    that overlap kept (equal ones are one span), in context order."""
+    """The spans (dicts with character `start`, `end`, `score` and `cut`), each context span once: of two that
+    overlap, the one a window's edge does not cut, else the more probable, is kept (equal ones are one span), in
+    context order."""
     kept = []
-    for span in sorted(spans, key=lambda span: -span["score"]):
+    for span in sorted(spans, key=lambda span: (span["cut"], -span["score"])):
         if not any(span["start"] < other["end"] and other["start"] < span["end"] for other in kept):
             kept.append(span)
     return sorted(kept, key=lambda span: span["start"])
 
 
-def spans_of_paths(offsets, paths):
-    """Per path of `paths` (`WindowPaths`), its spans as `{"start", "end", "score"}`: character offsets (from the
-    (windows, length, 2) `offsets`) and log marginal probability."""
+def edge_cuts(offsets, window_question):
+    """(first, last, cut_first, cut_last): each window's first and last context tokens, and whether its context goes
+    on before the first (after the last) in another window of its question, so that a span there may be cut.
+
+    offsets: (windows, length, 2) character offsets, -1 off the context; window_question: (windows,) question index.
+    """
+    context = offsets[..., 0] >= 0
+    rows = np.arange(len(context))
+    first, last = context.argmax(axis=1), context.shape[1] - 1 - context[:, ::-1].argmax(axis=1)
+    first_char, last_char = offsets[rows, first, 0], offsets[rows, last, 1]
+    questions = window_question.max(initial=-1) + 1
+    question_first, question_last = np.full(questions, np.iinfo(np.int64).max), np.full(questions, -1)
+    np.minimum.at(question_first, window_question, first_char)
+    np.maximum.at(question_last, window_question, last_char)
+    return first, last, first_char > question_first[window_question], last_char < question_last[window_question]
+
+
+def spans_of_paths(offsets, window_question, paths):
+    """Per path of `paths` (`WindowPaths`), its spans as `{"start", "end", "score", "cut"}`: character offsets (from
+    the (windows, length, 2) `offsets`), log marginal probability, and whether it touches an edge of its window
+    where the context goes on in another window of the question (`window_question`), so it may be a cut copy."""
     windows = paths.window[paths.span_path]
     char_start = offsets[windows, paths.start, 0].tolist()
     char_end = offsets[windows, paths.end, 1].tolist()
+    first, last, cut_first, cut_last = edge_cuts(offsets, window_question)
+    cut = (((paths.start == first[windows]) & cut_first[windows]) |
+           ((paths.end == last[windows]) & cut_last[windows])).tolist()
     spans = [[] for _ in paths.window]
-    for path, start, end, score in zip(paths.span_path.tolist(), char_start, char_end, paths.span_score.tolist()):
-        spans[path].append({"start": start, "end": end, "score": score})
+    for path, start, end, score, edge in zip(paths.span_path.tolist(), char_start, char_end,
+                                             paths.span_score.tolist(), cut):
+        spans[path].append({"start": start, "end": end, "score": score, "cut": edge})
     return spans
 
 
@@ -219,8 +263,8 @@ def multi_span_answers(contexts, window_question, offsets, paths, n_best, with_n
 
     Each window whose best path is more probable than its all-O path by at least the margin `threshold` allows
     (null score - path score <= threshold) contributes that path's spans; the answer is the spans of the question's
-    contributing windows, each context span once (`without_overlaps`: a span in two overlapping windows, or cut by
-    one window's edge, is reported by its more probable copy), its score the best contributing path's. Where no
+    contributing windows, each context span once (`without_overlaps`: a span in two overlapping windows is reported
+    by its copy that no window edge cuts, else by its more probable copy), its score the best contributing path's. Where no
     window contributes, the answer is empty with `with_null` (SQuAD v2) and the most probable path's spans
     otherwise. The null odds are the least null score - best path score of the question's windows.
 
@@ -235,7 +279,7 @@ def multi_span_answers(contexts, window_question, offsets, paths, n_best, with_n
         `SPAN_SEPARATOR`; ranked: the question's `n_best` most probable paths as answers, with "probability" (the
         softmax of the listed scores) and, with `with_null`, the empty answer at its rank.
     """
-    path_spans = spans_of_paths(offsets, paths)
+    path_spans = spans_of_paths(offsets, window_question, paths)
     question_windows, question_paths, window_best = [[] for _ in contexts], [[] for _ in contexts], {}
     for window, question in enumerate(window_question.tolist()):
         question_windows[question].append(window)
@@ -246,7 +290,8 @@ def multi_span_answers(contexts, window_question, offsets, paths, n_best, with_n
     def answer(context, spans, score):
         # each context span once: spans of overlapping windows, or of one path widened into one word by word-aligned
         # offsets (the pipeline's)
-        spans = [{"text": context[s["start"]:s["end"]], **s} for s in without_overlaps(spans)]
+        spans = [{"text": context[s["start"]:s["end"]], "start": s["start"], "end": s["end"], "score": s["score"]}
+                 for s in without_overlaps(spans)]
         return {"text": SPAN_SEPARATOR.join(s["text"] for s in spans), "spans": spans, "score": score}
 
     results = []

@@ -19,6 +19,7 @@ model whose config stores a calibrator (`run_qa.py --calibrate`) adds each answe
 import itertools
 import math
 import operator
+import warnings
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
 
@@ -26,6 +27,8 @@ import numpy as np
 import torch
 from transformers.pipelines.base import ChunkPipeline
 
+from .calibration import Calibrator  # noqa: F401  (these two named here because transformers 4 copies only the
+from .span_decoding import best_spans  # noqa: F401  pipeline's own imports into the modules it loads)
 from .qa_decoding import OUTPUT_FIELDS, multi_span_answers, window_candidates
 from .qa_settings import QASettings
 from .qa_windows import WindowCollator, max_question_tokens, window_features
@@ -34,6 +37,11 @@ from .qa_windows import WindowCollator, max_question_tokens, window_features
 EXTRAS = ("offsets", "words", "cls_index", "context", "is_last")
 # What an answer holds, as transformers 4's pipeline returns it (and `probability` for a calibrated model).
 ANSWER_FIELDS = ("score", "start", "end", "answer")
+# The call's parameters (transformers 4's, `topk` its deprecated spelling of `top_k`, and this pipeline's
+# `null_score_diff_threshold`); `padding` values as transformers 4 took them.
+PARAMETERS = ("top_k", "doc_stride", "max_seq_len", "max_question_len", "max_answer_len", "handle_impossible_answer",
+              "align_to_words", "null_score_diff_threshold", "batch_size", "num_workers", "padding", "topk")
+PADDINGS = (None, True, False, "longest", "max_length", "do_not_pad")
 # Questions whose windows a batched call sorts by length together (evaluation sorts all of them).
 SORTED_QUESTIONS = 256
 
@@ -57,7 +65,7 @@ def checked(item, where):
     """`item` as the pipeline's {"question", "context"} input (other keys, such as a dataset row's, are ignored).
 
     As transformers 4's pipeline: KeyError for a dict without one of the keys, ValueError for a text that is None,
-    empty or not a string.
+    empty or not a string; ValueError too for a text that is no Unicode (an unpaired surrogate).
     """
     if not isinstance(item, Mapping):
         raise ValueError(f"{where}: expected a {{'question': ..., 'context': ...}} dict, got {item!r:.100}")
@@ -67,6 +75,12 @@ def checked(item, where):
         value = item[name]
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{where}: '{name}' must be a non-empty string, got {value!r:.100}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{where}: '{name}' holds an unpaired surrogate at character {err.start} (half of a "
+                             f"broken \\uXXXX escape, such as a JSON-escaped emoji cut in two): {value!r:.100}"
+                             ) from None
     return {"question": item["question"], "context": item["context"]}
 
 
@@ -221,14 +235,16 @@ def multi_span_result(answer):
 
 
 def multi_span_results(best, ranked, null, top_k, with_null, threshold):
-    """`top_k` answers of a multi-span model: its answer `best` (the spans of every window that answers, as
-    evaluation's), then its other most probable paths `ranked`; with `with_null`, the empty answer (score: the
-    `null` log-probability) first where no window answers, else among the paths at its rank lowered by the
-    threshold, as for a span model."""
-    def key(answer):
-        return tuple((s["start"], s["end"]) for s in answer["spans"])
-
-    paths = [a for a in ranked if a["spans"] and key(a) != key(best)]
+    """`top_k` distinct answers of a multi-span model: its answer `best` (the spans of every window that answers, as
+    evaluation's), then its other most probable paths `ranked` whose text differs from every answer before it
+    (ignoring case: paths of other windows, or other cuts of the same words, can read alike); with `with_null`, the
+    empty answer (score: the `null` log-probability) first where no window answers, else among the paths at its rank
+    lowered by the threshold, as for a span model."""
+    seen, paths = {best["text"].lower()}, []
+    for answer in ranked:
+        if answer["spans"] and answer["text"].lower() not in seen:
+            seen.add(answer["text"].lower())
+            paths.append(answer)
     if with_null:
         empty = {"text": "", "spans": [], "score": null}
         if best["spans"]:
@@ -301,7 +317,15 @@ class QuestionAnsweringPipeline(ChunkPipeline):
 
     def _sanitize_parameters(self, top_k=None, doc_stride=None, max_seq_len=None, max_question_len=None,
                              max_answer_len=None, handle_impossible_answer=None, align_to_words=None,
-                             null_score_diff_threshold=None, **kwargs):
+                             null_score_diff_threshold=None, topk=None, padding=None, **unknown):
+        if unknown:
+            raise ValueError(f"Unknown parameter(s) of the question-answering pipeline: {', '.join(sorted(unknown))}"
+                             f" (its parameters: {', '.join(PARAMETERS)})")
+        if topk is not None:  # as transformers 4 took it
+            warnings.warn("The pipeline's `topk` is deprecated: use `top_k`", FutureWarning, stacklevel=3)
+            top_k = topk if top_k is None else top_k
+        if padding not in PADDINGS:  # windows are padded per batch whatever is asked: no answer depends on it
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         # Only what was passed: transformers merges these over the parameters given when the pipeline was built.
         check_counts(1, top_k=top_k, max_seq_len=max_seq_len, max_question_len=max_question_len,
                      max_answer_len=max_answer_len)
@@ -360,11 +384,16 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     def _forward(self, inputs, top_k=1, max_answer_len=None):
         model_inputs = {k: v for k, v in inputs.items() if k not in EXTRAS}
         head = self.head
+        max_answer_len = max_answer_len or self.settings.max_answer_length
+        # A window has at most this many answers of one span, as the span head finds: more paths than that are not
+        # asked of the CRF's search, whatever top_k says (its work and memory grow with the paths asked)
+        spans = int(model_inputs["context_mask"].sum(dim=1).max())
+        most_paths = max(spans * min(spans, max_answer_len), 1)
         if head == "multi_span":  # an answer needs each window's best path; top_k more answers one more path
-            model_inputs["n_best_size"] = top_k + 1
+            model_inputs["n_best_size"] = min(top_k + 1, most_paths)
         elif head == "crf":  # the n-best paths per window: as many as evaluation's n-best lists hold, or top_k if more
-            model_inputs["n_best_size"] = max(self.settings.n_best_size, top_k)
-            model_inputs["max_answer_length"] = max_answer_len or self.settings.max_answer_length
+            model_inputs["n_best_size"] = min(max(self.settings.n_best_size, top_k), most_paths)
+            model_inputs["max_answer_length"] = max_answer_len
         else:
             model_inputs.pop("context_mask")
         outputs = self.model(**model_inputs)
@@ -420,12 +449,10 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         """The head's `OUTPUT_FIELDS` of a question's windows as arrays, one row per window (logits cut to each
         window's `lengths` tokens, out of a batch padded on the right, and padded with -1e4 to the longest)."""
         fields = OUTPUT_FIELDS[self.head]
-        if self.head == "multi_span":  # windows list different numbers of spans
-            fills = {"span_start": 0, "span_end": 0, "span_score": -np.inf, "span_path": -1}
+        if self.head != "span":  # windows of batches that asked for different numbers of paths, or list other spans
+            fills = {"span_score": -np.inf, "path_score": -np.inf, "span_path": -1}
             rows = ([w[f].numpy().reshape(-1) for w in windows] for f in fields)
             return tuple(stacked(row, fills.get(f, 0), row[0].dtype) for f, row in zip(fields, rows))
-        if self.head == "crf":
-            return tuple(np.concatenate([w[f].numpy().reshape(1, -1) for w in windows]) for f in fields)
         return tuple(stacked([w[f].reshape(-1).numpy()[:length] for w, length in zip(windows, lengths)], -1e4,
                              np.float32) for f in fields)
 

@@ -4,9 +4,10 @@ pipeline, and the collator that pads their batches.
 Self-contained (a tokenizer, numpy and torch are all it needs): it is copied into saved model folders beside the
 question-answering pipeline, so inference cuts windows exactly as evaluation does.
 
-Every window is `[CLS] question [SEP] context [SEP]` (in the tokenizer's own special tokens) and batches are padded
-on the right, whatever the tokenizer's `padding_side` says: the answer's token positions, the logits read at them
-and the CRF's length-prefix masks then mean the same thing for every tokenizer.
+Every window is `[CLS] question [SEP] context [SEP]` (in the tokenizer's own special tokens), a context is cut into
+windows from its start and batches are padded on the right, whatever the tokenizer's `truncation_side` and
+`padding_side` say: the answer's token positions, the logits read at them and the CRF's length-prefix masks then
+mean the same thing for every tokenizer.
 """
 
 import logging
@@ -54,17 +55,23 @@ def tokenized_windows(questions, contexts, ids, tokenizer, max_seq_length=384, d
     if max_question_len is not None:
         max_tokens = min(max_tokens, max_question_len)
     questions = capped_questions([q.lstrip() for q in questions], ids, tokenizer, max_tokens)
-    return tokenizer(
-        questions,
-        contexts,
-        truncation="only_second",
-        max_length=max_seq_length,
-        stride=doc_stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        padding="max_length" if pad_to_max_length else False,
-        padding_side="right",
-    )
+    # Windows follow the context from its start whatever side the tokenizer truncates on (a call cannot say, so its
+    # setting is set for the call and restored)
+    side, tokenizer.truncation_side = tokenizer.truncation_side, "right"
+    try:
+        return tokenizer(
+            questions,
+            contexts,
+            truncation="only_second",
+            max_length=max_seq_length,
+            stride=doc_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding="max_length" if pad_to_max_length else False,
+            padding_side="right",
+        )
+    finally:
+        tokenizer.truncation_side = side
 
 
 def context_offsets(encoded):

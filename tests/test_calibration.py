@@ -165,22 +165,31 @@ def test_without_a_calibrator_there_is_no_probability(learned, questions):
      "needs --do_eval and SQuAD v2 data"),
     (["--validation_file", DEV, "--do_eval"], "needs --do_eval and SQuAD v2 data"),
     (["--validation_file", DEV, "--version_2_with_negative", "--do_eval"],
-     f"{DEV}: --calibrate needs at least 100 evaluation questions .* it has 19"),
+     f"{DEV}: --calibrate needs at least 100 evaluation questions.* it has 19"),
     (["--validation_file", TRAIN, "--version_2_with_negative", "--do_eval", "--max_eval_samples", "60"],
      "it has 60 \\(--max_eval_samples\\)"),
     (["--validation_file", "UNLABELLED", "--version_2_with_negative", "--do_eval"],
      "UNLABELLED: no column 'answers'"),  # the reader's check: evaluation questions carry answers
+    (["--validation_file", "ONE_CONTEXT", "--version_2_with_negative", "--do_eval"],
+     "ONE_CONTEXT: --calibrate needs .* folds of whole contexts .* it has 150 from 1 context\\(s\\), and the "
+     "smallest fold would hold 0"),
 ])
 def test_calibrate_without_enough_labelled_questions_is_refused_before_any_work(tiny_bert_dir, tmp_path, args,
                                                                                  message):
     unlabelled = tmp_path / "unlabelled.jsonl"
     unlabelled.write_text("".join(json.dumps({"id": f"q{i}", "question": "Who?", "context": "Ann and Bo."}) + "\n"
                                   for i in range(150)))
-    args = [str(unlabelled) if a == "UNLABELLED" else str(a) for a in args]
-    message = message.replace("UNLABELLED", str(unlabelled))
+    one_context = tmp_path / "one-context.jsonl"
+    one_context.write_text("".join(json.dumps({"id": f"q{i}", "question": "Who?", "context": "Ann and Bo.",
+                                               "answers": {"text": ["Ann"], "answer_start": [0]}}) + "\n"
+                                   for i in range(150)))
+    files = {"UNLABELLED": str(unlabelled), "ONE_CONTEXT": str(one_context)}
+    args = [files.get(a, str(a)) for a in args]
+    for name, path in files.items():
+        message = message.replace(name, re.escape(path))
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as refused:
-        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(tiny_bert_dir), "--calibrate", *args,
+        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(tiny_bert_dir), "--calibrate", *args, "--new_head",
                                    "--output_dir", str(out), "--report_to", "none"])
     assert re.search(message, str(refused.value)), str(refused.value)
     assert not out.exists() or not any(out.iterdir())

@@ -1,5 +1,6 @@
-"""The Inference Endpoints handler every model folder carries, loaded as an endpoint loads it: from the folder, in a
-fresh process that cannot import the project."""
+"""The Inference Endpoints handler every model folder carries, loaded as the Endpoints toolkit loads it: from the
+folder, in a fresh process that cannot import the project; on transformers 5 and on the toolkit's transformers
+4.51 (a side installation beside the venv's torch)."""
 
 import json
 import os
@@ -10,25 +11,38 @@ import textwrap
 import pytest
 from transformers import pipeline
 
-from tests.conftest import HEADS
+from tests.conftest import HEADS, ROOT
 
+# As the toolkit loads a custom handler: the folder first on sys.path, handler.py imported from its file,
+# EndpointHandler(path) built once, each request's answer serialised with orjson (which refuses NaN).
 ENDPOINT = textwrap.dedent("""
     import importlib.util, json, sys
+    import orjson
     assert importlib.util.find_spec("qa_pipeline") is None, "the project is importable"
     folder, requests = sys.argv[1], json.loads(sys.argv[2])
+    sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location("handler", f"{folder}/handler.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     handler = module.EndpointHandler(folder)
-    print(json.dumps([handler(request) for request in requests]))
+    print(json.dumps([json.loads(orjson.dumps(handler(request))) for request in requests]))
 """)
+# The toolkit's transformers (its source pins 4.51.3), installed once beside the venv's torch.
+TRANSFORMERS_4 = "transformers==4.51.3"
 
 
-def served(folder, requests, tmp_path):
+def serving(folder, requests, tmp_path, site=None):
+    """The handler's process run on `requests`: a fresh one outside the project, `site` (a side installation)
+    first on its path."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", ENDPOINT, str(folder), json.dumps(requests)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", **({"PYTHONPATH": str(site)} if site else {}))
+    return subprocess.run([sys.executable, "-c", ENDPOINT, str(folder), json.dumps(requests)], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def served(folder, requests, tmp_path, site=None):
+    """The answers the handler's process gives to `requests`."""
+    result = serving(folder, requests, tmp_path, site)
     assert result.returncode == 0, result.stderr[-5000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -61,3 +75,44 @@ def test_a_request_without_inputs_is_refused_with_the_expected_shape(learned, tm
         handler({"question": "Who?", "context": "Bob."})
     with pytest.raises(ValueError, match='"parameters" must be an object'):
         handler({"inputs": {"question": "Who?", "context": "Bob."}, "parameters": [3]})
+
+
+@pytest.fixture(scope="module")
+def transformers_4():
+    """A folder holding the toolkit's transformers and its dependencies (not torch): installed once under .cache by
+    pip --target, and reused."""
+    site = ROOT / ".cache" / TRANSFORMERS_4.replace("==", "-")
+    done = site / ".installed"
+    if not done.exists():
+        result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(site),
+                                 "--upgrade", TRANSFORMERS_4], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        if result.returncode != 0:
+            pytest.skip(f"could not install {TRANSFORMERS_4} (no package index?): {result.stdout[-500:]}")
+        done.touch()
+    return site
+
+
+def test_a_span_folder_serves_on_the_toolkits_transformers_4_as_on_5(learned, learned_questions, transformers_4,
+                                                                      tmp_path):
+    """Through the handler and through pipeline() on transformers 4.51 (whose own question-answering task the
+    folder's pipeline replaces): the answers transformers 5 gives, and the folder's requirements are met."""
+    assert "transformers>=4.51" in (learned["span"] / "requirements.txt").read_text()
+    items = [{"question": q["question"], "context": q["context"]} for q in learned_questions.select(range(6))]
+    requests = [{"inputs": items, "parameters": {"top_k": 2, "handle_impossible_answer": True}}]
+    on_4 = served(learned["span"], requests, tmp_path, site=transformers_4)
+    on_5 = served(learned["span"], requests, tmp_path)
+    assert [[(a["answer"], a["start"], a["end"]) for a in answer] for answer in on_4[0]] == \
+        [[(a["answer"], a["start"], a["end"]) for a in answer] for answer in on_5[0]]
+    assert [a["score"] for answer in on_4[0] for a in answer] == \
+        pytest.approx([a["score"] for answer in on_5[0] for a in answer], rel=1e-3, abs=1e-6)
+    assert sum(bool(answer[0]["answer"]) for answer in on_4[0]) >= 3
+
+
+def test_a_crf_folder_on_transformers_4_fails_at_start_saying_what_it_needs(learned, transformers_4, tmp_path):
+    requirements = (learned["crf"] / "requirements.txt").read_text()
+    assert "transformers>=5.24,<6" in requirements and "pytorch-crf==0.7.2" in requirements
+    result = serving(learned["crf"], [], tmp_path, site=transformers_4)
+    assert result.returncode != 0
+    assert "The CRF question-answering model needs transformers 5" in result.stderr
+    assert "this process has transformers 4.51.3: pip install -r requirements.txt" in result.stderr

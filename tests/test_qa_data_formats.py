@@ -304,6 +304,47 @@ def test_bad_multispanqa_records_name_the_file_record_and_problem(tmp_path, chan
     path = write_multispanqa(tmp_path / "bad.json", [dict(MULTISPAN_RECORDS[0], **change), MULTISPAN_RECORDS[1]])
     message = error_message(path)
     assert str(path) in message and "record 0 (id 's1')" in message and problem in message
+    assert "(id 's1') (id" not in message  # the record named once
+
+
+def test_a_multispanqa_record_without_label_is_refused_where_answers_are_read(tmp_path):
+    record = {key: value for key, value in MULTISPAN_RECORDS[1].items() if key != "label"}
+    path = write_multispanqa(tmp_path / "dev.json", [MULTISPAN_RECORDS[0], record])
+    assert "record 1 (id 's2'): missing field 'label' (a B/I/O tag per context word; all O for a question without " \
+           "answer)" in error_message(path)
+    assert not questions_from_file(path, answers_required=False).labelled  # questions to predict on need none
+
+
+def multi_span_file(tmp_path, *spans, context="Ferries sail to Oban and Mull, and to the Isle of Skye."):
+    """A flat multi-span file of one record per `spans` ({"text": [...], "answer_start": [...]}, or None: no field)."""
+    records = [{"id": f"f{i}", "question": "Which ports?", "context": context, **({"spans": answer} if answer else {})}
+               for i, answer in enumerate(spans)]
+    return write_jsonl(tmp_path / "spans.jsonl", records)
+
+
+def test_the_pieces_of_a_multi_span_answer_may_not_overlap(tmp_path):
+    message = error_message(multi_span_file(tmp_path, {"text": ["Isle of Skye", "Skye"], "answer_start": [42, 50]}))
+    assert ("line 1 (id 'f0'): answer spans 'Isle of Skye' (at 42) and 'Skye' (at 50) overlap: the pieces of a "
+            "multi-span answer are disjoint") in message
+
+
+def test_a_repaired_piece_moves_to_an_occurrence_no_other_piece_holds(tmp_path, caplog):
+    context = "Oban, then Mull, then Oban again."
+    path = multi_span_file(tmp_path, {"text": ["Oban", "Oban"], "answer_start": [0, 3]}, context=context)
+    with caplog.at_level(logging.WARNING):
+        answers = questions_from_file(path).rows["answers"][0]
+    assert answers == {"text": ["Oban", "Oban"], "answer_start": [0, 22]} and "moved 1 answer_start" in caplog.text
+    message = error_message(multi_span_file(tmp_path, {"text": ["Mull", "Mull"], "answer_start": [11, 0]},
+                                            context=context))
+    assert "answer text 'Mull' does not occur in the context where no other piece of the answer is" in message
+
+
+def test_a_piece_of_zero_width_characters_and_a_record_without_spans_are_refused(tmp_path):
+    zero_width = {"text": ["\u200b\u200d"], "answer_start": [4]}
+    message = error_message(multi_span_file(tmp_path, zero_width, context="Oban\u200b\u200d and Mull."))
+    assert "answer text '\\u200b\\u200d' holds no visible character (only zero-width or format ones)" in message
+    message = error_message(multi_span_file(tmp_path, {"text": ["Oban"], "answer_start": [16]}, None))
+    assert "line 2: missing field 'spans' (its answer's pieces; [] for a question without answer)" in message
 
 
 def test_flat_multi_span_records_carry_spans_instead_of_answers(tmp_path):

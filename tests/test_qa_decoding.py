@@ -10,7 +10,7 @@ import torch
 from transformers import pipeline
 
 import qa_runner
-from model_folder.qa_decoding import multi_span_answers, window_candidates
+from model_folder.qa_decoding import ModelOutputError, multi_span_answers, window_candidates
 from tests.conftest import HEADS, LEARNED_QUESTIONS, LEARNED_WINDOWS, TRAIN, read_json
 from tests.test_run_qa import HEAD_OF
 
@@ -66,12 +66,38 @@ def test_multi_span_answers_merge_the_windows_that_answer_each_context_span_once
     paths = paths_of({0: [(-1.0, [(1, 1, -0.1), (2, 2, -0.7)]), (-2.0, [(1, 1, -0.1)])],
                       1: [(-1.5, [(1, 1, -0.3), (3, 3, -0.2)])]}, null=[-3.0, -4.0])
     best, ranked, odds = answers_of(paths, with_null=False)
-    # Bob (5-8) is in both windows' best paths: once, its more probable copy (window 1's); Ann and Cy from one each
+    # Bob (5-8) is in both windows' best paths: once, window 0's copy, though window 1's is more probable: window 1's
+    # is its first context token, where the context goes on before it (in window 0), so it may be a piece of a longer
+    # span that window 1 cuts; Ann and Cy from one window each
     assert [s["text"] for s in best["spans"]] == ["Ann", "Bob", "Cy"]
-    assert [s["score"] for s in best["spans"]] == pytest.approx([-0.1, -0.3, -0.2])
+    assert [s["score"] for s in best["spans"]] == pytest.approx([-0.1, -0.7, -0.2])
     assert best["text"] == "Ann; Bob; Cy" and best["score"] == -1.0 and odds == -2.5  # the least of -2 and -2.5
     assert [a["text"] for a in ranked] == ["Ann; Bob", "Bob; Cy", "Ann"]
     assert sum(a["probability"] for a in ranked) == pytest.approx(1.0)
+
+
+def test_a_span_a_window_edge_cuts_gives_way_to_the_whole_copy_of_its_words_in_another_window():
+    """Window 0 ends at "and" (9-12) while the context goes on in window 1: its "and" may be cut short ("and Cy"),
+    and window 1's whole "and Cy" (9-15), which ends where the context does, is kept though the cut copy is more
+    probable."""
+    paths = paths_of({0: [(-1.0, [(3, 3, -0.1)])], 1: [(-1.5, [(2, 3, -0.9)])]}, null=[-3.0, -4.0])
+    best, _, _ = answers_of(paths, with_null=False)
+    assert [s["text"] for s in best["spans"]] == ["and Cy"]
+
+
+def test_non_finite_model_outputs_are_refused_with_a_message_not_a_shape_error():
+    start = np.array([[0.0, 1.0, np.nan, 2.0]], dtype=np.float32)
+    with pytest.raises(ModelOutputError, match="The model's outputs are not finite numbers"):
+        window_candidates("span", (start, np.zeros_like(start)), np.array([[False, True, True, True]]), np.array([0]),
+                          20, 30)
+    with pytest.raises(ModelOutputError):  # +inf logits: a diverged fp16 run
+        window_candidates("span", (np.full_like(start, np.inf), np.zeros_like(start)),
+                          np.array([[False, True, True, True]]), np.array([0]), 20, 30)
+    crf = [np.array([[1, 0]]), np.array([[2, 0]]), np.array([[-0.5, -np.inf]]), np.array([np.nan])]
+    with pytest.raises(ModelOutputError):
+        window_candidates("crf", crf, None, None, 20, 30)
+    crf[3] = np.array([-1.0])  # -inf marks the paths a window does not have: decoded
+    assert window_candidates("crf", crf, None, None, 20, 30).score.tolist() == [-0.5]
 
 
 def test_a_window_less_likely_than_its_all_o_path_contributes_nothing_and_the_threshold_moves_that():

@@ -249,6 +249,31 @@ def test_top_k_gives_as_many_distinct_answers_as_asked_or_as_exist(pipes, learne
         assert len(answers) == 10 and len({a["answer"].lower() for a in answers}) == 10
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_a_huge_top_k_gives_every_answer_and_asks_the_model_for_no_more_paths_than_a_window_has_spans(
+        pipes, head, monkeypatch):
+    """top_k=10**6 on a one-window context: the answers of top_k = every single span of the window (context tokens x
+    the longest answer), and a CRF model is asked for no more paths than that."""
+    pipe = pipes[head]
+    short = {"question": "Who kept the light?", "context": "Margaret Hollis kept the light, and Margaret kept it well."}
+    tokens = len(pipe.tokenizer(short["context"], add_special_tokens=False)["input_ids"])
+    most = tokens * min(tokens, pipe.settings.max_answer_length)
+    asked, forward = [], pipe.model.forward
+    monkeypatch.setattr(pipe.model, "forward", lambda **inputs: asked.append(inputs.get("n_best_size")) or
+                        forward(**inputs))
+    every = pipe(short, top_k=most, handle_impossible_answer=True)
+    assert pipe(short, top_k=10**6, handle_impossible_answer=True) == every and len(every) > 5
+    assert asked == ([None, None] if head == "span" else [most, most])
+
+
+def test_topk_is_top_k_as_transformers_4_took_it_with_a_deprecation_warning(pipes):
+    short = {"question": "Who kept the light?", "context": "Margaret Hollis kept the light, and Margaret kept it well."}
+    with pytest.warns(FutureWarning, match="`topk` is deprecated: use `top_k`"):
+        answers = pipes["span"](short, topk=3)
+    assert answers == pipes["span"](short, top_k=3) and len(answers) == 3
+    assert pipes["span"](short, padding="max_length") == pipes["span"](short)  # accepted: no answer depends on it
+
+
 def distinct_spans(pipe, context, align_to_words):
     """Every character span (start, end) a one-window answer can have: a span of context tokens, widened to the
     tokenizer's words when aligned."""
@@ -353,10 +378,16 @@ def test_aligned_answers_never_cut_a_word(pipes, learned_questions, head):
      "handle_impossible_answer must be True or False, got 'yes'"),
     (lambda qa: qa(question="Where?", context="Paris.", align_to_words=1), "align_to_words must be True or False"),
     (lambda qa: qa(question="Where?", context="Paris.", max_answer_len=True), "max_answer_len must be an integer"),
+    (lambda qa: qa(question="Where?", context="Paris.", max_answer_length=5),
+     "Unknown parameter(s) of the question-answering pipeline: max_answer_length (its parameters: top_k,"),
+    (lambda qa: qa(question="Where?", context="Paris.", handle_impossible=True), "Unknown parameter(s)"),
+    (lambda qa: qa(question="Where?", context="Paris.", padding="both"), "padding must be one of"),
+    (lambda qa: qa(question="Who? \ud83d", context="Paris."),
+     "input: 'question' holds an unpaired surrogate at character 5"),
 ], ids=["empty-question", "blank-context", "none-context", "bad-item-in-list", "mismatched-lists", "no-context",
         "question-none", "lone-string", "no-tokens", "top_k-0", "stride-too-long", "window-too-long", "batch-str",
         "batch-float", "workers-negative", "threshold-str", "threshold-nan", "impossible-str", "align-int",
-        "answer-len-bool"])
+        "answer-len-bool", "unknown-parameter", "unknown-flag", "padding-unknown", "lone-surrogate"])
 def test_bad_input_is_refused_with_a_clear_message(pipes, call, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         call(pipes["span"])

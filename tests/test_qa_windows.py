@@ -55,3 +55,13 @@ def test_collator_pads_every_token_feature_on_the_right():
     assert batch["context_mask"].dtype == torch.bool and batch["context_mask"].tolist()[1] == [False, False, False]
     assert batch["labels"].tolist()[1] == [0, 0, 0] and batch["cls_index"].tolist() == [0, 0]
     assert WindowCollator(pad_token_id=9, pad_to_multiple_of=4)(windows)["input_ids"].tolist()[1] == [5, 9, 9, 9]
+
+
+def test_a_tokenizer_that_truncates_on_the_left_cuts_the_same_windows(minilm_dir, tokenizers):
+    """A context is cut into windows from its start whatever the tokenizer's `truncation_side` (left would make the
+    first window its end), and the tokenizer keeps its setting."""
+    left = AutoTokenizer.from_pretrained(minilm_dir, truncation_side="left")
+    expected, got = features(tokenizers["right"]), features(left)
+    assert got["input_ids"] == expected["input_ids"] and len(expected["input_ids"]) > 3
+    assert all((a == b).all() for a, b in zip(got["offsets"], expected["offsets"]))
+    assert left.truncation_side == "left"

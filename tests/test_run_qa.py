@@ -159,7 +159,8 @@ def test_a_package_default_applies_only_where_the_user_gave_nothing(tmp_path, na
 
 
 def test_squad_v2_data_without_the_flag_is_refused_with_a_clear_message(licensed_tiny_bert, tmp_path):
-    args = [a for a in tiny_args(licensed_tiny_bert, tmp_path, "--do_eval") if a != "--version_2_with_negative"]
+    args = [a for a in tiny_args(licensed_tiny_bert, tmp_path, "--do_train", "--do_eval")
+            if a != "--version_2_with_negative"]
     result = run_script([sys.executable, str(ROOT / "run_qa.py"), *map(str, args)])
     assert result.returncode != 0
     assert "version_2_with_negative" in result.stdout and "train-v2.0.json: 50 question(s) have no answer" in result.stdout
@@ -169,7 +170,7 @@ def test_squad_v2_data_without_the_flag_is_refused_with_a_clear_message(licensed
 def test_a_malformed_file_ends_the_run_with_its_name_and_position(licensed_tiny_bert, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"data": [}')
-    args = tiny_args(licensed_tiny_bert, tmp_path / "out", "--do_eval")
+    args = tiny_args(licensed_tiny_bert, tmp_path / "out", "--do_train", "--do_eval")
     args[args.index(DEV)] = str(bad)
     result = run_script([sys.executable, str(ROOT / "run_qa.py"), *map(str, args)])
     assert result.returncode != 0 and "bad.json: malformed JSON at line 1" in result.stdout
@@ -415,7 +416,8 @@ def losses_logged_after(folder, step):
     return [f"{log['loss']:.4g}" for log in history if "loss" in log and log["step"] > step]
 
 
-# Each script, signal and way to restart once (the suite's time: each case is three processes)
+# Each script, signal and way to restart once (the suite's time: each case is two processes, and the uninterrupted
+# run a third)
 @pytest.mark.parametrize("script,sig,restart", [
     ("run_qa.py", signal.SIGTERM, "rerun"),
     ("run_qa_crf.py", signal.SIGKILL, "resume_from_checkpoint"),
@@ -425,7 +427,9 @@ def test_a_stopped_run_restarted_ends_as_an_uninterrupted_one(licensed_tiny_bert
     """Stopped mid-epoch, right after its checkpoint at step 10 of 60; restarted by rerunning the same command
     (which resumes from the last complete checkpoint in output_dir: here a checkpoint-15 that a kill left without its
     trainer state is skipped) or with --resume_from_checkpoint. The restart trains steps 11 to 60 only: it prints the
-    losses the uninterrupted run logged after step 10 and no others."""
+    losses the uninterrupted run logged after step 10 and no others. And two runs with the same seed are identical:
+    the stopped run trained steps 1 to 10 from the seed as the uninterrupted one did, or the two would not end
+    alike."""
     args = tiny_args(licensed_tiny_bert, tmp_path, *RESUMABLE)
     returncode = stopped_after_checkpoint([sys.executable, str(ROOT / script), *map(str, args)], tmp_path, 10, sig)
     assert returncode == -sig, "the run ended before it could be stopped"
@@ -444,12 +448,6 @@ def test_a_stopped_run_restarted_ends_as_an_uninterrupted_one(licensed_tiny_bert
     assert len(losses_logged_after(reference, 0)) == 12
     assert printed_losses(result.stdout) == losses_logged_after(reference, 10)
     assert_same_run(tmp_path, reference)
-
-
-@pytest.mark.parametrize("script", ["run_qa.py", "run_qa_crf.py"])
-def test_two_runs_with_the_same_seed_are_identical(licensed_tiny_bert, uninterrupted, tmp_path, script):
-    run_qa(*tiny_args(licensed_tiny_bert, tmp_path, *RESUMABLE), script=script)
-    assert_same_run(tmp_path, uninterrupted(script))
 
 
 def test_hostile_but_valid_questions_all_get_answers_taken_from_their_context(trained_span, tmp_path):
@@ -517,14 +515,19 @@ def test_squad_v1_end_to_end_and_predictions_for_a_file_without_answers(learned,
     assert read_json(out, "config.json")["qa_settings"]["version_2_with_negative"] is False
 
 
-def test_evaluating_a_bare_encoder_without_training_warns_that_its_head_is_random(tiny_bert_dir, learned, tmp_path,
-                                                                                   caplog):
+def test_evaluating_a_bare_encoder_without_training_needs_new_head_and_warns_that_its_head_is_random(
+        tiny_bert_dir, learned, tmp_path, caplog):
+    args = ["--validation_file", DEV, "--version_2_with_negative", "--do_eval", "--max_eval_samples", "2",
+            "--report_to", "none"]
+    with pytest.raises(SystemExit) as refused:
+        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(tiny_bert_dir), *args, "--output_dir",
+                                   str(tmp_path / "refused")])
+    assert (f"{tiny_bert_dir}: its weights have no QA head: qa_outputs.bias, qa_outputs.weight, which would start "
+            "random. Pass --new_head if a fresh head is meant (and --do_train to train it)") in str(refused.value)
     for model, warned in ((tiny_bert_dir, True), (learned["span"], False)):
         caplog.clear()
         out = tmp_path / ("bare" if warned else "qa")
-        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(model), "--validation_file", DEV,
-                                   "--version_2_with_negative", "--do_eval", "--max_eval_samples", "2",
-                                   "--output_dir", str(out), "--report_to", "none"])
+        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(model), *args, "--output_dir", str(out), "--new_head"])
         assert ("has no question-answering head" in caplog.text) == warned, model
         assert ("freshly initialised, random" in caplog.text) == warned
         assert (out / "model.safetensors").exists() != warned  # no model folder of a random head
@@ -619,6 +622,10 @@ def test_a_qa_checkpoint_without_evaluation_data_becomes_a_model_folder_at_the_t
 def test_packaging_a_bare_encoder_is_refused(tiny_bert_dir, tmp_path):
     with pytest.raises(SystemExit) as refused:
         qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(tiny_bert_dir), "--output_dir", str(tmp_path / "out")])
+    assert f"{tiny_bert_dir}: its weights have no QA head" in str(refused.value)
+    with pytest.raises(SystemExit) as refused:  # a fresh head meant, but nothing trains it
+        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(tiny_bert_dir), "--output_dir", str(tmp_path / "out"),
+                                   "--new_head"])
     assert f"{tiny_bert_dir} has no question-answering head" in str(refused.value)
     assert "there is no model to write" in str(refused.value) and not (tmp_path / "out" / "model.safetensors").exists()
 
@@ -656,3 +663,64 @@ def test_a_checkpoint_that_cannot_serve_is_refused_before_any_work_with_its_name
         qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(folder), "--validation_file", str(missing),
                                    "--version_2_with_negative", "--do_eval", "--output_dir", str(tmp_path / "out")])
     assert re.search(f"{re.escape(str(folder))}: {message}", str(refused.value)), str(refused.value)[:500]
+
+
+@pytest.fixture(scope="module")
+def tiny_qa_checkpoint(tiny_bert_dir, tmp_path_factory):
+    """A QA checkpoint as transformers saves one: the tiny encoder with a QA head, and its tokenizer."""
+    folder = tmp_path_factory.mktemp("tiny-qa")
+    AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(folder)
+    return folder
+
+
+def broken_checkpoint(checkpoint, folder, case):
+    """A copy of `checkpoint` whose weights do not fit what its config describes, as `case` says."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    shutil.copytree(checkpoint, folder)
+    weights = load_file(folder / "model.safetensors")
+    if case == "no-qa-outputs":
+        weights = {name: tensor for name, tensor in weights.items() if not name.startswith("qa_outputs.")}
+    elif case == "a-layer-missing":
+        weights = {name: tensor for name, tensor in weights.items() if ".layer.1." not in name}
+    elif case == "wrong-shaped-head":
+        weights["qa_outputs.weight"] = torch.zeros(3, weights["qa_outputs.weight"].shape[1])
+    elif case == "model-type-edited":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
+    elif case == "fewer-embeddings":  # a consistent model of 1,000 rows beside a 30,522-token tokenizer
+        config = BertConfig.from_pretrained(folder, vocab_size=1000)
+        weights = BertForQuestionAnswering(config).state_dict()
+        config.save_pretrained(folder)
+    save_file({name: tensor.contiguous() for name, tensor in weights.items()}, folder / "model.safetensors")
+    return folder
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no-qa-outputs", r"its config names a QA model \(BertForQuestionAnswering\) but its weights lack qa_outputs.bias, "
+                      r"qa_outputs.weight, which would start random. Pass --new_head"),
+    ("a-layer-missing", r"its weights lack 16 tensor\(s\) of its bert encoder \(bert.encoder.layer.1.\S+, .* and 11 "
+                        r"more\), which would start random: weights and config do not fit"),
+    ("model-type-edited", r"its weights lack \d+ tensor\(s\) of its roberta encoder \(roberta\."),
+    ("wrong-shaped-head", r"its config names a QA model \(BertForQuestionAnswering\) but its weights lack "
+                          r"qa_outputs.weight \(its shape \(3, 32\), the model's \(2, 32\)\)"),
+    ("fewer-embeddings", r"its tokenizer has 30522 tokens but the model's embeddings 1000 rows, so ids from 1000 on "
+                         r"have no embedding"),
+])
+@pytest.mark.parametrize("trains", [False, True])
+def test_weights_that_do_not_fit_the_model_are_refused_naming_the_tensors(tiny_qa_checkpoint, tmp_path, case,
+                                                                           message, trains):
+    """Whether the run packages, evaluates or trains the checkpoint: each of these would answer from random
+    tensors, or not at all."""
+    folder = broken_checkpoint(tiny_qa_checkpoint, tmp_path / case, case)
+    missing = tmp_path / "no-such-file.json"  # never read: the checkpoint is refused first
+    flags = ["--do_train", "--train_file", str(missing)] if trains else ["--do_eval", "--validation_file", str(missing)]
+    with pytest.raises(SystemExit) as refused:
+        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(folder), *flags, "--version_2_with_negative",
+                                   "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    assert re.search(f"{re.escape(str(folder))}: {message}", str(refused.value)), str(refused.value)[:800]
+    assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -135,7 +135,22 @@ def test_a_crf_checkpoints_emission_relu_is_kept_unless_the_flag_says_otherwise(
     hub_kwargs = {"cache_dir": None, "revision": "main", "token": None, "trust_remote_code": False}
     for flag, expected in ((None, True), (False, False), (True, True)):
         model_args = ModelArguments(model_name_or_path=str(tmp_path / "relu"), emission_relu=flag)
-        config = load_crf_model(model_args, data_args, hub_kwargs).config
+        config = load_crf_model(model_args, data_args, hub_kwargs)[0].config
         assert (config.emission_relu, config.n_best_size, config.max_answer_length) == (expected, 7, 5), flag
-    fresh = load_crf_model(ModelArguments(model_name_or_path=tiny_bert_dir), data_args, hub_kwargs)
+    fresh, _ = load_crf_model(ModelArguments(model_name_or_path=tiny_bert_dir), data_args, hub_kwargs)
     assert fresh.config.emission_relu is False
+
+
+def test_run_qa_refuses_a_crf_folder_whose_remote_code_it_would_decode_as_a_span_model(learned, tmp_path):
+    """`run_qa.py --trust_remote_code true` on a CRF folder: the Auto class loads the CRF model, whose boundary logits
+    the span decoder would read as start/end logits. Refused before any data is read, naming the script to run."""
+    import qa_runner
+    from run_qa import SPAN_HEAD
+
+    missing = tmp_path / "no-such-file.json"  # never read
+    with pytest.raises(SystemExit) as refused:
+        qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(learned["crf"]), "--trust_remote_code", "true",
+                                   "--validation_file", str(missing), "--version_2_with_negative", "--do_eval",
+                                   "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    assert (f"{learned['crf']}: the head 'span', but the model is a CRF model (crf_qa), whose outputs only the 'crf' "
+            "decoding reads: run run_qa_crf.py") in str(refused.value)

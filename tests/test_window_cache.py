@@ -3,6 +3,8 @@ tokenizer or settings tokenizes again, --overwrite_cache and --preprocessing_num
 
 import contextlib
 import functools
+import logging
+import os
 import types
 
 import pytest
@@ -34,7 +36,8 @@ def tokenizations(monkeypatch):
 def evaluate(model, output_dir, cache_dir, *extra):
     qa_runner.main(SPAN_HEAD, ["--model_name_or_path", str(model), "--validation_file", DEV,
                                "--version_2_with_negative", "--do_eval", "--output_dir", str(output_dir), "--cache_dir", str(cache_dir),
-                               "--max_seq_length", "128", "--doc_stride", "32", "--report_to", "none", *extra])
+                               "--max_seq_length", "128", "--doc_stride", "32", "--report_to", "none", "--new_head",
+                               *extra])
     return read_json(output_dir, "eval_nbest_predictions.json")
 
 
@@ -87,3 +90,49 @@ def test_the_key_ignores_the_tokenizers_call_state_but_not_its_vocabulary(tiny_b
     assert windows_key(questions.select(range(3)), tokenizer, {"max_seq_length": 128}) != key
     lowercase = AutoTokenizer.from_pretrained(tiny_bert_dir, do_lower_case=False)
     assert tokenizer_identity(lowercase) != tokenizer_identity(tokenizer)
+
+
+def windows_files(cache):
+    """The cached windows' Arrow files (not the sort's index files beside them)."""
+    return [path for path in (cache / "spanbert_qa_windows").glob("*.arrow") if not path.name.startswith("cache-")]
+
+
+@pytest.mark.parametrize("damage", ["cut-short", "emptied", "other-windows"])
+def test_a_cache_file_damaged_or_replaced_is_tokenized_again_with_a_warning(tiny_bert_dir, tmp_path, tokenizations,
+                                                                           caplog, damage):
+    cache = tmp_path / "cache"
+    first = evaluate(tiny_bert_dir, tmp_path / "1", cache)
+    [cached] = windows_files(cache)
+    if damage == "cut-short":
+        cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
+    elif damage == "emptied":
+        cached.write_bytes(b"")
+    else:  # valid windows of the same questions with another stride, under this key's name
+        evaluate(tiny_bert_dir, tmp_path / "other", tmp_path / "other-cache", "--doc_stride", "16")
+        [other] = windows_files(tmp_path / "other-cache")
+        cached.write_bytes(other.read_bytes())
+    tokenizations.clear()
+    with caplog.at_level(logging.WARNING, logger="window_cache"):
+        assert evaluate(tiny_bert_dir, tmp_path / "2", cache) == first
+    assert sum(tokenizations) == 19
+    assert f"Cached windows at {cached}" in caplog.text and "--overwrite_cache" in caplog.text
+    tokenizations.clear()
+    assert evaluate(tiny_bert_dir, tmp_path / "3", cache) == first and not tokenizations  # the repaired file is read
+
+
+@pytest.mark.parametrize("case", ["a-file", "a-dangling-link", "read-only"])
+def test_a_cache_folder_that_cannot_be_used_ends_the_run_naming_it(tiny_bert_dir, tmp_path, case):
+    cache = tmp_path / "cache"
+    folder = cache / "spanbert_qa_windows"
+    cache.mkdir()
+    if case == "a-file":
+        folder.write_text("not a folder")
+    elif case == "a-dangling-link":
+        folder.symlink_to(tmp_path / "gone")
+    else:
+        folder.mkdir(mode=0o500)
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who may write anywhere (root): no read-only folder to test with")
+    with pytest.raises(SystemExit) as refused:
+        evaluate(tiny_bert_dir, tmp_path / "out", cache)
+    assert f"Cannot keep tokenized windows in {folder}" in str(refused.value) and "--cache_dir" in str(refused.value)
