@@ -9,14 +9,24 @@ repository's folder, and calls it with each request's JSON body:
 and answers with a list, one entry per input: what the folder's `pipeline("question-answering")` returns for it
 (a {"answer", "score", "start", "end"} dict, with "probability" for a calibrated model, or a list of them with
 `top_k` > 1). The hosted widget and serverless inference run no custom code; an endpoint does, with this handler.
+The endpoint's environment variable SPANBERT_QA_BF16=1 answers every request under bf16 autocast.
 """
 
+import os
+
 from transformers import pipeline
+
+# The endpoint's switch for bf16: set to 1 (an endpoint's environment variable), every request runs the encoder under
+# bf16 autocast, as `"parameters": {"bf16": true}` asks for one request. Worth it on CPUs with bf16 instructions
+# (avx512_bf16, amx_bf16) and on GPUs; elsewhere torch emulates them, slower than float32.
+BF16_VARIABLE = "SPANBERT_QA_BF16"
 
 
 class EndpointHandler:
     def __init__(self, path=""):
-        self.pipeline = pipeline("question-answering", model=path or ".", trust_remote_code=True)
+        bf16 = os.environ.get(BF16_VARIABLE, "0").strip().lower() in ("1", "true", "yes")
+        self.pipeline = pipeline("question-answering", model=path or ".", trust_remote_code=True,
+                                 **({"bf16": True} if bf16 else {}))
 
     def __call__(self, data):
         """Answers to `data["inputs"]` (one {"question", "context"} dict or a list of them), with the pipeline's

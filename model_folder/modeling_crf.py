@@ -68,6 +68,19 @@ from .crf_decoding import (
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 
 
+class Float32CRF(CRF):
+    """pytorch-crf's CRF whose parameters stay float32 when the model is cast (`model.to(torch.bfloat16)`, as the
+    Trainer casts it for `--bf16_full_eval`): rounding its 15 scores would move every path's score. They still follow
+    the model's device."""
+
+    def _apply(self, fn, recurse=True):
+        def device_only(tensor):
+            moved = fn(tensor)
+            return moved if moved.dtype == tensor.dtype else tensor.to(moved.device)
+
+        return super()._apply(device_only, recurse)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------------------------------
@@ -282,7 +295,7 @@ class CrfForQuestionAnswering(CrfPreTrainedModel):
         self.config.encoder = self.encoder.config
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.emissions = nn.Linear(self.encoder.config.hidden_size, config.num_tags)
-        self.crf = CRF(config.num_tags, batch_first=True)
+        self.crf = Float32CRF(config.num_tags, batch_first=True)
         self.post_init()
 
     # ---- loading -----------------------------------------------------------------------------------------------

@@ -40,10 +40,10 @@ ANSWER_FIELDS = ("score", "start", "end", "answer")
 # The call's parameters (transformers 4's, `topk` its deprecated spelling of `top_k`, and this pipeline's
 # `null_score_diff_threshold`); `padding` values as transformers 4 took them.
 PARAMETERS = ("top_k", "doc_stride", "max_seq_len", "max_question_len", "max_answer_len", "handle_impossible_answer",
-              "align_to_words", "null_score_diff_threshold", "batch_size", "num_workers", "padding", "topk")
+              "align_to_words", "null_score_diff_threshold", "bf16", "batch_size", "num_workers", "padding", "topk")
 PADDINGS = (None, True, False, "longest", "max_length", "do_not_pad")
 # Questions whose windows a batched call sorts by length together (evaluation sorts all of them).
-SORTED_QUESTIONS = 256
+SORTED_QUESTIONS = 1024
 
 
 def paired(questions, contexts):
@@ -137,6 +137,17 @@ def check_flags(**params):
             raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
+def cpu_has_bf16():
+    """Whether this machine's CPU has bf16 instructions (avx512_bf16 or amx_bf16), as Linux reports its flags; None
+    where it does not say."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def check_numbers(**params):
     """Refuse a given parameter that is not a finite real number (a bool is not a number)."""
     for name, value in params.items():
@@ -144,18 +155,22 @@ def check_numbers(**params):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
-def context_words(tokenizer, context):
-    """(words, 2) character spans of the tokenizer's words in `context`, in order: tokenized alone, so a word
-    that a window boundary cuts is still whole."""
-    encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
-    ids = np.array([-1 if i is None else i for i in encoded.word_ids()], dtype=np.int64)
-    offsets = np.array(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)[ids >= 0]
-    ids = ids[ids >= 0]
-    spans = np.stack([np.full(ids.max() + 1, np.iinfo(np.int64).max), np.full(ids.max() + 1, -1)], axis=1)
-    np.minimum.at(spans[:, 0], ids, offsets[:, 0])
-    np.maximum.at(spans[:, 1], ids, offsets[:, 1])
-    spans = spans[spans[:, 1] >= 0]
-    return spans[np.argsort(spans[:, 0], kind="stable")]
+def context_words(tokenizer, contexts):
+    """Per context, the (words, 2) character spans of the tokenizer's words in it, in order: each context tokenized
+    alone (all in one call), so that a word that a window boundary cuts is still whole."""
+    encoded = tokenizer(contexts, add_special_tokens=False, return_offsets_mapping=True)
+    words = []
+    for c in range(len(contexts)):
+        ids = np.array([-1 if i is None else i for i in encoded.word_ids(c)], dtype=np.int64)
+        offsets = np.array(encoded["offset_mapping"][c], dtype=np.int64).reshape(-1, 2)[ids >= 0]
+        ids = ids[ids >= 0]
+        count = ids.max(initial=-1) + 1
+        spans = np.stack([np.full(count, np.iinfo(np.int64).max), np.full(count, -1)], axis=1)
+        np.minimum.at(spans[:, 0], ids, offsets[:, 0])
+        np.maximum.at(spans[:, 1], ids, offsets[:, 1])
+        spans = spans[spans[:, 1] >= 0]
+        words.append(spans[np.argsort(spans[:, 0], kind="stable")])
+    return words
 
 
 def word_spans(words, offsets):
@@ -298,7 +313,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         batches of windows of similar length, as evaluation batches them, so that batches carry little padding."""
         collate = WindowCollator(self.tokenizer.pad_token_id)
         while chunk := list(itertools.islice(inputs, SORTED_QUESTIONS)):
-            windows = [(q, w) for q, item in enumerate(chunk) for w in self.preprocess(item, **preprocess_params)]
+            windows = [(q, w) for q, item_windows in enumerate(self.question_windows(chunk, **preprocess_params))
+                       for w in item_windows]
             order = sorted(range(len(windows)), key=lambda i: len(windows[i][1]["offsets"]))
             outputs = [None] * len(windows)
             for first in range(0, len(order), batch_size):
@@ -317,7 +333,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
 
     def _sanitize_parameters(self, top_k=None, doc_stride=None, max_seq_len=None, max_question_len=None,
                              max_answer_len=None, handle_impossible_answer=None, align_to_words=None,
-                             null_score_diff_threshold=None, topk=None, padding=None, **unknown):
+                             null_score_diff_threshold=None, bf16=None, topk=None, padding=None, **unknown):
         if unknown:
             raise ValueError(f"Unknown parameter(s) of the question-answering pipeline: {', '.join(sorted(unknown))}"
                              f" (its parameters: {', '.join(PARAMETERS)})")
@@ -330,14 +346,17 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         check_counts(1, top_k=top_k, max_seq_len=max_seq_len, max_question_len=max_question_len,
                      max_answer_len=max_answer_len)
         check_counts(0, doc_stride=doc_stride)
-        check_flags(handle_impossible_answer=handle_impossible_answer, align_to_words=align_to_words)
+        check_flags(handle_impossible_answer=handle_impossible_answer, align_to_words=align_to_words, bf16=bf16)
+        if bf16 and self.device.type == "cpu" and cpu_has_bf16() is False:
+            warnings.warn("bf16=True on a CPU without bf16 instructions (avx512_bf16, amx_bf16): torch emulates them, "
+                          "slower than float32, which this pipeline uses unless asked", stacklevel=3)
         check_numbers(null_score_diff_threshold=null_score_diff_threshold)
         preprocess = given(max_seq_len=max_seq_len, doc_stride=doc_stride, max_question_len=max_question_len)
         postprocess = given(top_k=top_k, max_answer_len=max_answer_len, align_to_words=align_to_words,
                             handle_impossible_answer=handle_impossible_answer, null_threshold=null_score_diff_threshold)
         # top_k and max_answer_len also go to the forward pass: a CRF model decodes there, that many spans per window
         # if evaluation's n-best holds fewer, each at most max_answer_len tokens long
-        return preprocess, given(top_k=top_k, max_answer_len=max_answer_len), postprocess
+        return preprocess, given(top_k=top_k, max_answer_len=max_answer_len, bf16=bf16), postprocess
 
     def window_sizes(self, max_seq_len, doc_stride):
         """(max_seq_len, doc_stride): the given ones, else evaluation's.
@@ -364,24 +383,37 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         return self.settings.decoder
 
     def preprocess(self, inputs, max_seq_len=None, doc_stride=None, max_question_len=None):
-        max_seq_len, doc_stride = self.window_sizes(max_seq_len, doc_stride)
-        question, context = inputs["question"], inputs["context"]
-        features = window_features([question], [context], ["input"], self.tokenizer, max_seq_len, doc_stride,
-                                   max_question_len=max_question_len)
-        if not any(any(mask) for mask in features["context_mask"]):
-            # e.g. only control or zero-width characters, which the tokenizer drops: there is nothing to answer from
-            raise ValueError(f"The context {context!r:.100} has no text the tokenizer keeps")
-        words = context_words(self.tokenizer, context)
-        count = len(features["input_ids"])
-        for w in range(count):
-            window = {name: torch.tensor([features[name][w]]) for name in self.tokenizer.model_input_names
-                      if name in features}
-            window["context_mask"] = torch.tensor([features["context_mask"][w]])
-            offsets = features["offsets"][w]
-            yield {**window, "offsets": offsets, "words": word_spans(words, offsets),
-                   "cls_index": features["cls_index"][w], "context": context, "is_last": w == count - 1}
+        yield from self.question_windows([inputs], max_seq_len, doc_stride, max_question_len)[0]
 
-    def _forward(self, inputs, top_k=1, max_answer_len=None):
+    def question_windows(self, items, max_seq_len=None, doc_stride=None, max_question_len=None):
+        """Per item ({"question", "context"}), its windows as the model is fed them: the model inputs (a batch of
+        one), the context mask, and for postprocessing the offsets, word spans, [CLS] position, context and whether
+        it is the last. The items are tokenized together, in one call of the tokenizer."""
+        max_seq_len, doc_stride = self.window_sizes(max_seq_len, doc_stride)
+        contexts = [item["context"] for item in items]
+        features = window_features([item["question"] for item in items], contexts, ["input"] * len(items),
+                                   self.tokenizer, max_seq_len, doc_stride, max_question_len=max_question_len)
+        item_windows = [[] for _ in items]
+        for w, q in enumerate(features["window_question"]):
+            item_windows[q].append(w)
+        result = []
+        for context, words, windows in zip(contexts, context_words(self.tokenizer, contexts), item_windows):
+            if not any(any(features["context_mask"][w]) for w in windows):
+                # e.g. only control or zero-width characters, which the tokenizer drops: nothing to answer from
+                raise ValueError(f"The context {context!r:.100} has no text the tokenizer keeps")
+            result.append([self.window(features, w, context, words, w == windows[-1]) for w in windows])
+        return result
+
+    def window(self, features, w, context, words, is_last):
+        """Window `w` of `features` as the pipeline feeds it to the model and keeps it for postprocessing."""
+        window = {name: torch.tensor([features[name][w]]) for name in self.tokenizer.model_input_names
+                  if name in features}
+        window["context_mask"] = torch.tensor([features["context_mask"][w]])
+        offsets = features["offsets"][w]
+        return {**window, "offsets": offsets, "words": word_spans(words, offsets),
+                "cls_index": features["cls_index"][w], "context": context, "is_last": is_last}
+
+    def _forward(self, inputs, top_k=1, max_answer_len=None, bf16=False):
         model_inputs = {k: v for k, v in inputs.items() if k not in EXTRAS}
         head = self.head
         max_answer_len = max_answer_len or self.settings.max_answer_length
@@ -396,7 +428,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             model_inputs["max_answer_length"] = max_answer_len
         else:
             model_inputs.pop("context_mask")
-        outputs = self.model(**model_inputs)
+        # the encoder under bf16 autocast when asked; the CRF's recursions and decoding turn it off (float32/64)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            outputs = self.model(**model_inputs)
         floats = {f: outputs[f].float() if outputs[f].is_floating_point() else outputs[f] for f in OUTPUT_FIELDS[head]}
         return {**{k: inputs[k] for k in EXTRAS}, **floats}
 

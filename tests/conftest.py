@@ -128,6 +128,26 @@ def train_heads(args_by_head, env=SCRIPT_ENV):
     return result
 
 
+def side_installation(name, *installs, drop=()):
+    """The folder .cache/`name` of packages installed by `pip install --target`, one call per list of arguments in
+    `installs`, with the top-level entries matching the patterns in `drop` removed (a package the venv has already):
+    installed once and reused; the test is skipped where the package index cannot be reached. Python finds them
+    with the folder on its path, beside the venv's torch."""
+    site = ROOT / ".cache" / name
+    done = site / ".installed"
+    if not done.exists():
+        for arguments in installs:
+            pip = [sys.executable, "-m", "pip", "install", "--quiet", "--upgrade", "--target", str(site)]
+            result = subprocess.run([*pip, *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if result.returncode != 0:
+                pytest.skip(f"could not install {' '.join(arguments)} (no package index?): {result.stdout[-500:]}")
+        for pattern in drop:
+            for path in site.glob(pattern):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        done.touch()
+    return site
+
+
 def built_once(tmp_path_factory, name, build):
     """The folder `name` that `build(folder)` fills, built once per test run. Under pytest-xdist the first worker that
     asks builds it in the folder the workers share, under a lock, and the others wait for it and read it."""

@@ -38,6 +38,12 @@ def test_bench_postprocess():
     assert "| package best span score >= reference's (every question, tolerance 1e-4) | 19 / 19 |" in output
 
 
+def test_bench_flops():
+    output = run_bench("bench_flops.py", "--dev_file", DEV)
+    assert_report(output, "The forward pass against the machine's matrix product", "| float32 | ", "| bf16 | ",
+                  "windows (8 questions, batches of 32")
+
+
 def test_bench_crf_decode():
     output = run_bench("bench_crf_decode.py")
     assert_report(output, "CRF decoding", "| pytorch-crf `model.crf.decode(emissions, mask)` |",

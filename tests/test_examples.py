@@ -12,7 +12,8 @@ import pytest
 
 from metrics.squad_v2.compute_score import squad_v2_scores
 from qa_data import questions_from_file
-from tests.conftest import DEV, ROOT, SCRIPT_ENV, TRAIN, read_json, run_script
+from tests.conftest import (DEV, HEADS, LEARNED_QUESTIONS, ROOT, SCRIPT_ENV, TRAIN, read_json, run_script,
+                            side_installation)
 from tests.test_multi_span import multi_span_records
 
 sys.path.insert(0, str(ROOT / "examples"))
@@ -211,3 +212,25 @@ def test_minilm_multispanqa_script_trains_and_scores_both_heads(tiny_bert_dir, t
         r["id"] for r in records[8:])
     card = (tmp_path / "outputs" / "minilm-multispanqa-squad-first-crf" / "README.md").read_text()
     assert "fine-tuned from a local model folder (`minilm-crf-recipe`)" in card, card
+
+
+def test_haystack_reads_both_folders_and_with_the_pipelines_three_behaviours_gives_its_answers(learned, tmp_path):
+    """docs/haystack.md: Haystack's reader (installed beside the venv) loads a span folder as it is and a CRF folder
+    with trust_remote_code; given token type ids, the length limit and the folder's no-answer, its answers are the
+    span pipeline's."""
+    site = side_installation("haystack-ai-3.4.1", ["haystack-ai==3.4.1"],
+                             ["--no-deps", "transformers-haystack==2.0.0"], drop=["numpy", "numpy-*", "numpy.libs"])
+    figures = {}
+    for head in HEADS:
+        out = tmp_path / f"{head}.json"
+        result = run_script([sys.executable, str(ROOT / "examples" / "haystack_reader.py"), str(learned[head]), TRAIN,
+                             "--questions", str(LEARNED_QUESTIONS), "--out", str(out)],
+                            env={**SCRIPT_ENV, "PYTHONPATH": str(site)})
+        assert result.returncode == 0, result.stdout[-5000:]
+        assert "Haystack's reader against the pipeline" in result.stdout
+        figures[head] = {row["reader"]: row for row in json.loads(out.read_text())["figures"]}
+    span = figures["span"]
+    assert span["pipeline"]["f1"] >= 80  # the model answers
+    assert span["+ the folder's no-answer score and threshold"]["same answer as the pipeline"] == LEARNED_QUESTIONS
+    assert span["haystack (as is)"]["answered \"\""] < span["pipeline"]["answered \"\""]
+    assert figures["crf"]["haystack (as is)"]["f1"] >= 50  # the CRF folder's boundary scores, read as a span model's

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from transformers import pipeline
 
-from tests.conftest import HEADS, ROOT
+from tests.conftest import HEADS, side_installation
 
 # As the toolkit loads a custom handler: the folder first on sys.path, handler.py imported from its file,
 # EndpointHandler(path) built once, each request's answer serialised with orjson (which refuses NaN).
@@ -31,18 +31,19 @@ ENDPOINT = textwrap.dedent("""
 TRANSFORMERS_4 = "transformers==4.51.3"
 
 
-def serving(folder, requests, tmp_path, site=None):
+def serving(folder, requests, tmp_path, site=None, **variables):
     """The handler's process run on `requests`: a fresh one outside the project, `site` (a side installation)
-    first on its path."""
+    first on its path, `variables` in its environment."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", **({"PYTHONPATH": str(site)} if site else {}))
+    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", **({"PYTHONPATH": str(site)} if site else {}),
+               **variables)
     return subprocess.run([sys.executable, "-c", ENDPOINT, str(folder), json.dumps(requests)], cwd=tmp_path, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def served(folder, requests, tmp_path, site=None):
+def served(folder, requests, tmp_path, site=None, **variables):
     """The answers the handler's process gives to `requests`."""
-    result = serving(folder, requests, tmp_path, site)
+    result = serving(folder, requests, tmp_path, site, **variables)
     assert result.returncode == 0, result.stderr[-5000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -79,18 +80,8 @@ def test_a_request_without_inputs_is_refused_with_the_expected_shape(learned, tm
 
 @pytest.fixture(scope="module")
 def transformers_4():
-    """A folder holding the toolkit's transformers and its dependencies (not torch): installed once under .cache by
-    pip --target, and reused."""
-    site = ROOT / ".cache" / TRANSFORMERS_4.replace("==", "-")
-    done = site / ".installed"
-    if not done.exists():
-        result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(site),
-                                 "--upgrade", TRANSFORMERS_4], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-        if result.returncode != 0:
-            pytest.skip(f"could not install {TRANSFORMERS_4} (no package index?): {result.stdout[-500:]}")
-        done.touch()
-    return site
+    """The toolkit's transformers and its dependencies (not torch), installed beside the venv."""
+    return side_installation(TRANSFORMERS_4.replace("==", "-"), [TRANSFORMERS_4])
 
 
 def test_a_span_folder_serves_on_the_toolkits_transformers_4_as_on_5(learned, learned_questions, transformers_4,
@@ -116,3 +107,21 @@ def test_a_crf_folder_on_transformers_4_fails_at_start_saying_what_it_needs(lear
     assert result.returncode != 0
     assert "The CRF question-answering model needs transformers 5" in result.stderr
     assert "this process has transformers 4.51.3: pip install -r requirements.txt" in result.stderr
+
+
+def test_the_endpoints_bf16_switch_answers_every_request_as_the_pipeline_under_bf16(learned, learned_questions,
+                                                                                   tmp_path):
+    items = [{"question": q["question"], "context": q["context"]} for q in learned_questions.select(range(6))]
+    parameters = {"handle_impossible_answer": True, "align_to_words": False}
+    result = serving(learned["span"], [{"inputs": items, "parameters": parameters}], tmp_path, SPANBERT_QA_BF16="1")
+    assert result.returncode == 0, result.stderr[-5000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])[0]
+    qa = pipeline("question-answering", model=str(learned["span"]), trust_remote_code=True)
+    expected = qa(items, bf16=True, **parameters)
+    assert [(a["answer"], a["start"], a["end"]) for a in answers] == \
+        [(a["answer"], a["start"], a["end"]) for a in expected]
+    assert [a["score"] for a in answers] == pytest.approx([a["score"] for a in expected], rel=1e-2, abs=1e-6)
+    assert [a["score"] for a in answers] != pytest.approx([a["score"] for a in qa(items, **parameters)], rel=1e-6)
+    from model_folder.qa_pipeline import cpu_has_bf16
+
+    assert ("torch emulates them" in result.stderr) == (cpu_has_bf16() is False)

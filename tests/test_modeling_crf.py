@@ -790,6 +790,11 @@ def test_from_crf_checkpoint_restores_exactly_and_applies_config_kwargs(tmp_path
     assert half.crf.transitions.dtype == torch.float32  # kept in float32
     assert torch.equal(half.crf.transitions, model.crf.transitions)
 
+    model.to(torch.bfloat16)  # as the Trainer casts for --bf16_full_eval: the CRF's scores keep every bit
+    assert model.encoder.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    for name, value in model.crf.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, restored.state_dict()[f"crf.{name}"]), name
+
 
 def test_save_and_load_in_fresh_process_with_remote_code(tmp_path):
     model = tiny_model(seed=9, emission_relu=True)

@@ -117,6 +117,41 @@ def test_answers_equal_the_evaluation_predictions(pipes, learned, learned_questi
     assert {qid: r["answer"] for qid, r in zip(learned_questions["id"], results)} == predictions
 
 
+# How evaluation runs in bf16, and how the pipeline is asked to run as it did: autocast (the Trainer's --bf16), or
+# the weights cast (--bf16_full_eval; the pipeline loaded with transformers' dtype=)
+BF16_WAYS = {"autocast": ("--bf16", {}, {"bf16": True}),
+             "weights": ("--bf16_full_eval", {"dtype": torch.bfloat16}, {})}
+
+
+@pytest.mark.parametrize("way", BF16_WAYS)
+@pytest.mark.parametrize("head", HEADS)
+def test_in_bf16_the_pipeline_answers_as_evaluation_in_bf16(pipes, learned, learned_questions, tmp_path, head, way):
+    """The encoder in bf16 either way, the CRF and the decoding in float32 and float64 in both: the same answers. (Not
+    the same n-best lists: past the first few spans, bf16's rounding, which differs with the batch a window is run in,
+    reorders spans whose scores are close.) On a CPU without bf16 instructions torch emulates bf16, slower."""
+    import qa_runner
+    from tests.conftest import LEARNED_QUESTIONS, LEARNED_WINDOWS, TRAIN
+    from tests.test_run_qa import HEAD_OF
+
+    flag, loading, calling = BF16_WAYS[way]
+    out = tmp_path / "bf16"
+    qa_runner.main(HEAD_OF[head], ["--model_name_or_path", str(learned[head]), "--validation_file", TRAIN,
+                                   "--version_2_with_negative", "--max_eval_samples", str(LEARNED_QUESTIONS),
+                                   *map(str, LEARNED_WINDOWS), "--do_eval", flag, "--use_cpu",
+                                   "--null_score_diff_threshold", str(EVAL_THRESHOLD), "--output_dir", str(out),
+                                   "--per_device_eval_batch_size", "8", "--report_to", "none"])
+    predictions, odds = read_json(out, "eval_predictions.json"), read_json(out, "eval_null_odds.json")
+    assert odds != read_json(learned[head], "eval_null_odds.json")  # bf16 ran: other scores than float32's
+    assert sum(text != "" for text in predictions.values()) >= len(predictions) // 2
+    qa = pipeline("question-answering", model=str(learned[head]), trust_remote_code=True, **loading)
+    results = qa(dicts(learned_questions), handle_impossible_answer=True, align_to_words=False,
+                 null_score_diff_threshold=EVAL_THRESHOLD, **calling)
+    assert {qid: r["answer"] for qid, r in zip(learned_questions["id"], results)} == predictions
+    in_float32 = pipes[head](dicts(learned_questions), handle_impossible_answer=True, align_to_words=False,
+                             null_score_diff_threshold=EVAL_THRESHOLD)
+    assert [r["score"] for r in results] != pytest.approx([r["score"] for r in in_float32], rel=1e-6)  # in bf16
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_any_threshold_decides_no_answer_as_evaluation_would(pipes, learned, learned_questions, head):
     """Evaluation answers "" when its null odds exceed the threshold, else its best span (the first n-best text)."""
