@@ -5,6 +5,7 @@
     python run_qa.py --model_name_or_path MODEL --validation_file HALF_A.json --version_2_with_negative --do_eval \\
         --calibrate --output_dir CALIBRATED
     python examples/calibration_holdout.py measure CALIBRATED HALF_B.json --out CALIBRATED/holdout_calibration.json
+    python examples/calibration_holdout.py measure CALIBRATED HALF_B.json --bf16 --out BF16.json   # under bf16
 
 `split` puts a SQuAD file's articles alternately into two halves (even-numbered articles first), so no paragraph
 of one half is in the other. `measure` asks every question of a file through the model folder's pipeline (the
@@ -42,13 +43,13 @@ def split(path, out_a, out_b):
         print(f"{out}: {len(articles)} articles, {questions} questions")
 
 
-def measure(model, path, batch_size):
+def measure(model, path, batch_size, bf16=False):
     from transformers import pipeline
 
     questions = questions_from_file(path).rows
     qa = pipeline("question-answering", model=model, trust_remote_code=True)
     inputs = [{"question": q, "context": c} for q, c in zip(questions["question"], questions["context"])]
-    answers = qa(inputs, handle_impossible_answer=True, align_to_words=False, batch_size=batch_size)
+    answers = qa(inputs, handle_impossible_answer=True, align_to_words=False, batch_size=batch_size, bf16=bf16)
     if "probability" not in answers[0]:
         raise SystemExit(f"error: {model} stores no calibrator: run_qa.py --do_eval --calibrate writes one")
     right = [best_score(exact_match, a["answer"], gold_answers(gold["text"]))  # "" is right where no gold is
@@ -56,7 +57,7 @@ def measure(model, path, batch_size):
     # a span model's score adds up equal answers of several windows, as transformers 4's does: at most 1 here
     figures = {kind: reliability([min(a[field], 1.0) for a in answers], right)
                for kind, field in (("calibrated", "probability"), ("raw", "score"))}
-    return {"model": os.path.basename(os.path.normpath(model)), "questions_file": os.path.basename(path),
+    return {"model": os.path.basename(os.path.normpath(model)), "questions_file": os.path.basename(path), "bf16": bf16,
             "questions": len(answers), "right": sum(right) / len(right),
             "calibrated": "the pipeline's probability", "raw": "its score",
             **{f"{kind}_{stat}": figures[kind][stat] for kind in figures for stat in ("ece", "brier")},
@@ -77,10 +78,11 @@ def main():
     held_out.add_argument("questions")
     held_out.add_argument("--out", required=True)
     held_out.add_argument("--batch_size", type=int, default=32)
+    held_out.add_argument("--bf16", action="store_true", help="the pipeline's encoder under bf16 autocast")
     args = parser.parse_args()
     if args.command == "split":
         return split(args.squad, args.half_a, args.half_b)
-    result = measure(args.model, args.questions, args.batch_size)
+    result = measure(args.model, args.questions, args.batch_size, args.bf16)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     print(json.dumps({k: v for k, v in result.items() if k not in ("bins", "answers")}, indent=2))

@@ -7,14 +7,17 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, side_installation
 
 TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
 
 
-def run_bench(script, *args):
-    """stdout of `python bench/<script> --tiny --repeats 1 ...` from the repository root; fails on a non-zero exit."""
+def run_bench(script, *args, site=None):
+    """stdout of `python bench/<script> --tiny --repeats 1 ...` from the repository root, `site` (a side installation)
+    on its path; fails on a non-zero exit."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    if site:
+        env["PYTHONPATH"] = str(site)
     command = [sys.executable, str(ROOT / "bench" / script), "--tiny", "--repeats", "1", *map(str, args)]
     result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -142,3 +145,18 @@ def test_bench_gpu_dry_run(tmp_path):
     assert f"dev file `{tmp_path / 'missing.json'}` not found: used `data/sample/dev-v2.0.json` instead" in report
     assert "python bench/bench_gpu.py" in report and "--dry_run" in report
     assert (tmp_path / "accelerate_run.log").exists()
+
+
+def test_bench_bf16(learned):
+    output = run_bench("bench_bf16.py", "--model", learned["crf"], "--dev_file", DEV)
+    assert_report(output, "Evaluation in bf16 against float32 (crf head)", "| float32 |",
+                  "| bf16 autocast (--bf16) |", "| bf16 weights (--bf16_full_eval) |",
+                  "19 questions of dev-v2.0.json")
+    assert re.search(r"\| float32 \|( [0-9.]+ \|){4} 19 of 19 \|", output), output
+
+
+def test_bench_int8(learned):
+    site = side_installation("torchao-0.18.0", ["--no-deps", "torchao==0.18.0"])
+    output = run_bench("bench_int8.py", "--model", learned["span"], "--dev_file", DEV, site=site)
+    assert_report(output, "The pipeline in float32 against torchao's dynamic int8", "| float32 | ", "| int8 | ",
+                  "first 8 questions, batch 32", "| int8 answers equal to float32's | ")

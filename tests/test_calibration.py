@@ -151,7 +151,7 @@ def test_the_raw_score_figures_re_compute_from_the_written_files(calibrated, que
     assert results["eval_calibration_right"] == pytest.approx(right.mean())
     assert 0 <= results["eval_calibrated_ece"] < 1 and len(written["bins"]["calibrated"]) == 15
     card = (folder / "README.md").read_text()
-    assert f"`probability`" in card and f"calibration error {results['eval_calibrated_ece']:.3f}" in card
+    assert "`probability`" in card and f"calibration error {results['eval_calibrated_ece']:.3f}" in card
 
 
 def test_without_a_calibrator_there_is_no_probability(learned, questions):
