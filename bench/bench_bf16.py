@@ -42,7 +42,7 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="a model folder saved by run_qa.py or run_qa_crf.py")
     parser.add_argument("--dev_file", default=None, help="SQuAD v2 JSON (default: the dev set in --data_dir)")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="use only the first N questions")
-    parser.add_argument("--tiny", action="store_true", help="smoke size: the first 19 questions")
+    parser.add_argument("--tiny", action="store_true", help="smoke size: the first 19 questions, float32 and --bf16")
     common.add_common_arguments(parser)
     parser.set_defaults(repeats=1)  # each run is a whole evaluation
     args = parser.parse_args(argv)
@@ -54,10 +54,11 @@ def main(argv=None):
     script = "run_qa.py" if settings.head == "span" else "run_qa_crf.py"
     dev_file = common.data_file(args, args.dev_file, common.DEV_NAME)
     limit = 19 if args.tiny else args.max_eval_samples
-    runs, seconds = {}, {name: [] for name in WAYS}
+    ways = dict(list(WAYS.items())[:2]) if args.tiny else WAYS
+    runs, seconds = {}, {name: [] for name in ways}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.repeats):
-            for way, (name, flags) in enumerate(WAYS.items()):
+            for way, (name, flags) in enumerate(ways.items()):
                 runs[name] = evaluation(args.model, script, dev_file, settings.null_score_diff_threshold, flags,
                                         limit, str(Path(tmp) / f"{round_}-{way}"))
                 seconds[name].append(runs[name][0]["eval_runtime"])

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLE, side_installation
+from tests.conftest import ROOT, SAMPLE
 
 TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
 
@@ -41,8 +41,8 @@ def test_bench_postprocess():
     assert "| package best span score >= reference's (every question, tolerance 1e-4) | 19 / 19 |" in output
 
 
-def test_bench_flops():
-    output = run_bench("bench_flops.py", "--dev_file", DEV)
+def test_bench_flops(tiny_bert_dir):
+    output = run_bench("bench_flops.py", "--model", tiny_bert_dir, "--dev_file", DEV)
     assert_report(output, "The forward pass against the machine's matrix product", "| float32 | ", "| bf16 | ",
                   "windows (8 questions, batches of 32")
 
@@ -150,13 +150,14 @@ def test_bench_gpu_dry_run(tmp_path):
 def test_bench_bf16(learned):
     output = run_bench("bench_bf16.py", "--model", learned["crf"], "--dev_file", DEV)
     assert_report(output, "Evaluation in bf16 against float32 (crf head)", "| float32 |",
-                  "| bf16 autocast (--bf16) |", "| bf16 weights (--bf16_full_eval) |",
-                  "19 questions of dev-v2.0.json")
+                  "| bf16 autocast (--bf16) |", "19 questions of dev-v2.0.json")
     assert re.search(r"\| float32 \|( [0-9.]+ \|){4} 19 of 19 \|", output), output
 
 
 def test_bench_int8(learned):
-    site = side_installation("torchao-0.18.0", ["--no-deps", "torchao==0.18.0"])
+    site = ROOT / ".cache" / "torchao"  # where bench/bench_int8.py's docstring installs it
+    if not (site / "torchao").is_dir():
+        pytest.skip(f"torchao is not installed in {site} (int8 is measured, not adopted: bench/bench_int8.py)")
     output = run_bench("bench_int8.py", "--model", learned["span"], "--dev_file", DEV, site=site)
     assert_report(output, "The pipeline in float32 against torchao's dynamic int8", "| float32 | ", "| int8 | ",
                   "first 8 questions, batch 32", "| int8 answers equal to float32's | ")
