@@ -554,13 +554,13 @@ def checked_answers(answers, context, disjoint=False):
             return None, 0, f"answer text {text!r} holds no visible character (only zero-width or format ones)"
         if not encodable(text):
             return None, 0, f"answer text {text!r} holds an unpaired surrogate (a broken \\uXXXX escape)"
-        if integer_or_none(start) is None:
+        number = integer_or_none(start)
+        if number is None:
             return None, 0, f"answer_start {start!r} is not an integer"
-        start = integer_or_none(start)
         texts.append(text)
-        given.append(start)
+        given.append(number)
         # A negative start would slice from the end of the context and could match there by accident.
-        starts.append(start if start >= 0 and context[start : start + len(text)] == text else None)
+        starts.append(number if number >= 0 and context[number : number + len(text)] == text else None)
     placed = [(start, start + len(text)) for text, start in zip(texts, starts) if start is not None]
     pair = overlapping(placed) if disjoint else None
     if pair:

@@ -76,7 +76,7 @@ def digests_file(cache_file):
     return f"{cache_file}.digests.json"
 
 
-def verified_windows(questions, map_windows, cache_file):
+def verified_windows(map_windows, cache_file):
     """The windows read from `cache_file` (`map_windows(load_from_cache_file=True)`), or None, with a warning, when
     they cannot be read or are not the files this cache wrote there (their digests differ from its record)."""
     try:
@@ -107,7 +107,7 @@ def cached_windows(questions, build, key, cache_dir=None, recompute=False, num_p
         )
 
     if not recompute and os.path.exists(digests_file(cache_file)):
-        windows = verified_windows(questions, map_windows, cache_file)
+        windows = verified_windows(map_windows, cache_file)
         if windows is not None:
             return windows
     windows = map_windows(load_from_cache_file=False)
