@@ -68,11 +68,14 @@ class QuestionSet:
     labelled: the questions came with their answers (empty for unanswerable ones), so predictions are scored;
         questions to predict on may come without.
     multi_span: each question's `answers` are the spans of one multi-span answer (MultiSpanQA), not alternatives.
+    over_passages: each question is asked of several passages (`reader_data.py`): its `context` is their joined
+        text and its `passage_starts` column says where each begins; windows never cross a passage.
     """
 
     rows: datasets.Dataset
     labelled: bool = True
     multi_span: bool = False
+    over_passages: bool = False
 
     def __len__(self):
         return len(self.rows)
@@ -243,7 +246,7 @@ def read_records(path, columns=SCHEMA_COLUMNS, answers_required=True):
         lines = read_json_lines(path)
         if is_mrqa_header(lines[0][1]):
             return mrqa_records(lines, path)
-        return schema_named(lines, path, columns, answers_required)
+        return flat_records(lines, path, columns, answers_required)
     if kind in (".parquet", ".csv"):
         return schema_named(read_table(path, kind, columns["answers"]), path, columns, answers_required)
     if kind != ".json":
@@ -265,7 +268,20 @@ def read_records(path, columns=SCHEMA_COLUMNS, answers_required=True):
         return flatten_squad(rows, path)
     if any(isinstance(row, dict) and isinstance(row.get("context"), list) for row in rows):
         return multispanqa_records(rows, path, answers_required)
-    return schema_named([(f"record {i}", r) for i, r in enumerate(rows)], path, columns, answers_required)
+    return flat_records([(f"record {i}", r) for i, r in enumerate(rows)], path, columns, answers_required)
+
+
+def asked_over_passages(records):
+    """Whether (locator, record) pairs are questions over passages (`reader_data.py`): any record carries `passages`."""
+    return any(isinstance(record, dict) and "passages" in record for _, record in records)
+
+
+def flat_records(records, source, columns, answers_required):
+    """(locator, record) pairs of a flat file: questions over passages as they are, others with their `columns`
+    renamed (`schema_named`)."""
+    if asked_over_passages(records):
+        return records
+    return schema_named(records, source, columns, answers_required)
 
 
 def renamed(record, columns):
@@ -645,7 +661,12 @@ def spans_as_answers(records, source, answers_required=True):
 def question_set(records, source, answers_required):
     """`QuestionSet` of the checked records. Questions to predict on that come without answers (all of them, or some:
     a warning says how many) are not labelled; questions whose answers are all empty are: they are scored as
-    unanswerable. Records that carry `spans` make a multi-span set."""
+    unanswerable. Records that carry `spans` make a multi-span set, records that carry `passages` a set of questions
+    over passages (`reader_data.passage_question_set`)."""
+    if asked_over_passages(records):
+        from reader_data import passage_question_set  # it builds on this module's reading and checking
+
+        return passage_question_set(records, source, answers_required)
     records, multi = spans_as_answers(records, source, answers_required)
     columns = validated_columns(records, source, answers_required, disjoint=multi)
     missing = 0 if answers_required else sum(answers_dict(r.get("answers")) is None for _, r in records)
@@ -694,6 +715,10 @@ def load_questions(files, dataset_name=None, dataset_config_name=None, columns=S
     for split, path in files.items():
         splits[split] = questions_from_file(path, split != "test", columns)
     for split, questions in splits.items():
+        source = files.get(split, f"{dataset_name}[{split}]")
+        if split == "train" and questions.over_passages:
+            raise QADataError(f"{source}: questions over passages (a reader file) are evaluated and predicted on; "
+                              "train on SQuAD-format questions, each with the context that answers it")
         if split != "test":
-            require_negative_flag(questions, files.get(split, f"{dataset_name}[{split}]"), version_2_with_negative)
+            require_negative_flag(questions, source, version_2_with_negative)
     return splits

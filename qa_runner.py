@@ -35,6 +35,7 @@ from outputs import OutputError, save_metrics, write_config, write_json_atomical
 from publishing import HubPushError
 from qa_arguments import TRAIN_PAD_MULTIPLE, parse_args
 from qa_data import QADataError, load_questions
+from reader_data import top_from_gold_passage
 from tokenizer_casing import CheckpointError, load_tokenizer
 from trainer_qa import QuestionAnsweringTrainer, encoder_and_head
 from unanswerable import with_unanswerable_copies
@@ -378,6 +379,8 @@ def scores(questions, predictions, settings):
     result = squad_v2_scores(answers, texts, settings.null_score_diff_threshold)
     for name in ("best_exact", "best_f1"):
         result[f"{name}_null_score_diff_threshold"] = result[f"{name}_thresh"]
+    if questions.over_passages and not settings.multi_span:
+        result["HasAns_top_from_gold_passage"] = top_from_gold_passage(questions.rows, predictions.nbest)
     return result
 
 

@@ -9,12 +9,14 @@ Window features (one row per window of `max_seq_length` tokens over a question a
   [-1, -1] outside the context), `cls_index` (the [CLS] token, where no-answer is scored) and `length`.
 """
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
 
 from model_folder.crf_decoding import TAG_B, TAG_I, TAG_O
 from model_folder.qa_decoding import WindowPaths, multi_span_answers, ranked_answers, window_candidates
+from model_folder.qa_passages import SEPARATOR
 from model_folder.qa_windows import window_features
 
 
@@ -35,14 +37,32 @@ def answer_tokens(offsets, answers):
     return start, end
 
 
+def context_pieces(examples):
+    """(texts, row, shift): what of each question's context is cut into windows, the question (its place in the
+    batch) each text belongs to, and where the text begins in that context: the whole context, or for questions over
+    passages (a `passage_starts` column) each passage of the joined context alone, as the pipeline cuts them."""
+    starts = examples.get("passage_starts") or [[0]] * len(examples["context"])
+    texts, rows, shifts = [], [], []
+    for row, (context, begins) in enumerate(zip(examples["context"], starts)):
+        ends = [b - len(SEPARATOR) for b in begins[1:]] + [len(context)]
+        for begin, end in zip(begins, ends):
+            texts.append(context[begin:end])
+            rows.append(row)
+            shifts.append(begin)
+    return texts, rows, shifts
+
+
 def window_columns(examples, indices, tokenizer, settings, pad_to_max_length=False):
     """`qa_windows.window_features` of a batch of questions, cut as `settings` (`QASettings`) say, each window's
-    question as its row (`example_index`) rather than its place in the batch. Returns (columns, offsets): the columns
-    but the offsets arrays."""
-    columns = window_features(examples["question"], examples["context"], examples["id"], tokenizer,
-                              settings.max_seq_length, settings.doc_stride, pad_to_max_length)
-    columns["example_index"] = [indices[i] for i in columns.pop("window_question")]
-    return columns, columns.pop("offsets")
+    question as its row (`example_index`) rather than its place in the batch, its offsets into the question's whole
+    context (`context_pieces`). Returns (columns, offsets): the columns but the offsets arrays."""
+    texts, rows, shifts = context_pieces(examples)
+    columns = window_features([examples["question"][r] for r in rows], texts, [examples["id"][r] for r in rows],
+                              tokenizer, settings.max_seq_length, settings.doc_stride, pad_to_max_length)
+    pieces = columns.pop("window_question")
+    columns["example_index"] = [indices[rows[p]] for p in pieces]
+    offsets = [np.where(o >= 0, o + shifts[p], o) if shifts[p] else o for o, p in zip(columns.pop("offsets"), pieces)]
+    return columns, offsets
 
 
 def span_tags(offsets, spans):
@@ -138,15 +158,28 @@ def question_predictions(questions, features, offsets, candidates, settings):
     With `settings.version_2_with_negative` the answer is "" when null score - best span score (the null odds)
     exceeds `settings.null_score_diff_threshold`. Every question gets an entry. For multi-span questions a question's
     prediction is the list of its answer's span texts, MultiSpanQA's prediction format (one span, or none, from a
-    single-span model).
+    single-span model). For questions over passages each n-best answer names its passage (`with_passages`).
     """
     if isinstance(candidates, WindowPaths):
         return multi_span_predictions(questions, features, offsets, candidates, settings)
     result = single_span_predictions(questions.rows, features, offsets, candidates, settings)
+    if questions.over_passages:
+        with_passages(result.nbest, column(questions.rows, "id"), column(questions.rows, "passage_starts"))
     if questions.multi_span:
         result.predictions = {qid: [answer] if answer else [] for qid, answer in result.predictions.items()}
         result.metric_predictions = [{"id": qid, "spans": spans} for qid, spans in result.predictions.items()]
     return result
+
+
+def with_passages(nbest, ids, passage_starts):
+    """Each n-best answer of questions over passages ({id: answers}, changed in place) with its `passage` (index;
+    None for the empty answer) and its `start` / `end` in that passage's text, as the pipeline reports them."""
+    for qid, starts in zip(ids, passage_starts):
+        for answer in nbest[qid]:
+            passage = bisect.bisect_right(starts, answer["start"]) - 1 if answer["text"] else None
+            if passage is not None:
+                answer.update(start=answer["start"] - starts[passage], end=answer["end"] - starts[passage])
+            answer["passage"] = passage
 
 
 def multi_span_predictions(questions, features, offsets, paths, settings):

@@ -3,8 +3,8 @@ pushes, and transformers imports them from there (`trust_remote_code=True`) in p
 project.
 
 Every folder carries `PIPELINE_FILES`: `qa_pipeline.py`, the pipeline that `config.custom_pipelines` names, the
-modules it imports (`qa_settings`, `qa_windows`, `qa_decoding`, `span_decoding`, `calibration`), `handler.py`, the
-Inference Endpoints handler, and a `requirements.txt` (`requirements_txt`). A CRF folder also carries
+modules it imports (`qa_settings`, `qa_windows`, `qa_decoding`, `span_decoding`, `calibration`, `qa_passages`),
+`handler.py`, the Inference Endpoints handler, and a `requirements.txt` (`requirements_txt`). A CRF folder also carries
 `modeling_crf.py` and `crf_decoding.py`, which `save_pretrained` copies as the model's code (`config.auto_map`).
 
 The modules import each other relatively and nothing else of the project, so a folder that lacks one of them fails
@@ -16,7 +16,8 @@ from pathlib import Path
 
 FOLDER = Path(__file__).resolve().parent
 PIPELINE_FILES = tuple(FOLDER / name for name in ("qa_pipeline.py", "qa_settings.py", "qa_windows.py", "qa_decoding.py",
-                                                  "span_decoding.py", "calibration.py", "handler.py"))
+                                                  "span_decoding.py", "calibration.py", "qa_passages.py",
+                                                  "handler.py"))
 # What a folder's code imports beyond torch, with the versions tested: a folder's requirements.txt, which the
 # Inference Endpoints toolkit installs when it starts. The pipeline serves on transformers 4.51 and later (the
 # toolkit's 4.51.3, transformers 4.55 and 5 tested); the CRF model is a transformers 5 model.

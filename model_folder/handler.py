@@ -5,10 +5,11 @@ repository's folder, and calls it with each request's JSON body:
 
     {"inputs": {"question": "...", "context": "..."}, "parameters": {"top_k": 3, "handle_impossible_answer": true}}
     {"inputs": [{"question": ..., "context": ...}, ...], "parameters": {...}}
+    {"inputs": {"question": "...", "passages": ["...", {"text": "...", "id": "doc-7", "title": "..."}]}}
 
 and answers with a list, one entry per input: what the folder's `pipeline("question-answering")` returns for it
 (a {"answer", "score", "start", "end"} dict, with "probability" for a calibrated model, or a list of them with
-`top_k` > 1). The hosted widget and serverless inference run no custom code; an endpoint does, with this handler.
+`top_k` > 1; over passages, each answer also names its "passage", "passage_id", "title" and "meta"). The hosted widget and serverless inference run no custom code; an endpoint does, with this handler.
 The endpoint's environment variable SPANBERT_QA_BF16=1 answers every request under bf16 autocast.
 """
 
@@ -29,8 +30,8 @@ class EndpointHandler:
                                  **({"bf16": True} if bf16 else {}))
 
     def __call__(self, data):
-        """Answers to `data["inputs"]` (one {"question", "context"} dict or a list of them), with the pipeline's
-        parameters from `data["parameters"]`."""
+        """Answers to `data["inputs"]` (one {"question", "context"} or {"question", "passages"} dict, or a list of
+        them), with the pipeline's parameters from `data["parameters"]`."""
         if not isinstance(data, dict) or "inputs" not in data:
             raise ValueError('Expected {"inputs": {"question": ..., "context": ...} or a list of them, '
                              '"parameters": {...}}')

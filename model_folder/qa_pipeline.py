@@ -6,6 +6,7 @@ the modules it imports) and naming it in `config.custom_pipelines`:
     from transformers import pipeline
     qa = pipeline("question-answering", model="path/or/hub-id", trust_remote_code=True)
     qa(question="Who?", context="...")  # {"score": ..., "start": ..., "end": ..., "answer": ...}
+    qa(question="Who?", passages=["...", {"text": "...", "id": "doc-7"}])  # the answer across them, its passage named
 
 Windows and their features come from the function evaluation uses (`qa_windows.window_features`), and each window's
 candidates and null score from the decoding evaluation uses (`qa_decoding.window_candidates`), with the settings
@@ -13,7 +14,8 @@ evaluation ran with (`qa_settings.QASettings`, read from the model's config and 
 so the pipeline answers as evaluation did. A span model's answers are reported with transformers 4's
 scores; a CRF model's with their tag paths' probabilities; a multi-span CRF model's answers list their `spans`. A
 model whose config stores a calibrator (`run_qa.py --calibrate`) adds each answer's `probability` of being right
-(`calibration.py`).
+(`calibration.py`). A question over many passages is answered as evaluation answers a context of several windows,
+each passage cut into windows of its own (`qa_passages.py`).
 """
 
 import itertools
@@ -30,11 +32,12 @@ from transformers.pipelines.base import ChunkPipeline
 from .calibration import Calibrator  # noqa: F401  (these two named here because transformers 4 copies only the
 from .span_decoding import best_spans  # noqa: F401  pipeline's own imports into the modules it loads)
 from .qa_decoding import OUTPUT_FIELDS, multi_span_answers, window_candidates
+from .qa_passages import Collection, checked_text
 from .qa_settings import QASettings
 from .qa_windows import WindowCollator, max_question_tokens, window_features
 
 # What the pipeline keeps of a window beside the model's inputs, for its postprocessing.
-EXTRAS = ("offsets", "words", "cls_index", "context", "is_last")
+EXTRAS = ("offsets", "words", "cls_index", "context", "is_last", "passages")
 # What an answer holds, as transformers 4's pipeline returns it (and `probability` for a calibrated model).
 ANSWER_FIELDS = ("score", "start", "end", "answer")
 # The call's parameters (transformers 4's, `topk` its deprecated spelling of `top_k`, and this pipeline's
@@ -61,27 +64,37 @@ def paired(questions, contexts):
     return [{"question": q, "context": c} for q, c in zip(questions, contexts)]
 
 
+def over_passages(questions, passages):
+    """question=..., passages=... as one {"question", "passages"} dict (a question and its list of passages) or a list
+    of them (a list of questions and a list of passage lists, one per question)."""
+    if isinstance(questions, str):
+        return {"question": questions, "passages": passages}
+    if not isinstance(questions, (list, tuple)) or not isinstance(passages, (list, tuple)):
+        raise ValueError("question=... and passages=...: give a question and its list of passages, or a list of "
+                         "questions and a list of passage lists, one per question")
+    if len(questions) != len(passages):
+        raise ValueError(f"{len(questions)} questions but {len(passages)} passage lists: give one list per question")
+    return [{"question": q, "passages": p} for q, p in zip(questions, passages)]
+
+
 def checked(item, where):
-    """`item` as the pipeline's {"question", "context"} input (other keys, such as a dataset row's, are ignored).
+    """`item` as the pipeline's input: {"question", "context"}, or {"question", "passages": `Collection`} for a
+    question over many passages (`qa_passages.py`); other keys, such as a dataset row's, are ignored.
 
     As transformers 4's pipeline: KeyError for a dict without one of the keys, ValueError for a text that is None,
     empty or not a string; ValueError too for a text that is no Unicode (an unpaired surrogate).
     """
     if not isinstance(item, Mapping):
         raise ValueError(f"{where}: expected a {{'question': ..., 'context': ...}} dict, got {item!r:.100}")
-    for name in ("question", "context"):
+    source = "passages" if "passages" in item and "context" not in item else "context"
+    for name in ("question", source):
         if name not in item:
-            raise KeyError(f"{where}: the dict has no '{name}' key; give {{'question': ..., 'context': ...}}")
-        value = item[name]
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{where}: '{name}' must be a non-empty string, got {value!r:.100}")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as err:
-            raise ValueError(f"{where}: '{name}' holds an unpaired surrogate at character {err.start} (half of a "
-                             f"broken \\uXXXX escape, such as a JSON-escaped emoji cut in two): {value!r:.100}"
-                             ) from None
-    return {"question": item["question"], "context": item["context"]}
+            raise KeyError(f"{where}: the dict has no '{name}' key; give {{'question': ..., 'context': ...}} (or "
+                           f"{{'question': ..., 'passages': [...]}})")
+    question = checked_text(item["question"], f"{where}: 'question'")
+    if source == "passages":
+        return {"question": question, "passages": Collection.of(item["passages"], f"{where}: 'passages'")}
+    return {"question": question, "context": checked_text(item["context"], f"{where}: 'context'")}
 
 
 def pipeline_inputs(args, kwargs):
@@ -90,10 +103,11 @@ def pipeline_inputs(args, kwargs):
     Accepts what transformers 4's pipeline accepted: question=..., context=... (strings or lists), (question,
     context) positionally, a dict, a list or tuple of dicts, X=... or data=..., and any other iterable of dicts (a
     generator, a `datasets.Dataset`), which is streamed: the call returns an iterator of results, checked and
-    answered as they are read.
+    answered as they are read. A question over many passages is a {"question", "passages"} dict in any of these
+    forms, or question=..., passages=[...].
     """
     keyword = [name for name in ("X", "data") if name in kwargs]
-    if args and (keyword or "question" in kwargs or "context" in kwargs):
+    if args and (keyword or {"question", "context", "passages"} & set(kwargs)):
         raise ValueError("Give the input either positionally or as question=... and context=..., not both")
     if len(args) == 2:
         inputs = paired(*args)
@@ -105,8 +119,11 @@ def pipeline_inputs(args, kwargs):
         inputs = kwargs.pop(keyword[0])
     elif "question" in kwargs and "context" in kwargs:
         inputs = paired(kwargs.pop("question"), kwargs.pop("context"))
+    elif "question" in kwargs and "passages" in kwargs:
+        inputs = over_passages(kwargs.pop("question"), kwargs.pop("passages"))
     else:
-        raise ValueError("Give question=... and context=... (strings or lists), or {'question', 'context'} dicts")
+        raise ValueError("Give question=... and context=... (strings or lists), question=... and passages=[...], or "
+                         "{'question', 'context'} or {'question', 'passages'} dicts")
     if isinstance(inputs, Mapping):
         return checked(inputs, "input")
     if isinstance(inputs, (list, tuple)):
@@ -191,22 +208,31 @@ def log_softmax(logits, mask):
     return masked - top - np.log(np.exp(masked - top).sum(axis=1, keepdims=True))
 
 
-def library_scores(start_logits, end_logits, context, cls_index, candidates):
+def library_scores(start_logits, end_logits, context, cls_index, candidates, shared=False):
     """transformers 4's scores: each span's probability within its window (softmax of the window's start logits
     times softmax of its end logits, both over its context tokens and [CLS]), and each window's no-answer
-    probability (the same at [CLS])."""
+    probability (the same at [CLS]).
+
+    With `shared`, the softmaxes run over all the windows' tokens together (a question over many passages): one
+    distribution over the whole collection, so that scores compare across windows and passages (the probability
+    that shared-normalisation training maximises for the right span).
+    """
     rows = np.arange(len(cls_index))
     mask = context.copy()
     mask[rows, cls_index] = True
-    log_start, log_end = log_softmax(start_logits, mask), log_softmax(end_logits, mask)
+    shape = (1, -1) if shared else start_logits.shape
+    log_start, log_end = (log_softmax(logits.reshape(shape), mask.reshape(shape)).reshape(mask.shape)
+                          for logits in (start_logits, end_logits))
     span = log_start[candidates.window, candidates.start] + log_end[candidates.window, candidates.end]
     return np.exp(span), np.exp(log_start[rows, cls_index] + log_end[rows, cls_index])
 
 
-def distinct_answers(context, candidates, score, char_start, char_end, combine):
+def distinct_answers(context, candidates, score, char_start, char_end, combine, passage):
     """Answers best first (by the candidates' scores, as evaluation ranks them: equal scores in window order, then
-    as the window ranked them), merged as transformers 4 merges them: spans whose texts are equal (ignoring case)
-    are one answer, at the best one's place, with their `score`s combined by `combine` (transformers 4 adds them).
+    as the window ranked them), merged as transformers 4 merges them: spans of one passage whose texts are equal
+    (ignoring case) are one answer, at the best one's place, with their `score`s combined by `combine`
+    (transformers 4 adds them). `passage`: each candidate's passage (all 0 for a single context); the same text in
+    two passages is two answers, each naming its passage.
 
     Returns dicts {"answer", "start", "end", "rank", "score"}; "rank" is the ranking score.
     """
@@ -214,12 +240,13 @@ def distinct_answers(context, candidates, score, char_start, char_end, combine):
     for i in np.argsort(-candidates.score, kind="stable").tolist():
         start, end = char_start[i], char_end[i]
         text = context[start:end]
-        merged = answers.get(text.lower())
+        key = (passage[i], text.lower())
+        merged = answers.get(key)
         if merged:
             merged["score"] = combine(merged["score"], score[i])
         else:
-            answers[text.lower()] = {"answer": text, "start": start, "end": end,
-                                     "rank": float(candidates.score[i]), "score": score[i]}
+            answers[key] = {"answer": text, "start": start, "end": end, "rank": float(candidates.score[i]),
+                            "score": score[i]}
     return list(answers.values())
 
 
@@ -309,8 +336,15 @@ class QuestionAnsweringPipeline(ChunkPipeline):
                                           postprocess_params)
 
     def length_sorted_answers(self, inputs, batch_size, preprocess_params, forward_params, postprocess_params):
-        """Answers in input order, the windows of `SORTED_QUESTIONS` questions at a time run through the model in
-        batches of windows of similar length, as evaluation batches them, so that batches carry little padding."""
+        """Answers in input order (`length_sorted_outputs`)."""
+        for question_windows in self.length_sorted_outputs(inputs, batch_size, preprocess_params, forward_params):
+            yield self.postprocess(question_windows, **postprocess_params)
+
+    def length_sorted_outputs(self, inputs, batch_size, preprocess_params, forward_params):
+        """Per input (checked: `checked`'s dicts), in order, its windows with the model's outputs, as `postprocess`
+        reads them: the windows of `SORTED_QUESTIONS` inputs at a time run through the model in batches of windows of
+        similar length, as evaluation batches them, so that batches carry little padding (a question over passages
+        shares batches with every other window)."""
         collate = WindowCollator(self.tokenizer.pad_token_id)
         while chunk := list(itertools.islice(inputs, SORTED_QUESTIONS)):
             windows = [(q, w) for q, item_windows in enumerate(self.question_windows(chunk, **preprocess_params))
@@ -328,8 +362,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             by_question = [[] for _ in chunk]
             for (q, _), output in zip(windows, outputs):
                 by_question[q].append(output)
-            for question_windows in by_question:
-                yield self.postprocess(question_windows, **postprocess_params)
+            yield from by_question
 
     def _sanitize_parameters(self, top_k=None, doc_stride=None, max_seq_len=None, max_question_len=None,
                              max_answer_len=None, handle_impossible_answer=None, align_to_words=None,
@@ -386,32 +419,49 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         yield from self.question_windows([inputs], max_seq_len, doc_stride, max_question_len)[0]
 
     def question_windows(self, items, max_seq_len=None, doc_stride=None, max_question_len=None):
-        """Per item ({"question", "context"}), its windows as the model is fed them: the model inputs (a batch of
-        one), the context mask, and for postprocessing the offsets, word spans, [CLS] position, context and whether
-        it is the last. The items are tokenized together, in one call of the tokenizer."""
+        """Per item ({"question", "context"} or {"question", "passages"}), its windows as the model is fed them: the
+        model inputs (a batch of one), the context mask, and for postprocessing the offsets, word spans, [CLS]
+        position, context, passages and whether it is the last. An item over passages has the windows of each of its
+        passages, in order, with offsets into the passages' joined text (`qa_passages.Collection`). The items'
+        contexts and passages are tokenized together, in one call of the tokenizer."""
         max_seq_len, doc_stride = self.window_sizes(max_seq_len, doc_stride)
-        contexts = [item["context"] for item in items]
-        features = window_features([item["question"] for item in items], contexts, ["input"] * len(items),
+        # (item, character shift into the item's context) of each text to cut into windows
+        texts, owners = [], []
+        for i, item in enumerate(items):
+            collection = item.get("passages")
+            for text, shift in (zip(collection.texts, collection.starts.tolist()) if collection else
+                                [(item["context"], 0)]):
+                texts.append(text)
+                owners.append((i, shift))
+        features = window_features([items[i]["question"] for i, _ in owners], texts, ["input"] * len(texts),
                                    self.tokenizer, max_seq_len, doc_stride, max_question_len=max_question_len)
-        item_windows = [[] for _ in items]
-        for w, q in enumerate(features["window_question"]):
-            item_windows[q].append(w)
-        result = []
-        for context, words, windows in zip(contexts, context_words(self.tokenizer, contexts), item_windows):
+        text_windows = [[] for _ in texts]
+        for w, t in enumerate(features["window_question"]):
+            text_windows[t].append(w)
+        result = [[] for _ in items]
+        for text, words, windows, (i, shift) in zip(texts, context_words(self.tokenizer, texts), text_windows, owners):
             if not any(any(features["context_mask"][w]) for w in windows):
                 # e.g. only control or zero-width characters, which the tokenizer drops: nothing to answer from
-                raise ValueError(f"The context {context!r:.100} has no text the tokenizer keeps")
-            result.append([self.window(features, w, context, words, w == windows[-1]) for w in windows])
+                raise ValueError(f"The {'passage' if items[i].get('passages') else 'context'} {text!r:.100} "
+                                 f"has no text the tokenizer keeps")
+            result[i].extend(self.window(features, w, words, shift, items[i]) for w in windows)
+        for windows in result:
+            windows[-1]["is_last"] = True
         return result
 
-    def window(self, features, w, context, words, is_last):
-        """Window `w` of `features` as the pipeline feeds it to the model and keeps it for postprocessing."""
+    def window(self, features, w, words, shift, item):
+        """Window `w` of `features` as the pipeline feeds it to the model and keeps it for postprocessing, its
+        character offsets (and its words') moved by `shift` into its `item`'s context (or its passages' joined text)."""
         window = {name: torch.tensor([features[name][w]]) for name in self.tokenizer.model_input_names
                   if name in features}
         window["context_mask"] = torch.tensor([features["context_mask"][w]])
-        offsets = features["offsets"][w]
-        return {**window, "offsets": offsets, "words": word_spans(words, offsets),
-                "cls_index": features["cls_index"][w], "context": context, "is_last": is_last}
+        offsets, spans = features["offsets"][w], word_spans(words, features["offsets"][w])
+        if shift:
+            offsets, spans = (np.where(a >= 0, a + shift, a) for a in (offsets, spans))
+        collection = item.get("passages")
+        return {**window, "offsets": offsets, "words": spans, "cls_index": features["cls_index"][w],
+                "context": collection.joined if collection else item["context"], "is_last": False,
+                "passages": collection}
 
     def _forward(self, inputs, top_k=1, max_answer_len=None, bf16=False):
         model_inputs = {k: v for k, v in inputs.items() if k not in EXTRAS}
@@ -439,45 +489,70 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         settings = self.settings
         max_answer_len = settings.max_answer_length if max_answer_len is None else max_answer_len
         null_threshold = settings.null_score_diff_threshold if null_threshold is None else null_threshold
-        context = windows[0]["context"]
-        # batching adds a leading axis to arrays
-        offsets, words = ([np.asarray(w[key]).reshape(-1, 2) for w in windows] for key in ("offsets", "words"))
-        outputs = self.window_outputs(windows, [len(o) for o in offsets])
-        offsets, words = stacked(offsets, -1, np.int64), stacked(words, -1, np.int64)
-        cls_index = np.array([w["cls_index"] for w in windows])
-        bounds = words if align_to_words else offsets
+        collection = windows[0]["passages"]
         if self.head == "multi_span":
-            # the answer's own path may be among the top_k most probable: one more makes top_k - 1 others
-            paths = window_candidates(self.head, outputs, None, None, top_k + 1, None)
-            best, ranked, _ = multi_span_answers([context], np.zeros(len(windows), dtype=np.int64), bounds, paths,
-                                                 top_k + 1, handle_impossible_answer, null_threshold)[0]
-            results = multi_span_results(best, ranked, float(paths.window_null.min()), top_k, handle_impossible_answer,
-                                         null_threshold)
+            results = self.multi_span_results(windows, top_k, handle_impossible_answer, null_threshold, align_to_words)
+            if collection:
+                results = [{**collection.located(r), "spans": [collection.located(s) for s in r["spans"]]}
+                           for r in results]
             return results[0] if top_k == 1 else results
         calibrator = settings.calibrator
         # A calibrated top answer's evidence includes its margin over the runner-up: find two distinct answers.
         needed = max(top_k, 2) if calibrator else top_k
-        # Each window gives its best spans, as transformers 4 takes them (more when that makes fewer than the
-        # distinct answers needed and a window may have more).
-        per_window, found = needed * 2 + 10 if align_to_words else needed, -1
-        while True:
-            candidates = window_candidates(self.head, outputs, offsets[..., 0] >= 0, cls_index, per_window,
-                                           max_answer_len)
-            scores, null_score = self.reported_scores(outputs, offsets, cls_index, candidates)
-            char_start = bounds[candidates.window, candidates.start, 0].tolist()
-            char_end = bounds[candidates.window, candidates.end, 1].tolist()
-            answers = distinct_answers(context, candidates, scores, char_start, char_end, self.combine_scores)
-            if len(answers) >= needed or len(candidates.window) == found:
-                break
-            per_window, found = per_window * 2, len(candidates.window)
-        null_rank, empty = float(candidates.window_null.min()), {"score": null_score}
+        answers, null_rank, null_score = self.ranked_spans(windows, needed, max_answer_len, align_to_words)
+        empty = {"score": null_score}
         if calibrator:
             answers, empty["probability"] = with_probabilities(answers, null_rank, calibrator)
         if handle_impossible_answer:
             answers = with_no_answer(answers, null_rank, empty, null_threshold)
         fields = ANSWER_FIELDS + (("probability",) if calibrator else ())
         results = [{field: answer[field] for field in fields} for answer in answers[:top_k]]
+        if collection:
+            results = [collection.located(result) for result in results]
         return results[0] if top_k == 1 else results
+
+    def decoding_inputs(self, windows, align_to_words):
+        """(the head's outputs, offsets, [CLS] positions, answer bounds) of a question's windows as arrays, one row
+        per window; the bounds are the word spans (`align_to_words`) or the token offsets."""
+        # batching adds a leading axis to arrays
+        offsets, words = ([np.asarray(w[key]).reshape(-1, 2) for w in windows] for key in ("offsets", "words"))
+        outputs = self.window_outputs(windows, [len(o) for o in offsets])
+        offsets, words = stacked(offsets, -1, np.int64), stacked(words, -1, np.int64)
+        cls_index = np.array([w["cls_index"] for w in windows])
+        return outputs, offsets, cls_index, words if align_to_words else offsets
+
+    def multi_span_results(self, windows, top_k, handle_impossible_answer, null_threshold, align_to_words):
+        """`multi_span_results` of a multi-span model's question from its `windows`."""
+        outputs, _, _, bounds = self.decoding_inputs(windows, align_to_words)
+        # the answer's own path may be among the top_k most probable: one more makes top_k - 1 others
+        paths = window_candidates(self.head, outputs, None, None, top_k + 1, None)
+        best, ranked, _ = multi_span_answers([windows[0]["context"]], np.zeros(len(windows), dtype=np.int64), bounds,
+                                             paths, top_k + 1, handle_impossible_answer, null_threshold)[0]
+        return multi_span_results(best, ranked, float(paths.window_null.min()), top_k, handle_impossible_answer,
+                                  null_threshold)
+
+    def ranked_spans(self, windows, needed, max_answer_len, align_to_words):
+        """(answers, null rank, the empty answer's `score`) of a single-span model's question from its `windows`:
+        at least `needed` distinct answers where its windows have them (`distinct_answers`: best first, each with
+        its ranking score `rank`: start + end logit, or log P(path)), and its null score (the lowest of its
+        windows')."""
+        context, collection = windows[0]["context"], windows[0]["passages"]
+        outputs, offsets, cls_index, bounds = self.decoding_inputs(windows, align_to_words)
+        # Each window gives its best spans, as transformers 4 takes them (more when that makes fewer than the
+        # distinct answers needed and a window may have more).
+        per_window, found = needed * 2 + 10 if align_to_words else needed, -1
+        while True:
+            candidates = window_candidates(self.head, outputs, offsets[..., 0] >= 0, cls_index, per_window,
+                                           max_answer_len)
+            scores, null_score = self.reported_scores(outputs, offsets, cls_index, candidates, shared=bool(collection))
+            char_start = bounds[candidates.window, candidates.start, 0].tolist()
+            char_end = bounds[candidates.window, candidates.end, 1].tolist()
+            passage = collection.passage_of(char_start).tolist() if collection else [0] * len(char_start)
+            answers = distinct_answers(context, candidates, scores, char_start, char_end, self.combine_scores,
+                                       passage)
+            if len(answers) >= needed or len(candidates.window) == found:
+                return answers, float(candidates.window_null.min()), null_score
+            per_window, found = per_window * 2, len(candidates.window)
 
     def window_outputs(self, windows, lengths):
         """The head's `OUTPUT_FIELDS` of a question's windows as arrays, one row per window (logits cut to each
@@ -497,12 +572,13 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         of their tag paths."""
         return max if self.head == "crf" else operator.add
 
-    def reported_scores(self, outputs, offsets, cls_index, candidates):
+    def reported_scores(self, outputs, offsets, cls_index, candidates, shared=False):
         """(each candidate's `score`, the empty answer's `score`): for a span model transformers 4's
-        (`library_scores`, the empty answer's the lowest of its windows'), for a CRF model tag path probabilities
-        (the empty answer's the lowest P(all tags O) of its windows)."""
+        (`library_scores`, over all the windows together when `shared`: a question over passages; the empty
+        answer's the lowest of its windows'), for a CRF model tag path probabilities (the empty answer's the lowest
+        P(all tags O) of its windows), each normalised over its window's paths, the all-O one among them."""
         if self.head == "crf":
             return (np.exp(candidates.score.astype(np.float64)).tolist(),
                     float(np.exp(candidates.window_null.astype(np.float64)).min()))
-        score, null_score = library_scores(*outputs, offsets[..., 0] >= 0, cls_index, candidates)
+        score, null_score = library_scores(*outputs, offsets[..., 0] >= 0, cls_index, candidates, shared)
         return score.tolist(), float(null_score.min())

@@ -161,3 +161,11 @@ def test_bench_int8(learned):
     output = run_bench("bench_int8.py", "--model", learned["span"], "--dev_file", DEV, site=site)
     assert_report(output, "The pipeline in float32 against torchao's dynamic int8", "| float32 | ", "| int8 | ",
                   "first 8 questions, batch 32", "| int8 answers equal to float32's | ")
+
+
+def test_bench_reader(learned):
+    output = run_bench("bench_reader.py", "--model", learned["span"], "--dev_file", DEV)
+    assert_report(output, "A question over 10 passages: the reader against per-passage answers and Haystack's scoring",
+                  "| (a) the pipeline per passage, best `score` |", "| (b) Haystack's scoring |",
+                  "| (c) the reader (`score`) |", "| reader / one call per passage |",
+                  "questions of dev-v2.0.json (8 asked)")

@@ -11,7 +11,8 @@ import textwrap
 import pytest
 from transformers import pipeline
 
-from tests.conftest import HEADS, side_installation
+from qa_data import questions_from_file
+from tests.conftest import HEADS, TRAIN, side_installation
 
 # As the toolkit loads a custom handler: the folder first on sys.path, handler.py imported from its file,
 # EndpointHandler(path) built once, each request's answer serialised with orjson (which refuses NaN).
@@ -53,14 +54,20 @@ def test_an_endpoint_answers_as_the_pipeline_does(learned, learned_questions, tm
     assert (learned[head] / "handler.py").exists()
     items = [{"question": q["question"], "context": q["context"]} for q in learned_questions.select(range(6))]
     parameters = {"top_k": 3, "handle_impossible_answer": True, "align_to_words": False}
-    answers = served(learned[head], [{"inputs": items[0]}, {"inputs": items, "parameters": parameters}], tmp_path)
+    # a question over passages (the reader's form), beside a context the model was not trained on: answers naming
+    # their passage
+    unseen = next(c for c in questions_from_file(TRAIN).rows["context"] if c not in learned_questions["context"])
+    over = {"question": items[0]["question"], "passages": [unseen, {"text": items[0]["context"], "id": "own"}]}
+    answers = served(learned[head], [{"inputs": items[0]}, {"inputs": items, "parameters": parameters},
+                                     {"inputs": over, "parameters": {"top_k": 2}}], tmp_path)
     qa = pipeline("question-answering", model=str(learned[head]), trust_remote_code=True)
-    expected = [[qa(items[0])], qa(items, **parameters)]
+    expected = [[qa(items[0])], qa(items, **parameters), [qa(over, top_k=2)]]
     assert expected[0][0]["answer"] and len(answers[1]) == 6 and all(len(answer) == 3 for answer in answers[1])
+    assert answers[2][0][0]["passage_id"] == "own" and answers[2][0][0]["answer"] == expected[0][0]["answer"]
     for got, want in zip(answers, expected):  # float noise between processes moves the scores, not the answers
         got, want = ([[a] if isinstance(a, dict) else a for a in answer] for answer in (got, want))
-        assert [[(a["answer"], a["start"], a["end"]) for a in g] for g in got] == \
-            [[(a["answer"], a["start"], a["end"]) for a in w] for w in want]
+        assert [[(a["answer"], a["start"], a["end"], a.get("passage")) for a in g] for g in got] == \
+            [[(a["answer"], a["start"], a["end"], a.get("passage")) for a in w] for w in want]
         scores = [a["score"] for w in want for a in w]
         assert [a["score"] for g in got for a in g] == pytest.approx(scores, rel=1e-3, abs=1e-6)
 

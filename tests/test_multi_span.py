@@ -130,3 +130,15 @@ def test_top_k_gives_the_most_probable_paths_as_evaluation_lists_them(crf_pipe, 
         listed.pop(answers[0]["answer"].lower(), None)
         assert [a["answer"] for a in answers[1:]] == list(listed.values())[:2]
         assert answers[1]["score"] >= answers[2]["score"]
+
+
+def test_over_passages_each_span_names_its_passage_and_a_passage_without_answer_changes_nothing(crf_pipe, questions):
+    filler = " ".join(FILLER) + " ."
+    for question in questions.select(range(6)):
+        alone = crf_pipe(question=question["question"], context=question["context"], align_to_words=False)
+        over = crf_pipe(question=question["question"], passages=[filler, {"text": question["context"], "id": "own"}],
+                        align_to_words=False)
+        assert [(s["answer"], s["start"], s["end"]) for s in over["spans"]] == \
+            [(s["answer"], s["start"], s["end"]) for s in alone["spans"]] and alone["spans"]
+        assert {(s["passage"], s["passage_id"]) for s in over["spans"]} == {(1, "own")}
+        assert over["passage"] == 1 and over["answer"] == alone["answer"]

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from qa_data import questions_from_file
+from reader_data import collections_from_squad, read_squad
 from tests.conftest import HEADS, ROOT, SHARED_MULTISPANQA, read_json, train_heads
 from tests.independent_scorer import (independent_best_f1, independent_multispan_scores, independent_question_scores,
                                       independent_scores)
@@ -26,12 +27,12 @@ def dev_slice(squad_dir):
 @pytest.fixture(scope="module")
 def real_runs(squad_dir, minilm_dir, tmp_path_factory):
     """{head: output folder} of MiniLM trained for 8 steps on 400 real training questions and evaluated on the dev
-    slice, both heads in one process."""
+    slice, both heads in one process (128-token windows: what is tested here does not need longer ones)."""
     folders = {head: tmp_path_factory.mktemp(f"real-{head}") for head in HEADS}
     train_heads({head: ["--model_name_or_path", minilm_dir, "--train_file", squad_dir / "train-v2.0-subset.json.gz",
                         "--validation_file", squad_dir / "dev-v2.0.json.gz", "--version_2_with_negative",
                         "--max_train_samples", 400, "--max_eval_samples", DEV_SLICE, "--do_train", "--do_eval",
-                        "--max_steps", 8, "--max_seq_length", 256, "--doc_stride", 96,
+                        "--max_steps", 8, "--max_seq_length", 128, "--doc_stride", 48,
                         "--per_device_train_batch_size", 8, "--per_device_eval_batch_size", 32, "--learning_rate",
                         1e-4, "--logging_steps", 2, "--output_dir", folders[head], "--report_to", "none", "--seed", 42]
                  for head in HEADS})
@@ -140,3 +141,26 @@ def test_committed_multispanqa_results_rescore_to_their_figures(run, multispanqa
                 results[f"eval_{kind}_f1"]) == pytest.approx(official[kind])
     readme = (ROOT / "results" / "README.md").read_text(encoding="utf-8")
     assert f"{results['eval_em_f1']:.2f} | {results['eval_overlap_f1']:.2f}" in readme
+
+
+READER_RUNS = sorted(path for path in (ROOT / "results").iterdir() if (path / "reader_predictions.json").exists())
+
+
+@pytest.mark.parametrize("run", READER_RUNS, ids=[run.name for run in READER_RUNS])
+def test_committed_reader_results_rescore_to_their_figures(run, squad_dir):
+    """results/<run>/ of bench/bench_reader.py: each rule's answers to the benchmark's questions over passages
+    (rebuilt here from the dev set) score, independently, the exact / F1 / best_f1 of its figures."""
+    figures = read_json(run, "figures.json")
+    questions = figures["benchmark"]
+    records = collections_from_squad(read_squad(squad_dir / "dev-v2.0.json.gz"), questions["passages"])
+    records = [r for r in records[: questions["max_questions"]] if questions["articles"] == "all" or r["article"] % 2]
+    golds = {"id": [r["id"] for r in records], "answers": [r["answers"] for r in records]}
+    for rule in figures["rules"]:
+        predictions = read_json(run, rule["predictions"])
+        assert list(predictions) == golds["id"]
+        exact, f1 = independent_scores({qid: p["answer"] for qid, p in predictions.items()}, golds)
+        assert (float(rule["exact"]), float(rule["f1"])) == pytest.approx((exact, f1), abs=0.005)
+        if rule["best_f1"] != "-":
+            best = independent_best_f1({qid: p["best_span"] for qid, p in predictions.items()},
+                                       {qid: p["no_answer_score"] for qid, p in predictions.items()}, golds)
+            assert float(rule["best_f1"]) == pytest.approx(best, abs=0.005)

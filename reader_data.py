@@ -1,0 +1,160 @@
+"""Questions over many passages (the reader's job): the file form, its reading, and the benchmark built from SQuAD.
+
+A reader file is JSON, `{"data": [record, ...]}` (any other top-level key is ignored), or JSON lines of records:
+
+    {"id": "q1", "question": "Who ...?",
+     "passages": ["text", {"text": "...", "id": "doc-7", "title": "..."}, ...],
+     "answers": {"text": ["gold answer", ...]}}
+
+`passages` as the pipeline takes them (`model_folder/qa_passages.py`); `answers.text` the gold answers (none: the
+passages do not answer it; questions to predict on may come without `answers`); other keys are ignored.
+`run_qa.py` / `run_qa_crf.py` evaluate and predict on such files (`--validation_file`, `--test_file`) as the pipeline
+answers them: each passage cut into windows of its own, spans ranked across all the windows, one null score (the
+lowest window's). A question is scored on the text of its top answer, as SQuAD v2 scores a question
+(`metrics/squad_v2`); a passage "holds a gold answer" when its text contains one.
+
+The benchmark (`collections_from_squad`): each SQuAD question asked of `passages` paragraphs of its article, its own
+and the others that share the most words with the question, as a retriever would rank them.
+"""
+
+import gzip
+import json
+import re
+
+import datasets
+
+from model_folder.qa_passages import SEPARATOR, Collection
+from qa_data import QUESTION_FEATURES, QADataError, QuestionSet, problems_message, read_records
+
+# A question set over passages: the questions' columns and where each passage begins in the joined context.
+PASSAGE_FEATURES = datasets.Features({**QUESTION_FEATURES, "passage_starts": datasets.List(datasets.Value("int64"))})
+
+WORD = re.compile(r"\w+")
+# Words too common to say that a paragraph is about the question.
+STOPWORDS = frozenset(
+    "a an and are as at be by did do does for from had has have how in is it its of on or the to was were what when "
+    "where which who whom whose why with".split()
+)
+
+
+def question_words(text):
+    """The distinct lowercase words of `text`, stopwords left out."""
+    return set(WORD.findall(text.lower())) - STOPWORDS
+
+
+def ranked_paragraphs(question, paragraphs, own, count):
+    """Indices of `count` paragraphs of an article for `question`: paragraph `own` and the others sharing the most
+    of the question's words (`question_words`), all ordered by that count, most first (ties: article order)."""
+    words = question_words(question)
+    shared = [len(words & set(WORD.findall(text.lower()))) for text in paragraphs]
+    others = sorted((p for p in range(len(paragraphs)) if p != own), key=lambda p: (-shared[p], p))[: count - 1]
+    return sorted([own, *others], key=lambda p: (-shared[p], p))
+
+
+def read_squad(path):
+    """The dict of a SQuAD-format JSON file (gzipped or not)."""
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def collections_from_squad(squad, passages=10):
+    """Reader records of every question of a SQuAD-format dict (`{"data": [articles]}`), in file order: each asked
+    of `passages` paragraphs of its article (`ranked_paragraphs`; all of them where the article has fewer), passage
+    ids "<article>-<paragraph>" (their places in the file), the article's title, and the record's `article` (its
+    place), so that whole articles can be held out."""
+    records = []
+    for a, article in enumerate(squad["data"]):
+        texts = [paragraph["context"] for paragraph in article["paragraphs"]]
+        for own, paragraph in enumerate(article["paragraphs"]):
+            for qa in paragraph["qas"]:
+                chosen = ranked_paragraphs(qa["question"], texts, own, passages)
+                records.append({
+                    "id": qa["id"], "question": qa["question"], "article": a,
+                    "passages": [{"text": texts[p], "id": f"{a}-{p}", "title": article.get("title", "")}
+                                 for p in chosen],
+                    "answers": {"text": [] if qa.get("is_impossible") else [x["text"] for x in qa["answers"]]},
+                })
+    return records
+
+
+def record_problem(record, answers_required=True):
+    """Why `record` is not a question over passages, or None."""
+    if not isinstance(record, dict):
+        return f"expected an object, got {type(record).__name__}"
+    for key in ("id", "question", "passages", *(("answers",) if answers_required else ())):
+        if key not in record:
+            return f"no '{key}' key"
+    if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
+        return f"'id' must be a string or an integer, got {record['id']!r:.100}"
+    if not isinstance(record["question"], str) or not record["question"].strip():
+        return f"'question' must be a non-empty string, got {record['question']!r:.100}"
+    answers = record.get("answers", {"text": []})
+    if not isinstance(answers, dict) or not isinstance(answers.get("text"), list) or \
+            not all(isinstance(text, str) and text.strip() for text in answers["text"]):
+        return f"'answers' must be {{'text': [non-empty strings]}} (an empty list: unanswerable), got {answers!r:.100}"
+    try:
+        Collection.of(record["passages"], "'passages'")
+    except (KeyError, ValueError) as err:
+        return err.args[0]
+    return None
+
+
+def checked_records(records, source, answers_required=True):
+    """The records of (locator, record) pairs, each checked (`record_problem`, ids once): QADataError naming the
+    source, each bad record (its place and id) and its problem."""
+    problems, seen = [], set()
+    for where, record in records:
+        problem = record_problem(record, answers_required)
+        if problem is None and record["id"] in seen:
+            problem = "an id given to an earlier record"
+        if problem:
+            qid = record.get("id") if isinstance(record, dict) else None
+            problems.append((f"{where}{f' (id {qid!r})' if qid is not None else ''}", problem))
+        else:
+            seen.add(record["id"])
+    if problems:
+        raise QADataError(problems_message(str(source), problems))
+    return [record for _, record in records]
+
+
+def read_reader_file(path, answers_required=True):
+    """The checked records of a reader file (JSON or JSON lines, optionally gzipped; read as `qa_data` reads
+    question files)."""
+    return checked_records(read_records(path, answers_required=answers_required), path, answers_required)
+
+
+def passage_question_set(records, source, answers_required=True):
+    """`QuestionSet` of questions over passages ((locator, record) pairs, checked here): each question's context the
+    joined text of its passages (`Collection.joined`), `passage_starts` where each begins, its gold answers with
+    `answer_start` where each first occurs in that text (-1 where no passage holds it: scored all the same)."""
+    records = checked_records(records, source, answers_required)
+    columns = {name: [] for name in PASSAGE_FEATURES}
+    for record in records:
+        collection = Collection.of(record["passages"], "'passages'")
+        joined = collection.joined
+        golds = record.get("answers", {"text": []})["text"]
+        for name, value in (("id", str(record["id"])), ("title", ""), ("context", joined),
+                            ("question", record["question"]),
+                            ("answers", {"text": golds, "answer_start": [joined.find(g) for g in golds]}),
+                            ("passage_starts", collection.starts.tolist())):
+            columns[name].append(value)
+    labelled = all("answers" in record for record in records)
+    return QuestionSet(datasets.Dataset.from_dict(columns, features=PASSAGE_FEATURES), labelled=labelled,
+                       over_passages=True)
+
+
+def top_from_gold_passage(rows, nbest):
+    """Percent of the answerable questions over passages (`rows`, a `PASSAGE_FEATURES` dataset) whose best span
+    (their first non-empty n-best answer, `nbest` naming its passage) comes from a passage holding a gold answer."""
+    hits = []
+    for qid, context, starts, answers in zip(rows["id"], rows["context"], rows["passage_starts"], rows["answers"]):
+        if not answers["text"]:
+            continue
+        best = next((a for a in nbest[qid] if a["text"]), None)
+        if best is None:
+            hits.append(False)
+            continue
+        ends = [b - len(SEPARATOR) for b in starts[1:]] + [len(context)]
+        passage = context[starts[best["passage"]] : ends[best["passage"]]]
+        hits.append(any(gold in passage for gold in answers["text"]))
+    return 100.0 * sum(hits) / len(hits) if hits else 0.0
