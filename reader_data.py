@@ -42,12 +42,13 @@ def question_words(text):
     return set(WORD.findall(text.lower())) - STOPWORDS
 
 
-def ranked_paragraphs(question, paragraphs, own, count):
+def ranked_paragraphs(question, paragraph_words, own, count):
     """Indices of `count` paragraphs of an article for `question`: paragraph `own` and the others sharing the most
-    of the question's words (`question_words`), all ordered by that count, most first (ties: article order)."""
+    of the question's words (`question_words`; `paragraph_words`: each paragraph's set of lowercase words), all
+    ordered by that count, most first (ties: article order)."""
     words = question_words(question)
-    shared = [len(words & set(WORD.findall(text.lower()))) for text in paragraphs]
-    others = sorted((p for p in range(len(paragraphs)) if p != own), key=lambda p: (-shared[p], p))[: count - 1]
+    shared = [len(words & paragraph) for paragraph in paragraph_words]
+    others = sorted((p for p in range(len(shared)) if p != own), key=lambda p: (-shared[p], p))[: count - 1]
     return sorted([own, *others], key=lambda p: (-shared[p], p))
 
 
@@ -65,9 +66,10 @@ def collections_from_squad(squad, passages=10):
     records = []
     for a, article in enumerate(squad["data"]):
         texts = [paragraph["context"] for paragraph in article["paragraphs"]]
+        words = [set(WORD.findall(text.lower())) for text in texts]
         for own, paragraph in enumerate(article["paragraphs"]):
             for qa in paragraph["qas"]:
-                chosen = ranked_paragraphs(qa["question"], texts, own, passages)
+                chosen = ranked_paragraphs(qa["question"], words, own, passages)
                 records.append({
                     "id": qa["id"], "question": qa["question"], "article": a,
                     "passages": [{"text": texts[p], "id": f"{a}-{p}", "title": article.get("title", "")}

@@ -37,7 +37,8 @@ SCRIPTS = {"span": "run_qa.py", "crf": "run_qa_crf.py"}
 # together, and first of all one that builds `learned`, so that one worker builds it while the other works through
 # modules that do not need it.
 SLOWEST_MODULES = ("test_qa_pipeline.py", "test_multi_span.py", "test_architectures.py", "test_run_qa.py",
-                   "test_bench.py", "test_real_data.py", "test_hub.py", "test_examples.py", "test_calibration.py",
+                   "test_bench.py", "test_real_data.py", "test_hub.py", "test_examples.py", "test_reader_data.py",
+                   "test_qa_passages.py", "test_calibration.py",
                    "test_handler.py", "test_modeling_crf.py", "test_quickstart.py", "test_run_qa_crf.py",
                    "test_multilingual.py")
 
