@@ -23,7 +23,7 @@ import re
 
 import datasets
 
-from model_folder.qa_passages import SEPARATOR, Collection
+from model_folder.qa_passages import Collection, split_passages
 from qa_data import QUESTION_FEATURES, QADataError, QuestionSet, problems_message, read_records
 
 # A question set over passages: the questions' columns and where each passage begins in the joined context.
@@ -156,7 +156,6 @@ def top_from_gold_passage(rows, nbest):
         if best is None:
             hits.append(False)
             continue
-        ends = [b - len(SEPARATOR) for b in starts[1:]] + [len(context)]
-        passage = context[starts[best["passage"]] : ends[best["passage"]]]
+        passage = split_passages(context, starts)[best["passage"]]
         hits.append(any(gold in passage for gold in answers["text"]))
     return 100.0 * sum(hits) / len(hits) if hits else 0.0

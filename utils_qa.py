@@ -16,7 +16,7 @@ import numpy as np
 
 from model_folder.crf_decoding import TAG_B, TAG_I, TAG_O
 from model_folder.qa_decoding import WindowPaths, multi_span_answers, ranked_answers, window_candidates
-from model_folder.qa_passages import SEPARATOR
+from model_folder.qa_passages import split_passages
 from model_folder.qa_windows import window_features
 
 
@@ -38,17 +38,15 @@ def answer_tokens(offsets, answers):
 
 
 def context_pieces(examples):
-    """(texts, row, shift): what of each question's context is cut into windows, the question (its place in the
+    """(texts, rows, shifts): what of each question's context is cut into windows, the question (its place in the
     batch) each text belongs to, and where the text begins in that context: the whole context, or for questions over
     passages (a `passage_starts` column) each passage of the joined context alone, as the pipeline cuts them."""
-    starts = examples.get("passage_starts") or [[0]] * len(examples["context"])
+    all_starts = examples.get("passage_starts") or [[0]] * len(examples["context"])
     texts, rows, shifts = [], [], []
-    for row, (context, begins) in enumerate(zip(examples["context"], starts)):
-        ends = [b - len(SEPARATOR) for b in begins[1:]] + [len(context)]
-        for begin, end in zip(begins, ends):
-            texts.append(context[begin:end])
-            rows.append(row)
-            shifts.append(begin)
+    for row, (context, starts) in enumerate(zip(examples["context"], all_starts)):
+        texts.extend(split_passages(context, starts))
+        rows.extend([row] * len(starts))
+        shifts.extend(starts)
     return texts, rows, shifts
 
 

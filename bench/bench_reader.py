@@ -89,7 +89,8 @@ def holds_gold(passage_text, golds):
 
 def decoded(qa, records, batch_size):
     """Per record, what (b) and (c) answer from one pass of the reader's windows through the model, and the
-    reader's evidence (ranked spans, null rank) for fitting a calibrator; with the seconds the pass took."""
+    reader's evidence (ranked spans, null rank, the top span's passage) for answering with another folder's threshold
+    and calibrator (`settings_answer`); with the seconds the pass took."""
     module = sys.modules[type(qa).__module__]
     items = [module.checked({"question": r["question"], "passages": r["passages"]}, f"record {i}")
              for i, r in enumerate(records)]

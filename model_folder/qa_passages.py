@@ -53,6 +53,12 @@ def passage_fields(passage, where):
     return checked_text(passage[TEXT], f"{where}: 'text'"), rest
 
 
+def split_passages(joined, starts):
+    """The passages' texts of a `Collection.joined` text whose passages begin at `starts`."""
+    ends = [start - len(SEPARATOR) for start in starts[1:]] + [len(joined)]
+    return [joined[start:end] for start, end in zip(starts, ends)]
+
+
 @dataclass(frozen=True)
 class Collection:
     """The passages of one question.
