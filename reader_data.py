@@ -23,8 +23,8 @@ import re
 
 import datasets
 
-from model_folder.qa_passages import Collection, split_passages
-from qa_data import QUESTION_FEATURES, QADataError, QuestionSet, problems_message, read_records
+from model_folder.qa_passages import Collection, checked_text, split_passages
+from qa_data import QUESTION_FEATURES, QADataError, QuestionSet, problems_message
 
 # A question set over passages: the questions' columns and where each passage begins in the joined context.
 PASSAGE_FEATURES = datasets.Features({**QUESTION_FEATURES, "passage_starts": datasets.List(datasets.Value("int64"))})
@@ -79,60 +79,53 @@ def collections_from_squad(squad, passages=10):
     return records
 
 
-def record_problem(record, answers_required=True):
-    """Why `record` is not a question over passages, or None."""
+def record_collection(record, answers_required=True):
+    """The `Collection` of a question over passages, once the record is checked: ValueError (KeyError for a passage
+    without text) naming the problem."""
     if not isinstance(record, dict):
-        return f"expected an object, got {type(record).__name__}"
+        raise ValueError(f"expected an object, got {type(record).__name__}")
     for key in ("id", "question", "passages", *(("answers",) if answers_required else ())):
         if key not in record:
-            return f"no '{key}' key"
+            raise ValueError(f"no '{key}' key")
     if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
-        return f"'id' must be a string or an integer, got {record['id']!r:.100}"
-    if not isinstance(record["question"], str) or not record["question"].strip():
-        return f"'question' must be a non-empty string, got {record['question']!r:.100}"
+        raise ValueError(f"'id' must be a string or an integer, got {record['id']!r:.100}")
+    checked_text(record["question"], "'question'")
     answers = record.get("answers", {"text": []})
     if not isinstance(answers, dict) or not isinstance(answers.get("text"), list) or \
             not all(isinstance(text, str) and text.strip() for text in answers["text"]):
-        return f"'answers' must be {{'text': [non-empty strings]}} (an empty list: unanswerable), got {answers!r:.100}"
-    try:
-        Collection.of(record["passages"], "'passages'")
-    except (KeyError, ValueError) as err:
-        return err.args[0]
-    return None
+        raise ValueError(f"'answers' must be {{'text': [non-empty strings]}} (an empty list: unanswerable), got "
+                         f"{answers!r:.100}")
+    return Collection.of(record["passages"], "'passages'")
 
 
 def checked_records(records, source, answers_required=True):
-    """The records of (locator, record) pairs, each checked (`record_problem`, ids once): QADataError naming the
-    source, each bad record (its place and id) and its problem."""
-    problems, seen = [], set()
+    """(record, its `Collection`) of each of the (locator, record) pairs, each checked (`record_collection`, ids
+    once): QADataError naming the source, each bad record (its place and id) and its problem."""
+    problems, seen, checked = [], set(), []
     for where, record in records:
-        problem = record_problem(record, answers_required)
-        if problem is None and record["id"] in seen:
-            problem = "an id given to an earlier record"
+        try:
+            collection = record_collection(record, answers_required)
+            problem = "an id given to an earlier record" if record["id"] in seen else None
+        except (KeyError, ValueError) as err:
+            problem = err.args[0]
         if problem:
             qid = record.get("id") if isinstance(record, dict) else None
             problems.append((f"{where}{f' (id {qid!r})' if qid is not None else ''}", problem))
         else:
             seen.add(record["id"])
+            checked.append((record, collection))
     if problems:
         raise QADataError(problems_message(str(source), problems))
-    return [record for _, record in records]
-
-
-def read_reader_file(path, answers_required=True):
-    """The checked records of a reader file (JSON or JSON lines, optionally gzipped; read as `qa_data` reads
-    question files)."""
-    return checked_records(read_records(path, answers_required=answers_required), path, answers_required)
+    return checked
 
 
 def passage_question_set(records, source, answers_required=True):
     """`QuestionSet` of questions over passages ((locator, record) pairs, checked here): each question's context the
     joined text of its passages (`Collection.joined`), `passage_starts` where each begins, its gold answers with
     `answer_start` where each first occurs in that text (-1 where no passage holds it: scored all the same)."""
-    records = checked_records(records, source, answers_required)
+    checked = checked_records(records, source, answers_required)
     columns = {name: [] for name in PASSAGE_FEATURES}
-    for record in records:
-        collection = Collection.of(record["passages"], "'passages'")
+    for record, collection in checked:
         joined = collection.joined
         golds = record.get("answers", {"text": []})["text"]
         for name, value in (("id", str(record["id"])), ("title", ""), ("context", joined),
@@ -140,7 +133,7 @@ def passage_question_set(records, source, answers_required=True):
                             ("answers", {"text": golds, "answer_start": [joined.find(g) for g in golds]}),
                             ("passage_starts", collection.starts.tolist())):
             columns[name].append(value)
-    labelled = all("answers" in record for record in records)
+    labelled = all("answers" in record for record, _ in checked)
     return QuestionSet(datasets.Dataset.from_dict(columns, features=PASSAGE_FEATURES), labelled=labelled,
                        over_passages=True)
 

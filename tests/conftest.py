@@ -188,6 +188,29 @@ def learned_questions():
     return questions_from_file(TRAIN).rows.select(range(LEARNED_QUESTIONS))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's tests: the learned models' short windows run far faster on one thread than
+    on threads that wait for a busy machine's cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def unseen_contexts(learned_questions):
+    """The distinct contexts of the sample training file that the learned models were not trained on, in file order:
+    passages that do not answer the learned questions (a context they were trained on they may have learned to
+    answer from, whatever the question)."""
+    from qa_data import questions_from_file
+
+    learned = set(learned_questions["context"])
+    return [c for c in dict.fromkeys(questions_from_file(TRAIN).rows["context"]) if c not in learned]
+
+
 @pytest.fixture(scope="session")
 def squad_dir():
     """The real SQuAD v2 files in ../shared (skipped where that folder is absent)."""

@@ -11,8 +11,7 @@ import textwrap
 import pytest
 from transformers import pipeline
 
-from qa_data import questions_from_file
-from tests.conftest import HEADS, TRAIN, side_installation
+from tests.conftest import HEADS, side_installation
 
 # As the toolkit loads a custom handler: the folder first on sys.path, handler.py imported from its file,
 # EndpointHandler(path) built once, each request's answer serialised with orjson (which refuses NaN).
@@ -50,14 +49,14 @@ def served(folder, requests, tmp_path, site=None, **variables):
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_an_endpoint_answers_as_the_pipeline_does(learned, learned_questions, tmp_path, head):
+def test_an_endpoint_answers_as_the_pipeline_does(learned, learned_questions, unseen_contexts, tmp_path, head):
     assert (learned[head] / "handler.py").exists()
     items = [{"question": q["question"], "context": q["context"]} for q in learned_questions.select(range(6))]
     parameters = {"top_k": 3, "handle_impossible_answer": True, "align_to_words": False}
     # a question over passages (the reader's form), beside a context the model was not trained on: answers naming
     # their passage
-    unseen = next(c for c in questions_from_file(TRAIN).rows["context"] if c not in learned_questions["context"])
-    over = {"question": items[0]["question"], "passages": [unseen, {"text": items[0]["context"], "id": "own"}]}
+    over = {"question": items[0]["question"], "passages": [unseen_contexts[0], {"text": items[0]["context"],
+                                                                               "id": "own"}]}
     answers = served(learned[head], [{"inputs": items[0]}, {"inputs": items, "parameters": parameters},
                                      {"inputs": over, "parameters": {"top_k": 2}}], tmp_path)
     qa = pipeline("question-answering", model=str(learned[head]), trust_remote_code=True)

@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from transformers import pipeline
 
 from model_folder.qa_passages import Collection
-from qa_data import questions_from_file
-from tests.conftest import HEADS, TRAIN
+from tests.conftest import HEADS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Passages beside a question's own: contexts of sample training questions the learned models were not trained on
 # (a context they were trained on they may have learned to answer from whatever the question).
@@ -22,17 +22,14 @@ DISTRACTORS = 4
 
 @pytest.fixture(scope="module")
 def pipes(learned):
-    torch.set_num_threads(1)
     return {head: pipeline("question-answering", model=str(folder), trust_remote_code=True)
             for head, folder in learned.items()}
 
 
 @pytest.fixture(scope="module")
-def asked(learned_questions):
+def asked(learned_questions, unseen_contexts):
     """(question, its own context, contexts it was not trained on) of each answerable learned question."""
-    learned = set(learned_questions["context"])
-    unseen = [c for c in dict.fromkeys(questions_from_file(TRAIN).rows["context"]) if c not in learned]
-    return [(q["question"], q["context"], unseen[k % 7 :]) for k, q in enumerate(learned_questions)
+    return [(q["question"], q["context"], unseen_contexts[k % 7 :]) for k, q in enumerate(learned_questions)
             if q["answers"]["text"]]
 
 

@@ -6,7 +6,8 @@ import pytest
 from transformers import pipeline
 
 from qa_data import QADataError, load_questions, questions_from_file
-from reader_data import collections_from_squad, question_words, read_reader_file
+from model_folder.qa_passages import SEPARATOR, split_passages
+from reader_data import collections_from_squad, question_words
 from tests.conftest import HEADS, LEARNED_WINDOWS, TRAIN, read_json, train_heads
 
 PARAGRAPHS = [
@@ -45,11 +46,22 @@ def test_each_question_gets_its_own_paragraph_and_those_sharing_the_most_words_r
     assert collections_from_squad(SQUAD, passages=3) == records  # deterministic
 
 
-def test_a_reader_file_reads_as_json_and_as_json_lines(tmp_path):
+def test_a_reader_file_reads_as_json_and_as_json_lines_into_questions_over_joined_passages(tmp_path):
     records = collections_from_squad(SQUAD, passages=2)
     (tmp_path / "r.json").write_text(json.dumps({"version": "x", "data": records}))
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in records))
-    assert read_reader_file(tmp_path / "r.json") == records == read_reader_file(tmp_path / "r.jsonl")
+    read = [questions_from_file(tmp_path / name) for name in ("r.json", "r.jsonl")]
+    assert all(questions.over_passages and questions.labelled for questions in read)
+    assert read[0].rows[:] == read[1].rows[:]
+    rows = read[0].rows
+    assert rows["id"] == ["q1", "q2", "q3"] and rows["question"] == [r["question"] for r in records]
+    for row, record in zip(rows, records):
+        texts = [p["text"] for p in record["passages"]]
+        assert row["context"] == SEPARATOR.join(texts)
+        assert split_passages(row["context"], row["passage_starts"]) == texts
+        assert row["answers"]["text"] == record["answers"]["text"]
+        assert [row["context"][s : s + len(t)] for s, t in zip(row["answers"]["answer_start"], row["answers"]["text"])
+                ] == row["answers"]["text"]
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -60,14 +72,16 @@ def test_a_reader_file_reads_as_json_and_as_json_lines(tmp_path):
     (lambda r: r.update(answers={"text": [""]}), "record 1 (id 'q2'): 'answers' must be {'text': [non-empty"),
     (lambda r: r.update(id="q1"), "record 1 (id 'q1'): an id given to an earlier record"),
     (lambda r: r.update(question=" "), "record 1 (id 'q2'): 'question' must be a non-empty string"),
-], ids=["no-passages", "empty-passages", "passage-without-text", "blank-answer", "id-twice", "blank-question"])
+    (lambda r: r.update(question="Wh\ud83d?"), "record 1 (id 'q2'): 'question' holds an unpaired surrogate"),
+], ids=["no-passages", "empty-passages", "passage-without-text", "blank-answer", "id-twice", "blank-question",
+        "lone-surrogate"])
 def test_a_bad_record_is_named_with_its_problem(tmp_path, change, problem):
     records = collections_from_squad(SQUAD, passages=2)
     change(records[1])
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"data": records}))
     with pytest.raises(QADataError) as error:
-        read_reader_file(path)
+        questions_from_file(path)
     assert str(path) in str(error.value) and problem in str(error.value), str(error.value)
 
 
@@ -78,17 +92,15 @@ def test_a_reader_file_cannot_be_trained_on(tmp_path):
         load_questions({"train": str(path)}, version_2_with_negative=True)
 
 
-def test_evaluation_over_passages_answers_as_the_pipeline_does(learned, learned_questions, tmp_path):
+def test_evaluation_over_passages_answers_as_the_pipeline_does(learned, learned_questions, unseen_contexts, tmp_path):
     """run_qa.py / run_qa_crf.py --do_eval on a reader file: each of the first 120 sample training questions over its
     own context and two contexts the learned models were not trained on (the CRF: the first 24, the questions it
     learned). Predictions, n-best answers naming their passages, the extra metric, the same answers from the
     pipeline asked the same questions over the same passages, and (span head) --calibrate fitted on them."""
     questions = questions_from_file(TRAIN).rows.select(range(120))
-    learned_contexts = set(learned_questions["context"])
-    unseen = [c for c in dict.fromkeys(questions_from_file(TRAIN).rows["context"]) if c not in learned_contexts]
     records = []
     for k, q in enumerate(questions):
-        others = [c for c in unseen if c != q["context"]]
+        others = [c for c in unseen_contexts if c != q["context"]]
         records.append({"id": q["id"], "question": q["question"], "answers": {"text": q["answers"]["text"]},
                         "passages": [others[k % 7], {"text": q["context"], "id": "own"},
                                      {"text": others[k % 7 + 1], "title": "t"}]})
