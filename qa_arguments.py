@@ -126,6 +126,13 @@ class DataTrainingArguments:
         metadata={"help": "SQuAD v2 training: add, for this fraction of the answerable training questions, an "
                           "unanswerable copy whose question is edited (negated, another number or name)."},
     )
+    distractor_passages: int = field(
+        default=0,
+        metadata={"help": "Training: ask each training question (not the unanswerable copies) of this many other "
+                          "paragraphs of its article too (the contexts with its title that share the most words with "
+                          "it and hold none of its answers), as a reader is asked; their windows are labelled "
+                          "no-answer. With --shared_norm they are normalised with the question's own."},
+    )
 
     def __post_init__(self):
         self.threshold_given = self.null_score_diff_threshold is not None
@@ -141,6 +148,8 @@ class DataTrainingArguments:
         if sum(fractions) and not self.version_2_with_negative:
             raise ValueError("--unanswerable_cuts/--unanswerable_pairs/--unanswerable_edits add unanswerable "
                              "questions: they need --version_2_with_negative.")
+        if self.distractor_passages < 0:
+            raise ValueError(f"--distractor_passages {self.distractor_passages} must be 0 or more paragraphs.")
         if min(fractions) < 0 or sum(fractions) > 1:
             raise ValueError("--unanswerable_cuts, --unanswerable_pairs and --unanswerable_edits are fractions of the "
                              "answerable questions: each at least 0, together at most 1.")
@@ -167,12 +176,20 @@ class DataTrainingArguments:
 @dataclass
 class QATrainingArguments(TrainingArguments):
     """`TrainingArguments` plus learning rates of their own for the freshly initialised head and a CRF's
-    transitions."""
+    transitions, and a span model's shared normalisation (`shared_norm.py`)."""
 
     head_learning_rate: float | None = field(
         default=None,
         metadata={"help": "Learning rate of the parameters outside the pretrained encoder (the QA head; the CRF's "
                           "emission layer and transitions), which start from random values (default: --learning_rate)."},
+    )
+    shared_norm: bool = field(
+        default=False,
+        metadata={"help": "Span models: train each question's start / end scores normalised over all its windows "
+                          "together (shared normalisation, Clark & Gardner 2018), so that they compare across windows "
+                          "and passages, as the reader over many passages ranks them; batches then hold whole "
+                          "questions (--per_device_train_batch_size windows on average). Best with "
+                          "--distractor_passages."},
     )
     crf_learning_rate: float | None = field(
         default=None,

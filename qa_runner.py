@@ -35,7 +35,7 @@ from outputs import OutputError, save_metrics, write_config, write_json_atomical
 from publishing import HubPushError
 from qa_arguments import TRAIN_PAD_MULTIPLE, parse_args
 from qa_data import QADataError, load_questions
-from reader_data import top_from_gold_passage
+from reader_data import top_from_gold_passage, with_distractors
 from tokenizer_casing import CheckpointError, load_tokenizer
 from trainer_qa import QuestionAnsweringTrainer, encoder_and_head
 from unanswerable import with_unanswerable_copies
@@ -90,7 +90,7 @@ def setup_logging(training_args):
 
 def check_flags(head, model_args, data_args, training_args):
     """Flags that do not fit together: QADataError, before any model or data is read. --calibrate fits on SQuAD v2
-    evaluation questions; the CRF's own flags have nothing to act on in a span model."""
+    evaluation questions; the CRF's own flags have nothing to act on in a span model, nor --shared_norm in a CRF."""
     if data_args.calibrate and not (training_args.do_eval and data_args.version_2_with_negative):
         raise QADataError("--calibrate fits on the evaluation questions: it needs --do_eval and SQuAD v2 data "
                           "(--version_2_with_negative)")
@@ -99,6 +99,9 @@ def check_flags(head, model_args, data_args, training_args):
              if value is not None]
     if head.label_scheme != "bio" and given:
         raise QADataError(f"{' and '.join(given)}: run_qa_crf.py's flags; a span model has no CRF")
+    if head.label_scheme != "span" and training_args.shared_norm:
+        raise QADataError("--shared_norm normalises a span model's start / end scores; a CRF scores tag paths "
+                          "(use run_qa.py)")
 
 
 def complete_checkpoints(output_dir):
@@ -248,11 +251,24 @@ def chosen_questions(data_args, training_args, cache_dir):
             if split not in questions:
                 raise QADataError(f"--{flag} needs {split} questions: give --{split}_file or a dataset with that split")
             chosen[split] = questions[split].first(getattr(data_args, limit))
-    fractions = data_args.unanswerable_fractions()
-    if "train" in chosen and sum(fractions):
-        train = chosen["train"]
-        chosen["train"] = train.with_rows(with_unanswerable_copies(train.rows, *fractions, seed=training_args.seed))
+    if "train" in chosen:
+        chosen["train"] = training_questions(chosen["train"], data_args, training_args.seed)
     return chosen
+
+
+def training_questions(questions, data_args, seed):
+    """The training `QuestionSet` with the unanswerable copies asked for, and its questions (not the copies) over
+    distractor paragraphs of their article with --distractor_passages."""
+    asked = len(questions)
+    fractions = data_args.unanswerable_fractions()
+    if sum(fractions):
+        questions = questions.with_rows(with_unanswerable_copies(questions.rows, *fractions, seed=seed))
+    if data_args.distractor_passages:
+        questions = with_distractors(questions, data_args.distractor_passages, asked)
+        passages = np.array([len(starts) for starts in questions.rows["passage_starts"][:asked]])
+        logger.info(f"{asked} training questions asked of {passages.mean():.2f} passages on average (their own and up "
+                    f"to {data_args.distractor_passages} distractor(s) of their article)")
+    return questions
 
 
 def check_calibration_data(questions, source, limited):

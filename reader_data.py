@@ -14,9 +14,11 @@ lowest window's). A question is scored on the text of its top answer, as SQuAD v
 (`metrics/squad_v2`); a passage "holds a gold answer" when its text contains one.
 
 The benchmark (`collections_from_squad`): each SQuAD question asked of `passages` paragraphs of its article, its own
-and the others that share the most words with the question, as a retriever would rank them.
+and the others that share the most words with the question, as a retriever would rank them. Training questions are
+asked of distractor paragraphs ranked the same way (`with_distractors`, `--distractor_passages`).
 """
 
+import dataclasses
 import gzip
 import json
 import re
@@ -152,3 +154,35 @@ def top_from_gold_passage(rows, nbest):
         passage = split_passages(context, starts)[best["passage"]]
         hits.append(any(gold in passage for gold in answers["text"]))
     return 100.0 * sum(hits) / len(hits) if hits else 0.0
+
+
+def with_distractors(questions, count, asked):
+    """`QuestionSet` over passages of training questions (a `QuestionSet` of single contexts): each of the first
+    `asked` questions also asked of `count` other paragraphs of its article (the distinct contexts of those first
+    questions with its title), the ones sharing the most words with it (`ranked_paragraphs`) among those that hold
+    none of its answer texts (they might answer it), in that ranking with its own; its answers' `answer_start`s
+    moved into the joined text. The other questions (unanswerable copies, which were made from a paragraph of the
+    article that may answer them) keep their context alone."""
+    rows = questions.rows
+    titles, contexts = rows["title"][:], rows["context"][:]
+    paragraphs = {}  # title -> {context: its word set}, in order
+    for title, context in zip(titles[:asked], contexts[:asked]):
+        if context not in paragraphs.setdefault(title, {}):
+            paragraphs[title][context] = set(WORD.findall(context.lower()))
+    articles = {title: (list(words), list(words.values())) for title, words in paragraphs.items()}
+    columns = {name: rows[name][:] for name in QUESTION_FEATURES}
+    columns["passage_starts"] = [[0]] * len(rows)
+    for i in range(asked):
+        texts, words = articles[titles[i]]
+        golds = columns["answers"][i]["text"]
+        own = texts.index(contexts[i])
+        order = ranked_paragraphs(columns["question"][i], words, own, len(texts))
+        others = [p for p in order if p != own and not any(gold in texts[p] for gold in golds)][:count]
+        chosen = [p for p in order if p == own or p in others]
+        collection = Collection.of([texts[p] for p in chosen], "'context'")
+        shift = int(collection.starts[chosen.index(own)])
+        columns["context"][i], columns["passage_starts"][i] = collection.joined, collection.starts.tolist()
+        columns["answers"][i] = {**columns["answers"][i],
+                                 "answer_start": [start + shift for start in columns["answers"][i]["answer_start"]]}
+    return dataclasses.replace(questions, rows=datasets.Dataset.from_dict(columns, features=PASSAGE_FEATURES),
+                               over_passages=True)

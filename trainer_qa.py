@@ -1,6 +1,7 @@
 """`QuestionAnsweringTrainer`: a `Trainer` whose evaluation runs the model over windows, turns the window outputs
 into answers per question and scores those answers against the questions' gold answers (the transformers QA
-example's trainer), and which trains the fresh head at learning rates of its own."""
+example's trainer), which trains the fresh head at learning rates of its own and, with --shared_norm, a span model
+with each question's scores normalised over all its windows (`shared_norm.py`)."""
 
 import ctypes
 import ctypes.util
@@ -10,13 +11,16 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from transformers.trainer_utils import speed_metrics
 
 from publishing import PublishingTrainer
+from shared_norm import QuestionBatchSampler, questions_per_batch, shared_norm_loss
 
 
+# What the --shared_norm loss reads of each training window besides the model's inputs: its question and [CLS] token.
+SHARED_NORM_COLUMNS = ("example_index", "cls_index")
 # glibc's malloc_trim, where there is one (elsewhere None: nothing to hand back).
 MALLOC_TRIM = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None) if os.name == "posix" else None
 
@@ -110,6 +114,8 @@ class QuestionAnsweringTrainer(PublishingTrainer):
         self.score_function = score_function
         self.write_function = write_function
         self.parameter_groups = parameter_groups
+        if self.args.shared_norm:
+            self.loss_is_scaled_for_ga = False  # `shared_norm_loss` is a mean over the batch's questions
 
     def train(self, *args, **kwargs):
         """`Trainer.train`, then the heap its steps freed handed back to the OS: over an epoch glibc keeps more than a
@@ -143,6 +149,33 @@ class QuestionAnsweringTrainer(PublishingTrainer):
         )
         return self.optimizer
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's loss, or for a batch of whole questions (--shared_norm, whose batches carry
+        `SHARED_NORM_COLUMNS`) the span loss normalised over each question's windows."""
+        if SHARED_NORM_COLUMNS[0] not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        questions, cls_index = (inputs.pop(name) for name in SHARED_NORM_COLUMNS)
+        starts, ends = inputs.pop("start_positions"), inputs.pop("end_positions")
+        outputs = model(**inputs)
+        loss = shared_norm_loss(outputs.start_logits, outputs.end_logits, starts, ends, cls_index,
+                                inputs["attention_mask"], questions)
+        return (loss, outputs) if return_outputs else loss
+
+    def question_batches(self, dataset):
+        """The training dataloader of --shared_norm: batches of whole questions (`QuestionBatchSampler`), as many
+        per batch as make --per_device_train_batch_size windows on average, each window with its
+        `SHARED_NORM_COLUMNS`."""
+        self._set_signature_columns_if_needed()
+        kept = set(self._signature_columns) | set(SHARED_NORM_COLUMNS)
+        question_of_window = dataset["example_index"][:]
+        sampler = QuestionBatchSampler(
+            question_of_window, dataset["length"][:], questions_per_batch(question_of_window, self._train_batch_size),
+            self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+        return self.accelerator.prepare(DataLoader(
+            dataset.select_columns([name for name in dataset.column_names if name in kept]), batch_sampler=sampler,
+            collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory))
+
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
@@ -154,7 +187,10 @@ class QuestionAnsweringTrainer(PublishingTrainer):
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
                         dataloader_key=None):
-        """The Trainer's dataloader; evaluation and prediction batches collated by `eval_data_collator` when given."""
+        """The Trainer's dataloader; evaluation and prediction batches collated by `eval_data_collator` when given,
+        training batches of whole questions with --shared_norm."""
+        if is_training and self.args.shared_norm:
+            return self.question_batches(dataset)
         kwargs = dict(dataset=dataset, description=description, batch_size=batch_size, sampler_fn=sampler_fn,
                       is_training=is_training, dataloader_key=dataloader_key)
         if is_training or self.eval_data_collator is None:

@@ -8,7 +8,8 @@ folder (run with this tree's pipeline code), questions, passages and windows, th
   answer by `score` (transformers 4's), "" only when every passage answers "";
 - (b) Haystack's scoring, restated from its documentation, on the reader's spans: a span scores
   sigmoid(0.1 x (start logit + end logit)), the empty answer the product of (1 - score) over the top 20 answers,
-  and the higher of the best span and the empty answer is the answer;
+  and the higher of the best span and the empty answer is the answer (span models: Haystack reads start / end
+  logits, which a CRF model has not);
 - (c) the reader, `qa(question=..., passages=[...], handle_impossible_answer=True)`: spans ranked across the
   passages, the collection's null score the lowest of all its windows', the folder's threshold.
 Figures: exact, F1 and best_f1 (the SQuAD v2 metric; best_f1 over each rule's no-answer score: (b) no-answer
@@ -100,8 +101,8 @@ def decoded(qa, records, batch_size):
         spans, null_rank, _ = qa.ranked_spans(windows, HAYSTACK_TOP_K, qa.settings.max_answer_length, True)
         best_rank = spans[0]["rank"] if spans else -math.inf
         passage = answer["passage"] if answer["answer"] else None
-        text, score, odds = haystack_answer(spans)
         top = int(windows[0]["passages"].passage_of([spans[0]["start"]])[0]) if spans else None
+        text, score, odds = haystack_answer(spans) if qa.head == "span" else ("", None, None)
         rows.append({"reader": (answer["answer"], answer.get("probability", answer["score"]), null_rank - best_rank,
                                 passage),
                      "haystack": (text, score, odds, top if text else None),
@@ -161,7 +162,7 @@ def speed(qa, records, batch_size, repeats):
     windows = [w for question in qa.question_windows(items) for w in question]
     order = sorted(range(len(windows)), key=lambda i: len(windows[i]["offsets"]))
     collate = WindowCollator(qa.tokenizer.pad_token_id)
-    inputs = [k for k in windows[0] if k not in module.EXTRAS and k != "context_mask"]
+    inputs = [k for k in windows[0] if k not in module.EXTRAS and (k != "context_mask" or qa.head != "span")]
     batches = [collate([{k: windows[i][k][0] for k in inputs} for i in order[f : f + batch_size]])
                for f in range(0, len(order), batch_size)]
 
@@ -184,7 +185,8 @@ def speed(qa, records, batch_size, repeats):
 
 def main():
     parser = common.add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
-    parser.add_argument("--model", required=True, help="a span model folder saved by run_qa.py")
+    parser.add_argument("--model", required=True, help="a model folder saved by run_qa.py or run_qa_crf.py "
+                                                       "(single-span)")
     parser.add_argument("--dev_file", help=f"SQuAD v2 file (default: --data_dir's {common.DEV_NAME})")
     parser.add_argument("--max_questions", type=int, default=2000)
     parser.add_argument("--passages", type=int, default=10)
@@ -221,8 +223,9 @@ def main():
     # (name, file stem, [(answer, passage)], no-answer scores or None, probabilities)
     rules = [("(a) the pipeline per passage, best `score`", "habit", [(a, p) for a, _, p in habit], None,
               [s for _, s, _ in habit]),
-             ("(b) Haystack's scoring", "haystack", [(a, p) for a, _, _, p in (row["haystack"] for row in rows)],
-              [o for _, _, o, _ in (row["haystack"] for row in rows)], [s for _, s, _, _ in (r["haystack"] for r in rows)]),
+             *([("(b) Haystack's scoring", "haystack", [(a, p) for a, _, _, p in (row["haystack"] for row in rows)],
+                 [o for _, _, o, _ in (row["haystack"] for row in rows)],
+                 [s for _, s, _, _ in (r["haystack"] for r in rows)])] if qa.head == "span" else []),
              ("(c) the reader" + (", the folder's threshold and calibrator" if qa.settings.calibrator else
                                   " (`score`)"), "reader", [(a, p) for a, _, _, p in (row["reader"] for row in rows)],
               odds, [p for _, p, _, _ in (row["reader"] for row in rows)])]

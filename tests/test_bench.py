@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, SCRIPT_ENV, run_script
 
 TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
 
@@ -15,11 +15,9 @@ TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
 def run_bench(script, *args, site=None):
     """stdout of `python bench/<script> --tiny --repeats 1 ...` from the repository root, `site` (a side installation)
     on its path; fails on a non-zero exit."""
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    if site:
-        env["PYTHONPATH"] = str(site)
+    env = {**SCRIPT_ENV, **({"PYTHONPATH": str(site)} if site else {})}
     command = [sys.executable, str(ROOT / "bench" / script), "--tiny", "--repeats", "1", *map(str, args)]
-    result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = run_script(command, env=env, stderr=subprocess.PIPE)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout
 
@@ -163,9 +161,10 @@ def test_bench_int8(learned):
                   "first 8 questions, batch 32", "| int8 answers equal to float32's | ")
 
 
-def test_bench_reader(learned):
-    output = run_bench("bench_reader.py", "--model", learned["span"], "--dev_file", DEV)
+@pytest.mark.parametrize("head", ["span", "crf"])
+def test_bench_reader(learned, head):
+    output = run_bench("bench_reader.py", "--model", learned[head], "--dev_file", DEV)
     assert_report(output, "A question over 10 passages: the reader against per-passage answers and Haystack's scoring",
-                  "| (a) the pipeline per passage, best `score` |", "| (b) Haystack's scoring |",
-                  "| (c) the reader (`score`) |", "| reader / one call per passage |",
-                  "questions of dev-v2.0.json (8 asked)")
+                  "| (a) the pipeline per passage, best `score` |", "| (c) the reader (`score`) |",
+                  "| reader / one call per passage |", "| bare forward |", "questions of dev-v2.0.json (8 asked)")
+    assert ("| (b) Haystack's scoring |" in output) == (head == "span")  # Haystack reads start / end logits

@@ -7,7 +7,7 @@ from transformers import pipeline
 
 from qa_data import QADataError, load_questions, questions_from_file
 from model_folder.qa_passages import SEPARATOR, split_passages
-from reader_data import collections_from_squad, question_words
+from reader_data import collections_from_squad, question_words, with_distractors
 from tests.conftest import HEADS, LEARNED_WINDOWS, TRAIN, read_json, train_heads
 
 PARAGRAPHS = [
@@ -138,3 +138,32 @@ def test_evaluation_over_passages_answers_as_the_pipeline_does(learned, learned_
         # --calibrate fitted on these questions over passages: the folder applies it to them
         assert ("probability" in answers[0]) == (head == "span")
     assert read_json(out["span"], "eval_calibration.json")["calibration_questions"] == len(questions)
+
+
+def test_training_questions_are_asked_of_distractor_paragraphs_of_their_article_that_hold_none_of_their_answers(
+        tmp_path):
+    holding = "The castle fire and the library by the Danube."  # shares the most words with q1, and holds its answer
+    squad = json.loads(json.dumps(SQUAD))
+    vienna = squad["data"][0]["paragraphs"]
+    for p in (1, 2, 3):  # a paragraph is a distractor where training questions are asked of it
+        vienna[p]["qas"] = [{"id": f"p{p}", "question": "Why?", "is_impossible": True, "answers": []}]
+    vienna.append({"context": holding, "qas": [
+        {"id": "q4", "question": "Which castle?", "answers": [{"text": "castle", "answer_start": 4}]}]})
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(squad))
+    questions = questions_from_file(path)
+    over = with_distractors(questions, 2, asked=6)  # the last question stands for an unanswerable copy
+    assert over.over_passages and over.rows["id"] == questions.rows["id"] == ["q1", "q2", "p1", "p2", "p3", "q4", "q3"]
+    passages = {row["id"]: split_passages(row["context"], row["passage_starts"]) for row in over.rows}
+    # q1 (castle, fire, destroy, library): paragraph 3 (castle, fire, library), 1 (castle, fire); not `holding`
+    # (castle, fire, library), which holds its answer; its own shares none: last
+    assert passages["q1"] == [PARAGRAPHS[3], PARAGRAPHS[1], PARAGRAPHS[0]]
+    # q4 (castle) is answered "castle": paragraphs 1 and 3 hold it, so the two that share no word, in article order
+    assert passages["q4"] == [holding, PARAGRAPHS[0], PARAGRAPHS[2]]
+    assert passages["p1"] == [PARAGRAPHS[0], PARAGRAPHS[1], PARAGRAPHS[2]]  # "Why?" shares none: article order
+    assert passages["q3"] == ["Only one paragraph here."]  # not asked: its context alone
+    for row, before in zip(over.rows, questions.rows):
+        assert row["answers"]["text"] == before["answers"]["text"]
+        assert [row["context"][s : s + len(t)] for s, t in zip(row["answers"]["answer_start"],
+                                                                 row["answers"]["text"])] == row["answers"]["text"]
+    assert over.rows[0]["answers"]["answer_start"] == [over.rows[0]["passage_starts"][2] + 22]  # in its own passage

@@ -13,9 +13,11 @@ from trainer_qa import QuestionAnsweringTrainer
 from utils_qa import QuestionPredictions
 
 
-def trainer(tiny_bert_dir, tmp_path, **kwargs):
+def trainer(tiny_bert_dir, tmp_path, arguments=(), **kwargs):
+    """A QuestionAnsweringTrainer of a fresh span model on the tiny encoder; `arguments`: (name, value) pairs of
+    QATrainingArguments beyond the test defaults."""
     args = QATrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_eval_batch_size=2,
-                               train_sampling_strategy="group_by_length")
+                               train_sampling_strategy="group_by_length", **dict(arguments))
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     model = AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir)
     return QuestionAnsweringTrainer(model=model, args=args, processing_class=tokenizer,
