@@ -44,13 +44,14 @@ def question_words(text):
     return set(WORD.findall(text.lower())) - STOPWORDS
 
 
-def ranked_paragraphs(question, paragraph_words, own, count):
+def ranked_paragraphs(question, paragraph_words, own, count, left_out=()):
     """Indices of `count` paragraphs of an article for `question`: paragraph `own` and the others sharing the most
-    of the question's words (`question_words`; `paragraph_words`: each paragraph's set of lowercase words), all
-    ordered by that count, most first (ties: article order)."""
+    of the question's words (`question_words`; `paragraph_words`: each paragraph's set of lowercase words), never
+    those in `left_out`, all ordered by that count, most first (ties: article order)."""
     words = question_words(question)
     shared = [len(words & paragraph) for paragraph in paragraph_words]
-    others = sorted((p for p in range(len(shared)) if p != own), key=lambda p: (-shared[p], p))[: count - 1]
+    others = sorted((p for p in range(len(shared)) if p != own and p not in left_out),
+                    key=lambda p: (-shared[p], p))[: count - 1]
     return sorted([own, *others], key=lambda p: (-shared[p], p))
 
 
@@ -176,9 +177,8 @@ def with_distractors(questions, count, asked):
         texts, words = articles[titles[i]]
         golds = columns["answers"][i]["text"]
         own = texts.index(contexts[i])
-        order = ranked_paragraphs(columns["question"][i], words, own, len(texts))
-        others = [p for p in order if p != own and not any(gold in texts[p] for gold in golds)][:count]
-        chosen = [p for p in order if p == own or p in others]
+        answering = {p for p, text in enumerate(texts) if any(gold in text for gold in golds)}
+        chosen = ranked_paragraphs(columns["question"][i], words, own, count + 1, left_out=answering)
         collection = Collection.of([texts[p] for p in chosen], "'context'")
         shift = int(collection.starts[chosen.index(own)])
         columns["context"][i], columns["passage_starts"][i] = collection.joined, collection.starts.tolist()

@@ -161,6 +161,10 @@ class QuestionAnsweringTrainer(PublishingTrainer):
                                 inputs["attention_mask"], questions)
         return (loss, outputs) if return_outputs else loss
 
+    def order_seed(self):
+        """The seed of the training order: --data_seed, else --seed (as the Trainer's samplers take it)."""
+        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
     def question_batches(self, dataset):
         """The training dataloader of --shared_norm: batches of whole questions (`QuestionBatchSampler`), as many
         per batch as make --per_device_train_batch_size windows on average, each window with its
@@ -170,7 +174,7 @@ class QuestionAnsweringTrainer(PublishingTrainer):
         question_of_window = dataset["example_index"][:]
         sampler = QuestionBatchSampler(
             question_of_window, dataset["length"][:], questions_per_batch(question_of_window, self._train_batch_size),
-            self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+            self.order_seed())
         return self.accelerator.prepare(DataLoader(
             dataset.select_columns([name for name in dataset.column_names if name in kept]), batch_sampler=sampler,
             collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
@@ -181,9 +185,8 @@ class QuestionAnsweringTrainer(PublishingTrainer):
             return super()._get_train_sampler(train_dataset)
         # The windows' `length` column, read at once: the dataset the dataloader sees no longer has it, and the
         # Trainer would re-measure every window (or read the column row by row).
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                               self.train_dataset["length"][:], seed)
+                                               self.train_dataset["length"][:], self.order_seed())
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
                         dataloader_key=None):
