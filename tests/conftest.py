@@ -68,9 +68,15 @@ def run_script(command, cwd=ROOT, env=None, stderr=subprocess.STDOUT):
     with tempfile.TemporaryDirectory() as folder:
         out, err = Path(folder) / "stdout.txt", Path(folder) / "stderr.txt"
         apart = stderr == subprocess.PIPE
-        status = WARM_PYTHON.run(command, cwd, out, err if apart else out)
+        status = WARM_PYTHON.run(command, cwd, [(1, out), (2, err if apart else out)])
         text = [path.read_text(encoding="utf-8", errors="replace") for path in ((out, err) if apart else (out,))]
         return subprocess.CompletedProcess(command, status, *text)
+
+
+def shell_env(**variables):
+    """The scripts' environment with `variables` added, for a shell script that runs Python as $PYTHON (the
+    examples): $PYTHON stands in for this interpreter, so that the Python scripts it runs start warm too."""
+    return {**SCRIPT_ENV, "PYTHON": WARM_PYTHON.python_command(), **variables}
 
 
 def run_qa(*args, script="run_qa.py", launcher=()):

@@ -261,8 +261,8 @@ def reloaded(trained, questions, tmp_path_factory):
     items = [{"question": q, "context": c} for q, c in zip(questions["question"], questions["context"])]
     env = {key: value for key, value in SCRIPT_ENV.items() if key != "PYTHONPATH"}
     cwd = tmp_path_factory.mktemp("elsewhere")
-    result = subprocess.run([sys.executable, "-c", RELOAD, json.dumps(folders), json.dumps(items)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = run_script([sys.executable, "-c", RELOAD, json.dumps(folders), json.dumps(items)], cwd=cwd, env=env,
+                        stderr=subprocess.PIPE)
     assert result.returncode == 0, result.stderr[-5000:]
     return {tuple(name.split("/")): answers for name, answers in json.loads(result.stdout.splitlines()[-1]).items()}
 

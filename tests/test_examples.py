@@ -12,7 +12,7 @@ import pytest
 
 from metrics.squad_v2.compute_score import squad_v2_scores
 from qa_data import questions_from_file
-from tests.conftest import (DEV, HEADS, LEARNED_QUESTIONS, ROOT, SCRIPT_ENV, TRAIN, read_json, run_script,
+from tests.conftest import (DEV, HEADS, LEARNED_QUESTIONS, ROOT, SCRIPT_ENV, TRAIN, read_json, run_script, shell_env,
                             side_installation)
 from tests.test_multi_span import multi_span_records
 
@@ -116,8 +116,8 @@ def test_minilm_cpu_script_recipe_then_recipe_all_at_its_threshold(tiny_bert_dir
                for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
 
     results = tmp_path / "results"
-    env = {**SCRIPT_ENV, "DATA": str(data), "OUT": str(tmp_path / "outputs"), "RESULTS": str(results),
-           "MODEL": tiny_bert_dir, "MAX_STEPS": "2", "MAX_SEQ_LENGTH": "128", "DOC_STRIDE": "32"}
+    env = shell_env(DATA=str(data), OUT=str(tmp_path / "outputs"), RESULTS=str(results), MODEL=tiny_bert_dir,
+                    MAX_STEPS="2", MAX_SEQ_LENGTH="128", DOC_STRIDE="32")
     before = results_status()
     for recipe in ("recipe", "recipe-all"):
         result = run_script(["bash", str(ROOT / "examples" / "minilm_squad_v2_cpu.sh"), recipe, "span"],
@@ -153,8 +153,7 @@ def test_minilm_cpu_script_calibrates_on_half_the_dev_articles_and_measures_on_t
     (results / "minilm-span-recipe").mkdir(parents=True)
     (results / "minilm-span-recipe" / "holdout_results.json").write_text(
         json.dumps({"eval_best_f1_null_score_diff_threshold": 1.5}))
-    env = {**SCRIPT_ENV, "DATA": str(data), "OUT": str(out), "RESULTS": str(results), "MAX_SEQ_LENGTH": "64",
-           "DOC_STRIDE": "16"}
+    env = shell_env(DATA=str(data), OUT=str(out), RESULTS=str(results), MAX_SEQ_LENGTH="64", DOC_STRIDE="16")
     result = run_script(["bash", str(ROOT / "examples" / "minilm_squad_v2_cpu.sh"), "calibrate", "span"],
                         cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout[-5000:]
@@ -183,9 +182,8 @@ def test_minilm_multispanqa_script_trains_and_scores_both_heads(tiny_bert_dir, t
     for name, part in (("train.json", records[:8]), ("dev.json", records[8:])):
         (data / name).write_text(json.dumps({"version": 1.0, "data": part}), encoding="utf-8")
     results = tmp_path / "results"
-    env = {**SCRIPT_ENV, "DATA": str(data), "OUT": str(tmp_path / "outputs"), "RESULTS": str(results),
-           "MODEL": tiny_bert_dir, "MAX_STEPS": "2", "MAX_SEQ_LENGTH": "64", "DOC_STRIDE": "16",
-           "CRF_LEARNING_RATE": "0.05"}
+    env = shell_env(DATA=str(data), OUT=str(tmp_path / "outputs"), RESULTS=str(results), MODEL=tiny_bert_dir,
+                    MAX_STEPS="2", MAX_SEQ_LENGTH="64", DOC_STRIDE="16", CRF_LEARNING_RATE="0.05")
     result = run_script(["bash", str(ROOT / "examples" / "minilm_multispanqa_cpu.sh")], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout[-5000:]
     for head in ("span", "crf"):

@@ -3,7 +3,6 @@ folder, in a fresh process that cannot import the project; on transformers 5 and
 4.51 (a side installation beside the venv's torch)."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,7 @@ import textwrap
 import pytest
 from transformers import pipeline
 
-from tests.conftest import HEADS, side_installation
+from tests.conftest import HEADS, SCRIPT_ENV, run_script, side_installation
 
 # As the toolkit loads a custom handler: the folder first on sys.path, handler.py imported from its file,
 # EndpointHandler(path) built once, each request's answer serialised with orjson (which refuses NaN).
@@ -34,11 +33,10 @@ TRANSFORMERS_4 = "transformers==4.51.3"
 def serving(folder, requests, tmp_path, site=None, **variables):
     """The handler's process run on `requests`: a fresh one outside the project, `site` (a side installation)
     first on its path, `variables` in its environment."""
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", **({"PYTHONPATH": str(site)} if site else {}),
-               **variables)
-    return subprocess.run([sys.executable, "-c", ENDPOINT, str(folder), json.dumps(requests)], cwd=tmp_path, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {key: value for key, value in SCRIPT_ENV.items() if key != "PYTHONPATH"}
+    env.update(**({"PYTHONPATH": str(site)} if site else {}), **variables)
+    return run_script([sys.executable, "-c", ENDPOINT, str(folder), json.dumps(requests)], cwd=tmp_path, env=env,
+                      stderr=subprocess.PIPE)
 
 
 def served(folder, requests, tmp_path, site=None, **variables):

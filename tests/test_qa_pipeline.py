@@ -6,7 +6,6 @@ every sample context into several windows, and the pipeline takes those settings
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,13 +15,9 @@ import pytest
 import torch
 from transformers import pipeline
 
-from tests.conftest import HEADS, read_json
+from tests.conftest import HEADS, SCRIPT_ENV, read_json, run_script
 
 EVAL_THRESHOLD = 0.0  # the --null_score_diff_threshold evaluation ran with (the default)
-
-
-def offline_env(**extra):
-    return {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **extra}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,10 +60,9 @@ USER_SCRIPT = textwrap.dedent("""
 
 
 def test_the_users_call_in_a_fresh_process_outside_the_project(learned, tmp_path):
-    env = offline_env()
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, "-c", USER_SCRIPT, *map(str, learned.values())], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {key: value for key, value in SCRIPT_ENV.items() if key != "PYTHONPATH"}
+    result = run_script([sys.executable, "-c", USER_SCRIPT, *map(str, learned.values())], cwd=tmp_path, env=env,
+                        stderr=subprocess.PIPE)
     assert result.returncode == 0, result.stderr[-5000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["folder"] for line in lines] == [str(f) for f in learned.values()]

@@ -1,13 +1,12 @@
 """run_qa_crf.py end to end: the same command line, outputs and model folder conventions as run_qa.py."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import read_json, run_qa
+from tests.conftest import SCRIPT_ENV, read_json, run_qa, run_script
 from tests.test_run_qa import tiny_args
 
 
@@ -64,9 +63,9 @@ def test_the_output_folder_loads_in_a_fresh_process_through_the_auto_class(train
         "print(json.dumps({'cls': type(model).__name__, 'transitions': model.crf.transitions.tolist(),\n"
         "                  'start': list(out.span_start.shape), 'end_logits': list(out.end_logits.shape)}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", script, str(trained_crf)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True)
+    env = {k: v for k, v in SCRIPT_ENV.items() if k != "PYTHONPATH"}
+    result = run_script([sys.executable, "-c", script, str(trained_crf)], cwd=tmp_path, env=env,
+                        stderr=subprocess.PIPE)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     from safetensors.torch import load_file
