@@ -68,7 +68,7 @@ def run_script(command, cwd=ROOT, env=None, stderr=subprocess.STDOUT):
     with tempfile.TemporaryDirectory() as folder:
         out, err = Path(folder) / "stdout.txt", Path(folder) / "stderr.txt"
         apart = stderr == subprocess.PIPE
-        status = WARM_PYTHON.run(command, cwd, [(1, out), (2, err if apart else out)])
+        status = WARM_PYTHON.run(command, cwd, [(1, out), (2, err if apart else out)], env)
         text = [path.read_text(encoding="utf-8", errors="replace") for path in ((out, err) if apart else (out,))]
         return subprocess.CompletedProcess(command, status, *text)
 

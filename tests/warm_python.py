@@ -87,15 +87,15 @@ class WarmPython:
             os.environ.update(saved)
         return context
 
-    def run(self, command, cwd, streams, environment=None):
-        """The exit status of `command` (`serves`) run in `cwd` by a child of the server, in `environment` (default:
-        the server's), its standard streams `streams`: (number, file) pairs, a file being a path to write (stdout
-        and stderr may share one: both in one file, as they come) or an open descriptor of this process."""
+    def run(self, command, cwd, streams, environment):
+        """The exit status of `command` (`serves`) run in `cwd` and `environment` by a child of the server, its
+        standard streams `streams`: (number, file) pairs, a file being a path to write (stdout and stderr may share
+        one: both in one file, as they come) or an open descriptor of this process."""
         # a descriptor reaches the child through multiprocessing's resource sharer
         streams = [(number, str(target) if isinstance(target, (str, os.PathLike)) else
                     multiprocessing.reduction.DupFd(target)) for number, target in streams]
         child = self.start().Process(target=run_script, args=([str(c) for c in command[1:]], str(cwd), streams,
-                                                              self.plain_path, environment or self.environment))
+                                                              self.plain_path, environment))
         child.start()
         child.join()
         return child.exitcode if child.exitcode >= 0 else 128 - child.exitcode
