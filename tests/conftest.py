@@ -38,10 +38,10 @@ SCRIPTS = {"span": "run_qa.py", "crf": "run_qa_crf.py"}
 
 # The order in which scripts/test.sh hands modules to its workers (pytest-xdist, a module to one worker, the others
 # after these in collection order): the slowest first, as measured with --durations=0, so that the workers end
-# together, and first of all one that builds `learned`, so that one worker builds it while the other works through
-# modules that do not need it.
-SLOWEST_MODULES = ("test_qa_pipeline.py", "test_multi_span.py", "test_architectures.py", "test_run_qa.py",
-                   "test_bench.py", "test_real_data.py", "test_hub.py", "test_examples.py", "test_reader_data.py",
+# together, and first of all one that builds `learned`, so that one worker builds it (~130 s) while the other works
+# through modules that do not need it (test_bench.py's tests that need it come last in their file).
+SLOWEST_MODULES = ("test_qa_pipeline.py", "test_multi_span.py", "test_architectures.py", "test_bench.py",
+                   "test_run_qa.py", "test_real_data.py", "test_hub.py", "test_examples.py", "test_reader_data.py",
                    "test_qa_passages.py", "test_calibration.py",
                    "test_handler.py", "test_modeling_crf.py", "test_quickstart.py", "test_run_qa_crf.py",
                    "test_multilingual.py")

@@ -1,13 +1,12 @@
 """Smoke tests of the bench/ scripts: each runs on a tiny input, exits 0 and prints its tables (no timing asserted)."""
 
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLE, SCRIPT_ENV, run_script
+from tests.conftest import ROOT, SAMPLE, SCRIPT_ENV, run_script, shell_env
 
 TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
 
@@ -70,12 +69,6 @@ def test_bench_eval(tiny_bert_dir, head):
     assert "MORE than one copy" not in output
 
 
-def test_bench_pipeline(learned):
-    output = run_bench("bench_pipeline.py", "--model", learned["span"], "--dev_file", DEV)
-    assert_report(output, "Pipeline against evaluation (span head)", "| evaluation |", "| pipeline |")
-    assert "| pipeline answers equal to eval_predictions.json | 19 of 19 |" in output
-
-
 def test_bench_eval_memory(tiny_bert_dir):
     output = run_bench("bench_eval_memory.py", "--model", tiny_bert_dir, "--dev_file", DEV, "--heads", "crf")
     assert_report(output, "Peak RSS of an evaluation run", "| run_qa_crf.py |",
@@ -116,7 +109,7 @@ def test_bench_loop(tiny_bert_dir):
 def test_bench_gpu_dry_run(tmp_path):
     """bench/gpu.sh --dry_run: every part of the GPU script at toy sizes on the CPU (tiny encoders, 2 steps, 8
     questions), with a dev file that is missing so that the sample one stands in."""
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    env = shell_env()
     env.pop("OUT", None)
     command = ["bash", str(ROOT / "bench" / "gpu.sh"), "--dry_run", "--out", str(tmp_path), "--train_file", TRAIN,
                "--dev_file", str(tmp_path / "missing.json")]
@@ -143,6 +136,12 @@ def test_bench_gpu_dry_run(tmp_path):
     assert f"dev file `{tmp_path / 'missing.json'}` not found: used `data/sample/dev-v2.0.json` instead" in report
     assert "python bench/bench_gpu.py" in report and "--dry_run" in report
     assert (tmp_path / "accelerate_run.log").exists()
+
+
+def test_bench_pipeline(learned):
+    output = run_bench("bench_pipeline.py", "--model", learned["span"], "--dev_file", DEV)
+    assert_report(output, "Pipeline against evaluation (span head)", "| evaluation |", "| pipeline |")
+    assert "| pipeline answers equal to eval_predictions.json | 19 of 19 |" in output
 
 
 def test_bench_bf16(learned):

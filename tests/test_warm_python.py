@@ -18,6 +18,7 @@ $PYTHON script.py; echo "status $?"
 $PYTHON -c 'import sys; print("warm:", "torch" in sys.modules)'
 HF_ENDPOINT=http://127.0.0.1:9 $PYTHON -c 'import sys; print("warm:", "torch" in sys.modules)'
 $PYTHON -m json.tool <<< '{"module": 1}'
+PYTHONUNBUFFERED=1 $PYTHON -c 'import sys; print("warm:", "torch" in sys.modules, sys.stdout.write_through)'
 """
 
 
@@ -31,5 +32,6 @@ def test_python_stand_in_runs_commands_as_python_would_warm_where_the_environmen
         f"script {tmp_path}", "status 1",
         "warm: True",  # forked from the server, which imported torch
         "warm: False",  # HF_ENDPOINT is read at import: a fresh interpreter
-        '{', '    "module": 1', '}']
-    assert result.stderr.splitlines() == ["to stderr", "a message"]
+        '{', '    "module": 1', '}',  # a module run warm, as -m runs it
+        "warm: True True"]  # PYTHONUNBUFFERED honoured
+    assert result.stderr.splitlines() == ["to stderr", "a message"], result.stderr

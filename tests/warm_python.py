@@ -1,11 +1,11 @@
-"""Python scripts run as `python script.py args...` or `python -c code args...` would run them, in a process forked
-from one that has imported the heavy libraries already.
+"""Python scripts run as `python script.py args...`, `python -c code args...` or `python -m module args...` would run
+them, in a process forked from one that has imported the heavy libraries already.
 
 The suite runs some seventy scripts in processes of their own (the run scripts, the benches, the fixtures' training),
 and each fresh interpreter spends ~6 s of a 2-core machine importing torch, transformers and datasets before it does
 anything. A multiprocessing fork server imports them once (`PRELOAD`) and forks a child per script, which then runs
-the script from a clean slate of its own: its argv, working folder, `sys.path` as Python sets it for a script, its
-output in a file, its exit status; nothing of it returns to the server. Only the libraries are shared, never this
+the script from a clean slate of its own: its argv, working folder, environment, `sys.path` as Python sets it for a
+script, its standard streams, its exit status; nothing of it returns to the server. Only the libraries are shared, never this
 project's modules (a model folder's remote code registers classes process-wide when imported).
 
 The server's environment is fixed when it starts, and some libraries read theirs at import (huggingface_hub's
@@ -34,10 +34,11 @@ import traceback
 PRELOAD = ("numpy", "pyarrow", "torch", "datasets", "transformers", "transformers.trainer", "accelerate")
 # Variables a shell sets for itself, whatever its parent's were.
 SHELL_OWN = {"PWD", "OLDPWD", "SHLVL", "_"}
-# Variables read when Python or the preloaded libraries start (PYTHON alone is the project scripts' own setting: the
-# interpreter they run).
+# Variables read when Python or the preloaded libraries start, but for those a child honours itself (PYTHON is the
+# project scripts' own setting: the interpreter they run).
 READ_AT_START = ("PYTHON", "LD_", "HF_", "HUGGINGFACE", "TRANSFORMERS", "DATASETS", "TORCH", "PYTORCH", "CUDA",
                  "OMP_", "MKL_", "KMP_", "ACCELERATE", "TOKENIZERS", "NUMPY", "ARROW")
+HONOURED = {"PYTHON", "PYTHONUNBUFFERED"}
 
 
 class WarmPython:
@@ -51,18 +52,18 @@ class WarmPython:
         self.starting = threading.Lock()
 
     def serves(self, command, environment):
-        """Whether `command` (an argv list) is `python script.py ...` or `python -c code ...` of this interpreter,
-        in an `environment` the server's imports hold for: the server's own, maybe with variables read later
-        added."""
+        """Whether `command` (an argv list) is `python script.py ...`, `python -c code ...` or `python -m module
+        ...` of this interpreter, in an `environment` the server's imports hold for: the server's own, maybe with
+        variables read later added."""
         return (len(command) >= 2 and command[0] == sys.executable and self.holds_for(environment)
-                and (command[1] == "-c" and len(command) >= 3 or str(command[1]).endswith(".py")))
+                and (command[1] in ("-c", "-m") and len(command) >= 3 or str(command[1]).endswith(".py")))
 
     def holds_for(self, environment):
         own, given = ({key: value for key, value in variables.items() if key not in SHELL_OWN}
                       for variables in (self.environment, environment))
         added = given.keys() - own.keys()
         return (all(given.get(key) == value for key, value in own.items())
-                and not any(key.startswith(READ_AT_START) and key != "PYTHON" for key in added))
+                and not any(key.startswith(READ_AT_START) and key not in HONOURED for key in added))
 
     def start(self):
         """The fork server, started in the server's environment with `PRELOAD` imported (once)."""
@@ -166,10 +167,10 @@ def exit_status(code):
 
 
 def run_script(argv, cwd, streams, plain_path, environment):
-    """In a forked child: run `argv` (["-c", code, args...] or [script.py, args...]) as `python` would, in `cwd` and
-    `environment`, its standard streams `streams` ((number, file): a path to write, maybe twice, or a DupFd of an
-    open descriptor); then end the process with the script's exit status, after the exit handlers an interpreter
-    runs at its end."""
+    """In a forked child: run `argv` (["-c", code, args...], ["-m", module, args...] or [script.py, args...]) as
+    `python` would, in `cwd` and `environment`, its standard streams `streams` ((number, file): a path to write,
+    maybe twice, or a DupFd of an open descriptor); then end the process with the script's exit status, after the
+    exit handlers an interpreter runs at its end."""
     opened = {}
     for number, target in streams:
         if isinstance(target, str):
@@ -186,12 +187,18 @@ def run_script(argv, cwd, streams, plain_path, environment):
         sys.stdin = open(0, encoding=sys.stdout.encoding, closefd=False)
     os.environ.clear()
     os.environ.update(environment)
+    if environment.get("PYTHONUNBUFFERED"):
+        sys.stdout.reconfigure(write_through=True)
+        sys.stderr.reconfigure(write_through=True)
     os.chdir(cwd)
     status = 0
     try:
         if argv[0] == "-c":
             sys.argv, sys.path[:] = ["-c", *argv[2:]], ["", *plain_path]
             exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": builtins})
+        elif argv[0] == "-m":
+            sys.argv, sys.path[:] = [argv[1], *argv[2:]], [os.getcwd(), *plain_path]
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
         else:
             sys.argv, sys.path[:] = argv, [os.path.dirname(os.path.abspath(argv[0])), *plain_path]
             runpy.run_path(argv[0], run_name="__main__")
@@ -201,6 +208,7 @@ def run_script(argv, cwd, streams, plain_path, environment):
         traceback.print_exc()
         status = 1
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if not stream.closed:  # a script may close them (json.tool closes stdout)
+            stream.flush()
     os._exit(status)
