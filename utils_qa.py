@@ -159,25 +159,38 @@ def question_predictions(questions, features, offsets, candidates, settings):
     single-span model). For questions over passages each n-best answer names its passage (`with_passages`).
     """
     if isinstance(candidates, WindowPaths):
-        return multi_span_predictions(questions, features, offsets, candidates, settings)
-    result = single_span_predictions(questions.rows, features, offsets, candidates, settings)
+        result = multi_span_predictions(questions, features, offsets, candidates, settings)
+    else:
+        result = single_span_predictions(questions.rows, features, offsets, candidates, settings)
+        if questions.multi_span:
+            result.predictions = {qid: [answer] if answer else [] for qid, answer in result.predictions.items()}
+            result.metric_predictions = [{"id": qid, "spans": spans} for qid, spans in result.predictions.items()]
     if questions.over_passages:
         with_passages(result.nbest, column(questions.rows, "id"), column(questions.rows, "passage_starts"))
-    if questions.multi_span:
-        result.predictions = {qid: [answer] if answer else [] for qid, answer in result.predictions.items()}
-        result.metric_predictions = [{"id": qid, "spans": spans} for qid, spans in result.predictions.items()]
     return result
 
 
 def with_passages(nbest, ids, passage_starts):
-    """Each n-best answer of questions over passages ({id: answers}, changed in place) with its `passage` (index;
-    None for the empty answer) and its `start` / `end` in that passage's text, as the pipeline reports them."""
+    """Each n-best answer of questions over passages ({id: answers}, changed in place) named by its passage, as the
+    pipeline reports them: a single span with its `passage` (index; None for the empty answer) and its `start` /
+    `end` in that passage's text; a multi-span answer with each of its `spans` so and its `passage` its first span's
+    (a path is one window's, and a window lies in one passage)."""
     for qid, starts in zip(ids, passage_starts):
         for answer in nbest[qid]:
-            passage = bisect.bisect_right(starts, answer["start"]) - 1 if answer["text"] else None
-            if passage is not None:
-                answer.update(start=answer["start"] - starts[passage], end=answer["end"] - starts[passage])
-            answer["passage"] = passage
+            if "spans" in answer:
+                answer["passage"] = ([in_passage(span, starts) for span in answer["spans"]] or [None])[0]
+            else:
+                in_passage(answer, starts)
+
+
+def in_passage(answer, starts):
+    """The passage holding `answer` (a dict with "text", and "start" / "end" in the joined text of passages beginning
+    at `starts`), None for an empty answer; the answer gets it as "passage", its offsets moved into its text."""
+    passage = bisect.bisect_right(starts, answer["start"]) - 1 if answer["text"] else None
+    if passage is not None:
+        answer.update(start=answer["start"] - starts[passage], end=answer["end"] - starts[passage])
+    answer["passage"] = passage
+    return passage
 
 
 def multi_span_predictions(questions, features, offsets, paths, settings):

@@ -142,3 +142,25 @@ def test_over_passages_each_span_names_its_passage_and_a_passage_without_answer_
             [(s["answer"], s["start"], s["end"]) for s in alone["spans"]] and alone["spans"]
         assert {(s["passage"], s["passage_id"]) for s in over["spans"]} == {(1, "own")}
         assert over["passage"] == 1 and over["answer"] == alone["answer"]
+
+
+def test_evaluation_over_passages_names_the_passage_of_every_span_in_the_nbest_file(multi_span_crf, questions,
+                                                                                    tmp_path):
+    """run_qa_crf.py --do_eval on a reader file (each learned question over a passage without its answer and its own
+    context): every n-best path names its passage, and each of its spans its passage and offsets into its text."""
+    filler = " ".join(FILLER) + " ."
+    records = [{"id": q["id"], "question": q["question"], "answers": {"text": q["answers"]["text"]},
+                "passages": [filler, {"text": q["context"], "id": "own"}]} for q in questions.select(range(6))]
+    path = tmp_path / "reader.json"
+    path.write_text(json.dumps({"data": records}))
+    out = tmp_path / "out"
+    train_heads({"crf": ["--model_name_or_path", multi_span_crf, "--validation_file", path, "--do_eval",
+                         *LEARNED_WINDOWS, "--output_dir", out, "--report_to", "none"]})
+    nbest = read_json(out, "eval_nbest_predictions.json")
+    for record in records:
+        texts = [p if isinstance(p, str) else p["text"] for p in record["passages"]]
+        assert nbest[record["id"]][0]["passage"] == 1 and len(nbest[record["id"]][0]["spans"]) >= 2
+        for answer in nbest[record["id"]]:
+            assert {span["passage"] for span in answer["spans"]} <= {answer["passage"]}
+            for span in answer["spans"]:
+                assert texts[span["passage"]][span["start"]:span["end"]] == span["text"]
