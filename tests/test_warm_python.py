@@ -10,7 +10,8 @@ SCRIPT = r"""
 set -u
 cd "$FOLDER"
 echo "sum: $($PYTHON -c 'print(41 + 1)')"
-$PYTHON -c 'import os, sys; print(os.getcwd(), os.environ["ADDED"], sys.argv[1:]); print("to stderr", file=sys.stderr)' a 'b c'
+$PYTHON -c 'import os, sys; print(os.getcwd(), os.environ["ADDED"], sys.argv[1:])
+print("to stderr", file=sys.stderr)' a 'b c'
 echo "read: $(echo hello | $PYTHON -c 'import sys; print(sys.stdin.read().strip().upper())')"
 $PYTHON -c 'import sys; sys.exit(3)'; echo "status $?"
 $PYTHON -c 'raise ValueError("boom")' 2>/dev/null; echo "status $?"

@@ -5,8 +5,8 @@ The suite runs some seventy scripts in processes of their own (the run scripts, 
 and each fresh interpreter spends ~6 s of a 2-core machine importing torch, transformers and datasets before it does
 anything. A multiprocessing fork server imports them once (`PRELOAD`) and forks a child per script, which then runs
 the script from a clean slate of its own: its argv, working folder, environment, `sys.path` as Python sets it for a
-script, its standard streams, its exit status; nothing of it returns to the server. Only the libraries are shared, never this
-project's modules (a model folder's remote code registers classes process-wide when imported).
+script, its standard streams, its exit status; nothing of it returns to the server. Only the libraries are shared,
+never this project's modules (a model folder's remote code registers classes process-wide when imported).
 
 The server's environment is fixed when it starts, and some libraries read theirs at import (huggingface_hub's
 endpoint and offline flags), so `run` serves only commands whose environment is the server's, give or take variables
@@ -59,6 +59,8 @@ class WarmPython:
                 and (command[1] in ("-c", "-m") and len(command) >= 3 or str(command[1]).endswith(".py")))
 
     def holds_for(self, environment):
+        """Whether the server's imports hold in `environment`: every variable of the server's the same (but those a
+        shell sets for itself), and no variable added that Python or a preloaded library reads as it starts."""
         own, given = ({key: value for key, value in variables.items() if key not in SHELL_OWN}
                       for variables in (self.environment, environment))
         added = given.keys() - own.keys()
