@@ -178,7 +178,8 @@ def with_passages(nbest, ids, passage_starts):
     for qid, starts in zip(ids, passage_starts):
         for answer in nbest[qid]:
             if "spans" in answer:
-                answer["passage"] = ([in_passage(span, starts) for span in answer["spans"]] or [None])[0]
+                passages = [in_passage(span, starts) for span in answer["spans"]]
+                answer["passage"] = passages[0] if passages else None
             else:
                 in_passage(answer, starts)
 

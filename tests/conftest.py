@@ -31,6 +31,8 @@ SHARED_MULTISPANQA = ROOT.parent / "shared" / "data" / "multispanqa"
 SAMPLE = ROOT / "data" / "sample"
 TRAIN, DEV = str(SAMPLE / "train-v2.0.json"), str(SAMPLE / "dev-v2.0.json")
 SCRIPT_ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+# A process outside the project, as a user's: the scripts' environment without a PYTHONPATH that may reach it.
+OUTSIDE_ENV = {key: value for key, value in SCRIPT_ENV.items() if key != "PYTHONPATH"}
 WARM_PYTHON = WarmPython(SCRIPT_ENV)
 HEADS = ("span", "crf")
 SCRIPTS = {"span": "run_qa.py", "crf": "run_qa_crf.py"}

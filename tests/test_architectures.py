@@ -49,7 +49,7 @@ from transformers import (
 )
 
 from qa_data import questions_from_file
-from tests.conftest import HEADS, SCRIPT_ENV, TRAIN, read_json, run_script
+from tests.conftest import HEADS, OUTSIDE_ENV, SCRIPT_ENV, TRAIN, read_json, run_script
 
 # {family: why it cannot work}: families of the matrix kept out of it for a reason outside the package (none at
 # present; every family below passes with both heads).
@@ -259,10 +259,9 @@ def reloaded(trained, questions, tmp_path_factory):
     """{(family, head): what the fresh process reported for the folder} (absent for runs that did not train)."""
     folders = {"/".join(run): str(folder) for run, folder in trained.items() if not (folder / "failed.txt").exists()}
     items = [{"question": q, "context": c} for q, c in zip(questions["question"], questions["context"])]
-    env = {key: value for key, value in SCRIPT_ENV.items() if key != "PYTHONPATH"}
     cwd = tmp_path_factory.mktemp("elsewhere")
-    result = run_script([sys.executable, "-c", RELOAD, json.dumps(folders), json.dumps(items)], cwd=cwd, env=env,
-                        stderr=subprocess.PIPE)
+    result = run_script([sys.executable, "-c", RELOAD, json.dumps(folders), json.dumps(items)], cwd=cwd,
+                        env=OUTSIDE_ENV, stderr=subprocess.PIPE)
     assert result.returncode == 0, result.stderr[-5000:]
     return {tuple(name.split("/")): answers for name, answers in json.loads(result.stdout.splitlines()[-1]).items()}
 

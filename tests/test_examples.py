@@ -119,13 +119,14 @@ def test_minilm_cpu_script_recipe_then_recipe_all_at_its_threshold(tiny_bert_dir
     env = shell_env(DATA=str(data), OUT=str(tmp_path / "outputs"), RESULTS=str(results), MODEL=tiny_bert_dir,
                     MAX_STEPS="2", MAX_SEQ_LENGTH="128", DOC_STRIDE="32")
     before = results_status()
-    for recipe in ("recipe", "recipe-all"):
+    recipes = ("recipe", "recipe-all")
+    for recipe in recipes:
         result = run_script(["bash", str(ROOT / "examples" / "minilm_squad_v2_cpu.sh"), recipe, "span"],
                             cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stdout[-5000:]
     assert results_status() == before
 
-    runs = {recipe: results / f"minilm-span-{recipe}" for recipe in ("recipe", "recipe-all")}
+    runs = {recipe: results / f"minilm-span-{recipe}" for recipe in recipes}
     for run in runs.values():
         assert sorted(path.name for path in run.iterdir()) == sorted(
             ["eval_predictions.json", "eval_null_odds.json", "eval_results.json", "eval_span_predictions.json",

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 from transformers import pipeline
 
-from tests.conftest import HEADS, SCRIPT_ENV, run_script, side_installation
+from tests.conftest import HEADS, OUTSIDE_ENV, run_script, side_installation
 
 # As the toolkit loads a custom handler: the folder first on sys.path, handler.py imported from its file,
 # EndpointHandler(path) built once, each request's answer serialised with orjson (which refuses NaN).
@@ -33,8 +33,7 @@ TRANSFORMERS_4 = "transformers==4.51.3"
 def serving(folder, requests, tmp_path, site=None, **variables):
     """The handler's process run on `requests`: a fresh one outside the project, `site` (a side installation)
     first on its path, `variables` in its environment."""
-    env = {key: value for key, value in SCRIPT_ENV.items() if key != "PYTHONPATH"}
-    env.update(**({"PYTHONPATH": str(site)} if site else {}), **variables)
+    env = {**OUTSIDE_ENV, **({"PYTHONPATH": str(site)} if site else {}), **variables}
     return run_script([sys.executable, "-c", ENDPOINT, str(folder), json.dumps(requests)], cwd=tmp_path, env=env,
                       stderr=subprocess.PIPE)
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import pipeline
 
-from tests.conftest import HEADS, SCRIPT_ENV, read_json, run_script
+from tests.conftest import HEADS, OUTSIDE_ENV, read_json, run_script
 
 EVAL_THRESHOLD = 0.0  # the --null_score_diff_threshold evaluation ran with (the default)
 
@@ -60,8 +60,7 @@ USER_SCRIPT = textwrap.dedent("""
 
 
 def test_the_users_call_in_a_fresh_process_outside_the_project(learned, tmp_path):
-    env = {key: value for key, value in SCRIPT_ENV.items() if key != "PYTHONPATH"}
-    result = run_script([sys.executable, "-c", USER_SCRIPT, *map(str, learned.values())], cwd=tmp_path, env=env,
+    result = run_script([sys.executable, "-c", USER_SCRIPT, *map(str, learned.values())], cwd=tmp_path, env=OUTSIDE_ENV,
                         stderr=subprocess.PIPE)
     assert result.returncode == 0, result.stderr[-5000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import SCRIPT_ENV, read_json, run_qa, run_script
+from tests.conftest import OUTSIDE_ENV, read_json, run_qa, run_script
 from tests.test_run_qa import tiny_args
 
 
@@ -63,8 +63,7 @@ def test_the_output_folder_loads_in_a_fresh_process_through_the_auto_class(train
         "print(json.dumps({'cls': type(model).__name__, 'transitions': model.crf.transitions.tolist(),\n"
         "                  'start': list(out.span_start.shape), 'end_logits': list(out.end_logits.shape)}))\n"
     )
-    env = {k: v for k, v in SCRIPT_ENV.items() if k != "PYTHONPATH"}
-    result = run_script([sys.executable, "-c", script, str(trained_crf)], cwd=tmp_path, env=env,
+    result = run_script([sys.executable, "-c", script, str(trained_crf)], cwd=tmp_path, env=OUTSIDE_ENV,
                         stderr=subprocess.PIPE)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
