@@ -39,7 +39,8 @@ from reader_data import top_from_gold_passage, with_distractors
 from tokenizer_casing import CheckpointError, load_tokenizer
 from trainer_qa import QuestionAnsweringTrainer, encoder_and_head
 from unanswerable import with_unanswerable_copies
-from utils_qa import eval_features, evaluation_candidates, padded_offsets, question_predictions, train_features
+from utils_qa import (eval_features, evaluation_candidates, longest_first, padded_offsets, question_predictions,
+                      train_features)
 from window_cache import cached_windows, windows_key
 
 logger = logging.getLogger(__name__)
@@ -348,8 +349,8 @@ def run_windows(head, questions, tokenizer, settings, data_args, training_args, 
     build = functools.partial(eval_features, tokenizer=tokenizer, settings=settings, pad_to_max_length=pad)
     for split in ("validation", "test"):
         if split in questions:
-            windows[split] = split_windows(questions[split], build, split, tokenizer, data_args, training_args,
-                                           cache_dir).sort("length", reverse=True)
+            windows[split] = longest_first(split_windows(questions[split], build, split, tokenizer, data_args,
+                                                         training_args, cache_dir))
     return windows
 
 

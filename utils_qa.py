@@ -114,6 +114,12 @@ def eval_features(examples, indices, tokenizer, settings, pad_to_max_length=Fals
     return columns
 
 
+def longest_first(windows):
+    """`windows` (a Dataset with a `length` column) longest first, equal lengths in their order: the order of
+    `windows.sort("length", reverse=True)`, without the deprecation warning pyarrow gives there."""
+    return windows.select(np.argsort(-np.asarray(windows["length"]), kind="stable"))
+
+
 def column(table, name):
     """A whole column as a list: a `datasets` column read at once (row by row it is ~10x slower), or a list."""
     return table[name][:]

@@ -6,7 +6,7 @@ names a fine-tuned folder) on the windows of the same dev questions (the full SQ
 `--max_eval_samples`), max_seq_length 384, doc_stride 128, eval batch 32:
 
 * dynamic (the package default): windows tokenized without padding and sorted by length, longest first
-  (qa_runner's `.sort("length", reverse=True)`), `WindowCollator` pads each batch to its longest window;
+  (qa_runner's `utils_qa.longest_first`), `WindowCollator` pads each batch to its longest window;
 * static: windows padded to 384 when tokenized (`--pad_to_max_length`), sorted the same way (sorting changes
   nothing when every window is 384 wide).
 
@@ -54,8 +54,9 @@ def release_free_memory():
         pass
 
 
-def make_trainer(head, model, tokenizer, questions, windows, data_args, args, output_dir):
-    """The trainer qa_runner builds for evaluating `questions` (a questions Dataset) over `windows`."""
+def make_trainer(head, model, tokenizer, questions, windows, data_args, args, output_dir, bf16=False):
+    """The trainer qa_runner builds for evaluating `questions` (a questions Dataset) over `windows` (with `bf16`, as
+    `--bf16 --use_cpu` builds it: the forward pass under bf16 autocast)."""
     from transformers import PrinterCallback
 
     from qa_arguments import QATrainingArguments
@@ -63,7 +64,8 @@ def make_trainer(head, model, tokenizer, questions, windows, data_args, args, ou
     from qa_runner import qa_trainer
 
     training_args = QATrainingArguments(output_dir=output_dir, per_device_eval_batch_size=args.batch_size,
-                                        report_to="none", disable_tqdm=True, seed=args.seed, **package_defaults())
+                                        report_to="none", disable_tqdm=True, seed=args.seed, **package_defaults(),
+                                        **({"bf16": True, "use_cpu": True} if bf16 else {}))
     trainer = qa_trainer(head, model, tokenizer, data_args.qa_settings(head.name), {"validation": QuestionSet(questions)},
                          {"validation": windows}, None, data_args, training_args)
     trainer.remove_callback(PrinterCallback)

@@ -11,7 +11,6 @@ import shlex
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,8 +25,6 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", "T
 os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "huggingface"))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-# datasets' `.sort` triggers a pyarrow deprecation warning on every call; it says nothing about the benches.
-warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
 
 
 # ---- arguments -----------------------------------------------------------------------------------------------------
@@ -84,7 +81,7 @@ def build_windows(questions, tokenizer, data_args, kind="eval", scheme="span"):
 
     Evaluation windows are then sorted by length, longest first, as qa_runner does before inference.
     """
-    from utils_qa import eval_features, train_features
+    from utils_qa import eval_features, longest_first, train_features
 
     settings = data_args.qa_settings("span")
     if kind == "eval":
@@ -96,7 +93,7 @@ def build_windows(questions, tokenizer, data_args, kind="eval", scheme="span"):
                                   pad_to_max_length=data_args.pad_to_max_length)
     windows = questions.map(build, batched=True, with_indices=True, remove_columns=questions.column_names,
                             load_from_cache_file=False, desc=f"{kind} windows")
-    return windows.sort("length", reverse=True) if kind == "eval" else windows
+    return longest_first(windows) if kind == "eval" else windows
 
 
 def quiet_libraries():

@@ -475,7 +475,15 @@ def crf_decode_nbest_spans(emissions, mask, context_mask, start, end, trans, k, 
     ).view(batch, k)
     span_score = torch.where(torch.isfinite(best), paths, float("-inf"))
     null_score = crf_all_o_scores(emissions64, mask, start64, end64, trans64)
-    return span_start, span_end, (span_score - log_z[:, None]).float(), (null_score - log_z).float()
+    return span_start, span_end, *path_log_probabilities(span_score, null_score, log_z)
+
+
+def path_log_probabilities(path_score, null_score, log_z):
+    """`(batch, k)` and `(batch,)` float32 log P of paths scored `path_score` and of the all-O paths (`null_score`,
+    float64), given `log_z` (`(batch,)`). log Z comes from float32 recursions (~1e-4 off on a confident window): a
+    sure path can come out a hair above log-probability 0, which no probability exceeds."""
+    log_z = log_z.double()
+    return (path_score - log_z[:, None]).clamp_max(0.0).float(), (null_score - log_z).clamp_max(0.0).float()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -814,8 +822,8 @@ def crf_decode_multi_spans(emissions, mask, context_mask, start, end, trans, k, 
         kept = torch.cat([spanless, spanless.new_zeros(batch, 1)], dim=1).long().argsort(dim=1, stable=True)[:, :k]
         window, path, first, last = crf_path_spans(tags.gather(1, kept.unsqueeze(2).expand(batch, k, seq)))
         found = found.gather(1, kept)
-    path_score = (found[:, :k] - log_z[:, None].double()).float()
-    null_score = (crf_all_o_scores(emissions64, mask, start64, end64, trans64) - log_z.double()).float()
+    path_score, null_score = path_log_probabilities(
+        found[:, :k], crf_all_o_scores(emissions64, mask, start64, end64, trans64), log_z)
     marginal = crf_span_log_marginals(emissions64, mask, end64, trans64, alphas, betas, log_z, window, first, last)
     counts = torch.bincount(window, minlength=batch)
     slot = torch.arange(len(window), device=window.device) - (torch.cumsum(counts, 0) - counts)[window]

@@ -349,7 +349,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         while chunk := list(itertools.islice(inputs, SORTED_QUESTIONS)):
             windows = [(q, w) for q, item_windows in enumerate(self.question_windows(chunk, **preprocess_params))
                        for w in item_windows]
-            order = sorted(range(len(windows)), key=lambda i: len(windows[i][1]["offsets"]))
+            # longest first, as evaluation runs them: the widest batch's memory is reused by every narrower one
+            # (shortest first, each batch needs more than the ones before freed; bench/README.md, evaluation memory)
+            order = sorted(range(len(windows)), key=lambda i: -len(windows[i][1]["offsets"]))
             outputs = [None] * len(windows)
             for first in range(0, len(order), batch_size):
                 rows = order[first : first + batch_size]
@@ -384,7 +386,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             warnings.warn("bf16=True on a CPU without bf16 instructions (avx512_bf16, amx_bf16): torch emulates them, "
                           "slower than float32, which this pipeline uses unless asked", stacklevel=3)
         check_numbers(null_score_diff_threshold=null_score_diff_threshold)
-        preprocess = given(max_seq_len=max_seq_len, doc_stride=doc_stride, max_question_len=max_question_len)
+        # align_to_words also goes to preprocessing: the words of a context are read only if answers align to them
+        preprocess = given(max_seq_len=max_seq_len, doc_stride=doc_stride, max_question_len=max_question_len,
+                           align_to_words=align_to_words)
         postprocess = given(top_k=top_k, max_answer_len=max_answer_len, align_to_words=align_to_words,
                             handle_impossible_answer=handle_impossible_answer, null_threshold=null_score_diff_threshold)
         # top_k and max_answer_len also go to the forward pass: a CRF model decodes there, that many spans per window
@@ -415,15 +419,16 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         """The model's decoding ("span", "crf" or "multi_span")."""
         return self.settings.decoder
 
-    def preprocess(self, inputs, max_seq_len=None, doc_stride=None, max_question_len=None):
-        yield from self.question_windows([inputs], max_seq_len, doc_stride, max_question_len)[0]
+    def preprocess(self, inputs, max_seq_len=None, doc_stride=None, max_question_len=None, align_to_words=True):
+        yield from self.question_windows([inputs], max_seq_len, doc_stride, max_question_len, align_to_words)[0]
 
-    def question_windows(self, items, max_seq_len=None, doc_stride=None, max_question_len=None):
+    def question_windows(self, items, max_seq_len=None, doc_stride=None, max_question_len=None, align_to_words=True):
         """Per item ({"question", "context"} or {"question", "passages"}), its windows as the model is fed them: the
-        model inputs (a batch of one), the context mask, and for postprocessing the offsets, word spans, [CLS]
-        position, context, passages and whether it is the last. An item over passages has the windows of each of its
-        passages, in order, with offsets into the passages' joined text (`qa_passages.Collection`). The items'
-        contexts and passages are tokenized together, in one call of the tokenizer."""
+        model inputs (a batch of one), the context mask, and for postprocessing the offsets, word spans (with
+        `align_to_words`; else the offsets again), [CLS] position, context, passages and whether it is the last. An
+        item over passages has the windows of each of its passages, in order, with offsets into the passages' joined
+        text (`qa_passages.Collection`). The items' contexts and passages are tokenized together, in one call of the
+        tokenizer (and once more alone for their words)."""
         max_seq_len, doc_stride = self.window_sizes(max_seq_len, doc_stride)
         # (item, character shift into the item's context) of each text to cut into windows
         texts, owners = [], []
@@ -439,7 +444,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         for w, t in enumerate(features["window_question"]):
             text_windows[t].append(w)
         result = [[] for _ in items]
-        for text, words, windows, (i, shift) in zip(texts, context_words(self.tokenizer, texts), text_windows, owners):
+        words_of = context_words(self.tokenizer, texts) if align_to_words else [None] * len(texts)
+        for text, words, windows, (i, shift) in zip(texts, words_of, text_windows, owners):
             if not any(any(features["context_mask"][w]) for w in windows):
                 # e.g. only control or zero-width characters, which the tokenizer drops: nothing to answer from
                 raise ValueError(f"The {'passage' if items[i].get('passages') else 'context'} {text!r:.100} "
@@ -451,11 +457,13 @@ class QuestionAnsweringPipeline(ChunkPipeline):
 
     def window(self, features, w, words, shift, item):
         """Window `w` of `features` as the pipeline feeds it to the model and keeps it for postprocessing, its
-        character offsets (and its words') moved by `shift` into its `item`'s context (or its passages' joined text)."""
+        character offsets (and its words' spans in its context's `words`; None: its offsets) moved by `shift` into
+        its `item`'s context (or its passages' joined text)."""
         window = {name: torch.tensor([features[name][w]]) for name in self.tokenizer.model_input_names
                   if name in features}
         window["context_mask"] = torch.tensor([features["context_mask"][w]])
-        offsets, spans = features["offsets"][w], word_spans(words, features["offsets"][w])
+        offsets = features["offsets"][w]
+        spans = offsets if words is None else word_spans(words, offsets)
         if shift:
             offsets, spans = (np.where(a >= 0, a + shift, a) for a in (offsets, spans))
         collection = item.get("passages")

@@ -157,17 +157,31 @@ def side_installation(name, *installs, drop=()):
     with the folder on its path, beside the venv's torch."""
     site = ROOT / ".cache" / name
     done = site / ".installed"
-    if not done.exists():
-        for arguments in installs:
-            pip = [sys.executable, "-m", "pip", "install", "--quiet", "--upgrade", "--target", str(site)]
-            result = subprocess.run([*pip, *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            if result.returncode != 0:
-                pytest.skip(f"could not install {' '.join(arguments)} (no package index?): {result.stdout[-500:]}")
-        for pattern in drop:
-            for path in site.glob(pattern):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        done.touch()
+    site.parent.mkdir(exist_ok=True)
+    with FileLock(str(site) + ".lock"):  # test modules on two workers may share one
+        if not done.exists():
+            install(site, installs, drop)
+            done.touch()
     return site
+
+
+def install(site, installs, drop):
+    """`side_installation`'s installs into the folder `site`."""
+    for arguments in installs:
+        pip = [sys.executable, "-m", "pip", "install", "--quiet", "--upgrade", "--target", str(site)]
+        result = subprocess.run([*pip, *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"could not install {' '.join(arguments)} (no package index?): {result.stdout[-500:]}")
+    for pattern in drop:
+        for path in site.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+@pytest.fixture(scope="session")
+def transformers_4():
+    """transformers 4 as the Inference Endpoints toolkit runs it (its source pins 4.51.3) and its dependencies (not
+    torch), installed beside the venv."""
+    return side_installation("transformers-4.51.3", ["transformers==4.51.3"])
 
 
 def built_once(tmp_path_factory, name, build):

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 from transformers import pipeline
 
-from tests.conftest import HEADS, OUTSIDE_ENV, run_script, side_installation
+from tests.conftest import HEADS, OUTSIDE_ENV, run_script
 
 # As the toolkit loads a custom handler: the folder first on sys.path, handler.py imported from its file,
 # EndpointHandler(path) built once, each request's answer serialised with orjson (which refuses NaN).
@@ -26,8 +26,6 @@ ENDPOINT = textwrap.dedent("""
     handler = module.EndpointHandler(folder)
     print(json.dumps([json.loads(orjson.dumps(handler(request))) for request in requests]))
 """)
-# The toolkit's transformers (its source pins 4.51.3), installed once beside the venv's torch.
-TRANSFORMERS_4 = "transformers==4.51.3"
 
 
 def serving(folder, requests, tmp_path, site=None, **variables):
@@ -79,12 +77,6 @@ def test_a_request_without_inputs_is_refused_with_the_expected_shape(learned, tm
         handler({"question": "Who?", "context": "Bob."})
     with pytest.raises(ValueError, match='"parameters" must be an object'):
         handler({"inputs": {"question": "Who?", "context": "Bob."}, "parameters": [3]})
-
-
-@pytest.fixture(scope="module")
-def transformers_4():
-    """The toolkit's transformers and its dependencies (not torch), installed beside the venv."""
-    return side_installation(TRANSFORMERS_4.replace("==", "-"), [TRANSFORMERS_4])
 
 
 def test_a_span_folder_serves_on_the_toolkits_transformers_4_as_on_5(learned, learned_questions, transformers_4,

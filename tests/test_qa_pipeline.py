@@ -288,6 +288,20 @@ def test_a_huge_top_k_gives_every_answer_and_asks_the_model_for_no_more_paths_th
     assert asked == ([None, None] if head == "span" else [most, most])
 
 
+def test_a_context_is_read_for_its_words_only_where_answers_align_to_words(pipes, learned_questions, monkeypatch):
+    pipe = pipes["span"]
+    questions = dicts(learned_questions.select(range(4)))
+    aligned = pipe(questions, batch_size=2, align_to_words=True)
+    reads, module = [], sys.modules[type(pipe).__module__]
+    words_of = module.context_words
+    monkeypatch.setattr(module, "context_words", lambda *args: reads.append(args) or words_of(*args))
+    for batch_size in (1, 2):
+        answers = pipe(questions, batch_size=batch_size, align_to_words=False)
+        assert all(a["answer"] == q["context"][a["start"] : a["end"]] for a, q in zip(answers, questions))
+        assert reads == []
+    assert pipe(questions, batch_size=2) == aligned and reads
+
+
 def test_topk_is_top_k_as_transformers_4_took_it_with_a_deprecation_warning(pipes):
     short = {"question": "Who kept the light?", "context": "Margaret Hollis kept the light, and Margaret kept it well."}
     with pytest.warns(FutureWarning, match="`topk` is deprecated: use `top_k`"):

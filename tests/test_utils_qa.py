@@ -1,4 +1,5 @@
 import logging
+import warnings
 
 import datasets
 import numpy as np
@@ -14,6 +15,7 @@ from tests.conftest import SAMPLE
 from utils_qa import (
     eval_features,
     evaluation_candidates,
+    longest_first,
     metric_prediction,
     padded_offsets,
     question_predictions,
@@ -165,8 +167,16 @@ def test_padded_offsets_match_the_ragged_column():
     features = window_dataset([[[-1, -1], [0, 3], [4, 8]], [[-1, -1], [2, 5]]], [0, 1])
     offsets = padded_offsets(features)
     assert offsets.tolist() == [[[-1, -1], [0, 3], [4, 8]], [[-1, -1], [2, 5], [-1, -1]]]
-    # sorted as evaluation sorts its windows (an indices mapping over the table): offsets in the sorted order
-    assert padded_offsets(features.sort("example_index", reverse=True)).tolist() == offsets[::-1].tolist()
+    # reordered as evaluation orders its windows (an indices mapping over the table): offsets in the new order
+    assert padded_offsets(features.select([1, 0])).tolist() == offsets[::-1].tolist()
+
+
+def test_longest_first_keeps_the_order_of_equal_lengths_and_warns_nothing():
+    windows = datasets.Dataset.from_dict({"length": [3, 5, 3, 5, 1], "name": ["a", "b", "c", "d", "e"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ordered = longest_first(windows)
+    assert ordered["name"][:] == ["b", "d", "a", "c", "e"]
 
 
 def test_question_predictions_group_windows_and_apply_the_null_threshold():
