@@ -522,12 +522,15 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     def decoding_inputs(self, windows, align_to_words):
         """(the head's outputs, offsets, [CLS] positions, answer bounds) of a question's windows as arrays, one row
         per window; the bounds are the word spans (`align_to_words`) or the token offsets."""
-        # batching adds a leading axis to arrays
-        offsets, words = ([np.asarray(w[key]).reshape(-1, 2) for w in windows] for key in ("offsets", "words"))
+        def spans(key):  # (length, 2) per window: batching adds a leading axis to arrays
+            return [np.asarray(w[key]).reshape(-1, 2) for w in windows]
+
+        offsets = spans("offsets")
         outputs = self.window_outputs(windows, [len(o) for o in offsets])
-        offsets, words = stacked(offsets, -1, np.int64), stacked(words, -1, np.int64)
+        offsets = stacked(offsets, -1, np.int64)
+        bounds = stacked(spans("words"), -1, np.int64) if align_to_words else offsets
         cls_index = np.array([w["cls_index"] for w in windows])
-        return outputs, offsets, cls_index, words if align_to_words else offsets
+        return outputs, offsets, cls_index, bounds
 
     def multi_span_results(self, windows, top_k, handle_impossible_answer, null_threshold, align_to_words):
         """`multi_span_results` of a multi-span model's question from its `windows`."""
