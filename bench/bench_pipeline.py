@@ -2,13 +2,17 @@
 """Answering with the pipeline against evaluation: the same saved model, the same questions and windows.
 
 * evaluation: `QuestionAnsweringTrainer.evaluate()` as qa_runner runs it (dynamic padding over length-sorted
-  windows, post-processing, metric, files), eval batch 32;
+  windows, post-processing, metric, files), eval batch 32, over windows made beforehand (as a rerun of run_qa.py
+  reads them from its window cache), and from its questions (the windows cut inside the timing, as a first run cuts
+  them);
 * pipeline: the model folder's own `pipeline("question-answering")` (trust_remote_code) fed the questions as a
   generator, streamed with `batch_size=32` (windows per forward pass), answers read as they come.
 
 With `--bf16` both run the encoder under bf16 autocast (evaluation as `--bf16 --use_cpu` runs it, the pipeline
-with `bf16=True`). Both are timed end to end, alternately, and reported as windows per second (the windows of the model's saved
-max_seq_length / doc_stride); the ratio is pipeline / evaluation. The pipeline's answers (no word alignment, the
+with `bf16=True`). With `--torch_compile` a second pipeline, built with `torch_compile=True` (its encoder compiled,
+the compilation paid in the untimed warm-up), is timed beside the first; evaluation stays as run_qa.py runs it by
+default. All are timed end to end, alternately, and reported as windows per second (the windows of the model's saved
+max_seq_length / doc_stride); the ratios are pipeline / evaluation. The pipelines' answers (no word alignment, the
 empty answer allowed at the threshold evaluation applied) are checked against evaluation's predictions.
 
 With `--transformers4 SITE` (a folder holding transformers 4, `pip install --target SITE "transformers==4.55.*"`,
@@ -113,6 +117,7 @@ def main(argv=None):
     parser.add_argument("--transformers4", metavar="SITE", default=None,
                         help="a folder holding transformers 4 (pip install --target): time its pipeline too")
     parser.add_argument("--bf16", action="store_true", help="evaluation and this pipeline under bf16 autocast")
+    parser.add_argument("--torch_compile", action="store_true", help="this pipeline built with torch_compile=True")
     common.add_common_arguments(parser)
     args = parser.parse_args(argv)
     common.set_threads(args)
@@ -127,11 +132,16 @@ def main(argv=None):
     model = load_model(head_for(args.head), args.model)
     data_args = common.qa_data_args(max_seq_length=settings["max_seq_length"], doc_stride=settings["doc_stride"])
     windows = common.build_windows(questions, tokenizer, data_args, "eval")
-    qa = pipeline("question-answering", model=args.model, trust_remote_code=True)
+    # this pipeline, and with --torch_compile a second one whose encoder is compiled (the last is set beside
+    # transformers 4's)
+    pipelines = {"pipeline": pipeline("question-answering", model=args.model, trust_remote_code=True)}
+    if args.torch_compile:
+        pipelines["pipeline, compiled"] = pipeline("question-answering", model=args.model, trust_remote_code=True,
+                                                   torch_compile=True)
     inputs = [{"question": q, "context": c} for q, c in zip(questions["question"], questions["context"])]
     call = {"batch_size": args.batch_size, "align_to_words": False, "handle_impossible_answer": True}
 
-    def answer_all():
+    def answer_all(qa):
         stream = qa((item for item in inputs), null_score_diff_threshold=data_args.null_score_diff_threshold,
                     bf16=args.bf16, **call)
         return [answer["answer"] for answer in stream]
@@ -140,43 +150,53 @@ def main(argv=None):
         trainer = make_trainer(head_for(args.head), model, tokenizer, questions, windows, data_args, args, tmp,
                                bf16=args.bf16)
         warm_up(model, {"evaluation": trainer}, {"evaluation": windows})
-        answer_all()  # warm-up
+        for qa in pipelines.values():
+            answer_all(qa)  # warm-up (and a compiled encoder's compilation)
         library = args.transformers4 and Transformers4Pipeline(
             args.transformers4, args.model, inputs, {**call, "max_seq_len": settings["max_seq_length"],
                                                      "doc_stride": settings["doc_stride"],
                                                      "max_answer_len": settings["max_answer_length"]},
             args.threads, tmp)
-        seconds = {"evaluation": [], "pipeline": []}
-        evaluated = []
+        seconds = {"evaluation": [], "evaluation from its questions": [], **{name: [] for name in pipelines}}
+        evaluated, answers = [], {}
         for _ in range(args.repeats):
+            cutting, _ = common.timed(common.build_windows, questions, tokenizer, data_args, "eval")
             seconds["evaluation"].append(evaluate_once(trainer, evaluated)["total"])
-            elapsed, answers = common.timed(answer_all)
-            seconds["pipeline"].append(elapsed)
+            seconds["evaluation from its questions"].append(cutting + seconds["evaluation"][-1])
+            for name, qa in pipelines.items():
+                elapsed, answers[name] = common.timed(answer_all, qa)
+                seconds[name].append(elapsed)
             library_answers = library and library()
         if library:
             library.close()
-    predictions = json.loads(evaluated[-1])
-    same = sum(predictions[qid] == answer for qid, answer in zip(questions["id"], answers))
+    predictions = [json.loads(evaluated[-1])[qid] for qid in questions["id"]]
     rate = {name: len(windows) / common.median(runs) for name, runs in seconds.items()}
-    rows = [(name, common.runs_text(seconds[name], 2), f"{rate[name]:.1f}") for name in ("evaluation", "pipeline")]
+    rows = [(name, common.runs_text(runs, 2), f"{rate[name]:.1f}") for name, runs in seconds.items()]
+    evaluations = [name for name in seconds if name not in pipelines]
     tables = [(f"{args.model}, {len(questions)} questions, {len(windows)} windows, batch {args.batch_size}",
                ("variant", "runs s", "windows/s"), rows),
               ("Ratio and agreement", ("", ""), [
-                  ("pipeline windows/s / evaluation windows/s",
-                   f"{common.ratio(rate['pipeline'], rate['evaluation']):.2f}"),
-                  ("pipeline answers equal to eval_predictions.json", f"{same} of {len(questions)}")])]
+                  *((f"{name} windows/s / {e} windows/s", f"{common.ratio(rate[name], rate[e]):.2f}")
+                    for name in pipelines for e in evaluations),
+                  *((f"{name} answers equal to eval_predictions.json",
+                     f"{sum(map(str.__eq__, predictions, answers[name]))} of {len(questions)}")
+                    for name in pipelines)])]
     if library:
-        tables.append(library_table(library, library_answers, common.median(seconds["pipeline"]), answers))
+        last = list(pipelines)[-1]
+        tables.append(library_table(library, library_answers, common.median(seconds[last]), answers[last], last))
     common.print_report(
-        f"Pipeline against evaluation ({args.head} head{', bf16 autocast' if args.bf16 else ''})", tables,
-        notes=["evaluation = the whole evaluate() (forward, post-processing, metric, files); pipeline = the whole "
+        f"Pipeline against evaluation ({args.head} head{', bf16 autocast' if args.bf16 else ''}"
+        f"{', and compiled' if args.torch_compile else ''})", tables,
+        notes=["evaluation = the whole evaluate() (forward, post-processing, metric, files); from its questions = "
+               "the same, plus cutting the questions' windows (timed apart in the same round); pipeline = the whole "
                "streamed call (windows, forward, decoding)"],
         repeats=args.repeats,
     )
 
 
-def library_table(library, library_answers, seconds, answers):
-    """The report's table of this pipeline against transformers 4's (questions/s, ratio, equal answers)."""
+def library_table(library, library_answers, seconds, answers, this):
+    """The report's table of this pipeline (named `this`) against transformers 4's (questions/s, ratio, equal
+    answers)."""
     count = len(answers)
     name = f"transformers {library.version}'s pipeline"
     rate, library_rate = count / seconds, count / common.median(library.seconds)
@@ -184,8 +204,8 @@ def library_table(library, library_answers, seconds, answers):
     return (f"Against {name} (same questions, batch, window, stride, answer length)", ("", ""), [
         (f"{name}: runs s", common.runs_text(library.seconds, 2)),
         (f"{name}: questions/s", f"{library_rate:.1f}"),
-        ("this pipeline: questions/s", f"{rate:.1f}"),
-        (f"this pipeline / {name}", f"{common.ratio(rate, library_rate):.2f}"),
+        (f"this {this}: questions/s", f"{rate:.1f}"),
+        (f"this {this} / {name}", f"{common.ratio(rate, library_rate):.2f}"),
         ("top answers equal (each pipeline's own no-answer rule)",
          f"{len(same)} of {count} ({sum(map(bool, same))} not empty)")])
 

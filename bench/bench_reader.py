@@ -19,7 +19,8 @@ top answer's probability on the questions of odd-numbered articles ((a) its scor
 `probability`: the folder's calibrator, and each `--calibrator` folder's, such as one fitted by `run_qa.py
 --calibrate` on a reader file of the even-numbered articles: `examples/build_reader_data.py`).
 Speed, on the first `--speed_questions`: questions/s of the reader, of one pipeline call per passage, and of the
-bare model forward over the reader's windows (sorted by length, the same batches).
+bare model forward over the reader's windows (sorted by length, the same batches). With `--bf16` every rule and the
+bare forward run the encoder under bf16 autocast (the pipeline's `bf16=True`).
 
     python bench/bench_reader.py --model outputs/minilm-span-recipe-calibrated --max_questions 2000 \\
         --calibrator outputs/minilm-span-recipe-reader-calibrated --predictions results/reader
@@ -88,15 +89,15 @@ def holds_gold(passage_text, golds):
     return any(g and g in passage_text for g in golds)
 
 
-def decoded(qa, records, batch_size):
-    """Per record, what (b) and (c) answer from one pass of the reader's windows through the model, and the
-    reader's evidence (ranked spans, null rank, the top span's passage) for answering with another folder's threshold
-    and calibrator (`settings_answer`); with the seconds the pass took."""
+def decoded(qa, records, batch_size, bf16):
+    """Per record, what (b) and (c) answer from one pass of the reader's windows through the model (under bf16
+    autocast with `bf16`), and the reader's evidence (ranked spans, null rank, the top span's passage) for answering
+    with another folder's threshold and calibrator (`settings_answer`); with the seconds the pass took."""
     module = sys.modules[type(qa).__module__]
     items = [module.checked({"question": r["question"], "passages": r["passages"]}, f"record {i}")
              for i, r in enumerate(records)]
     start, rows = time.perf_counter(), []
-    for windows in qa.length_sorted_outputs(iter(items), batch_size, {}, {}):
+    for windows in qa.length_sorted_outputs(iter(items), batch_size, {}, {"bf16": bf16}):
         answer = qa.postprocess(windows, top_k=1, handle_impossible_answer=True)
         spans, null_rank, _ = qa.ranked_spans(windows, HAYSTACK_TOP_K, qa.settings.max_answer_length, True)
         best_rank = spans[0]["rank"] if spans else -math.inf
@@ -150,9 +151,10 @@ def per_passage_answers(qa, records, batch_size):
     return seconds, out
 
 
-def speed(qa, records, batch_size, repeats):
-    """{row: [seconds per run]} of the reader, one pipeline call per passage, and the bare forward of the reader's
-    windows in the reader's batches; and the number of windows."""
+def speed(qa, records, batch_size, repeats, bf16):
+    """{row: [seconds per run]} of the reader, one pipeline call per passage (both built with the pipeline's `bf16`),
+    and the bare forward of the reader's windows in the reader's batches (under bf16 autocast with `bf16`); and the
+    number of windows."""
     import torch
 
     from model_folder.qa_windows import WindowCollator
@@ -167,7 +169,7 @@ def speed(qa, records, batch_size, repeats):
                for f in range(0, len(order), batch_size)]
 
     def bare():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for batch in batches:
                 qa.model(**batch)
 
@@ -200,6 +202,7 @@ def main():
                              "folder's config (such as `run_qa.py --calibrate` on a reader file stores); repeatable")
     parser.add_argument("--predictions", help="folder to write each rule's answers into (JSON, for re-scoring)")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: the first 8 questions, 4 for speed")
+    parser.add_argument("--bf16", action="store_true", help="every rule and the bare forward under bf16 autocast")
     args = parser.parse_args()
     common.set_threads(args)
     common.quiet_libraries()
@@ -212,9 +215,9 @@ def main():
     if args.articles == "odd":
         records = [r for r in records if r["article"] % 2 == 1]
     records = records[: 8 if args.tiny else None]
-    qa = pipeline("question-answering", model=str(with_this_code(args.model)), trust_remote_code=True)
+    qa = pipeline("question-answering", model=str(with_this_code(args.model)), trust_remote_code=True, bf16=args.bf16)
     threshold = qa.settings.null_score_diff_threshold
-    reader_seconds, rows = decoded(qa, records, args.batch_size)
+    reader_seconds, rows = decoded(qa, records, args.batch_size, args.bf16)
     habit_seconds, per_passage = per_passage_answers(qa, records, args.batch_size)
     habit = [habit_answer(answers) for answers in per_passage]
     odd = [r["article"] % 2 == 1 for r in records]
@@ -240,7 +243,7 @@ def main():
     table = [figures(name, answers, records, best_spans, no_answer_scores, probabilities, odd)
              for name, _, answers, no_answer_scores, probabilities in rules]
     speed_records = records[: args.speed_questions]
-    seconds, windows = speed(qa, speed_records, args.batch_size, args.repeats)
+    seconds, windows = speed(qa, speed_records, args.batch_size, args.repeats, args.bf16)
     rate = {name: len(speed_records) / common.median(values) for name, values in seconds.items()}
     n, held = len(records), sum(odd)
     common.print_report(
@@ -250,7 +253,8 @@ def main():
           f"over {args.passages} paragraphs of its article (ECE on the {held} questions of odd-numbered articles)",
           ("rule", "exact", "F1", "best_f1", "NoAns answered \"\" %", "top answer from a gold passage %",
            "ECE of the top answer's probability"), table),
-         (f"Speed: the first {len(speed_records)} questions ({windows} windows), batch {args.batch_size}",
+         (f"Speed: the first {len(speed_records)} questions ({windows} windows), batch {args.batch_size}"
+          f"{', bf16 autocast' if args.bf16 else ''}",
           ("", "seconds (runs)", "questions/s"),
           [(name, common.runs_text(values, 2), f"{rate[name]:.2f}") for name, values in seconds.items()] +
           [("reader / one call per passage", "", f"{common.ratio(rate['reader'], rate['one call per passage']):.2f}x"),

@@ -18,6 +18,7 @@ model whose config stores a calibrator (`run_qa.py --calibrate`) adds each answe
 each passage cut into windows of its own (`qa_passages.py`).
 """
 
+import contextlib
 import itertools
 import math
 import operator
@@ -296,6 +297,22 @@ def multi_span_results(best, ranked, null, top_k, with_null, threshold):
     return [multi_span_result(a) for a in [best, *paths][:top_k]]
 
 
+def compile_encoder(model):
+    """Compiles `model`'s encoder (its `base_model`) in place with torch.compile; `frozen_weights` is then the
+    context to call it in. The first batches of each shape pay the compilation (tens of seconds; shapes turn
+    dynamic from the second); the heads stay eager (the CRF's decoding branches on its data)."""
+    model.base_model.compile()
+
+
+def frozen_weights():
+    """The context in which a compiled encoder compiles for inference: its weights frozen into the compiled code as
+    constants (inductor's `freezing`: on CPU the matrix products then run on weights laid out for them once), set
+    around the calls rather than for the whole process (a setting of torch's compiler, which other models share)."""
+    import torch._inductor.config
+
+    return torch._inductor.config.patch(freezing=True)
+
+
 def stacked(rows, fill, dtype):
     """(windows, longest window, ...) array of a question's per-window arrays, `fill` past each one's end."""
     array = np.full((len(rows), max(len(r) for r in rows), *rows[0].shape[1:]), fill, dtype=dtype)
@@ -309,15 +326,21 @@ class QuestionAnsweringPipeline(ChunkPipeline):
 
     Call parameters: `top_k` (answers per question, default 1), `doc_stride`, `max_seq_len`, `max_question_len`,
     `max_answer_len`, `handle_impossible_answer` (allow "" as the answer, decided with the no-answer threshold
-    the model's config holds, or `null_score_diff_threshold` if given), `align_to_words` (default True), and
-    `batch_size` (windows per forward pass). Defaults come from the settings the model was evaluated with;
-    parameters given when the pipeline is built hold for every call, and a call overrides only those it names.
+    the model's config holds, or `null_score_diff_threshold` if given), `align_to_words` (default True), `bf16`
+    (the encoder under bf16 autocast) and `batch_size` (windows per forward pass). Defaults come from the settings
+    the model was evaluated with; parameters given when the pipeline is built hold for every call, and a call
+    overrides only those it names. `torch_compile=True`, given when the pipeline is built, compiles the model's
+    encoder (`compile_encoder`).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, torch_compile=False, **kwargs):
         super().__init__(*args, **kwargs)
         # Read and checked once, as the pipeline is built: a config that cannot serve fails here, naming its key.
         self.settings = QASettings.from_config(self.model.config)
+        check_flags(torch_compile=torch_compile)
+        self.compiled = bool(torch_compile)
+        if self.compiled:
+            compile_encoder(self.model)
 
     def __call__(self, *args, **kwargs):
         check_counts(1, batch_size=kwargs.get("batch_size", self._batch_size))
@@ -369,6 +392,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     def _sanitize_parameters(self, top_k=None, doc_stride=None, max_seq_len=None, max_question_len=None,
                              max_answer_len=None, handle_impossible_answer=None, align_to_words=None,
                              null_score_diff_threshold=None, bf16=None, topk=None, padding=None, **unknown):
+        if "torch_compile" in unknown:
+            raise ValueError("torch_compile is given when the pipeline is built: "
+                             "pipeline('question-answering', ..., torch_compile=True)")
         if unknown:
             raise ValueError(f"Unknown parameter(s) of the question-answering pipeline: {', '.join(sorted(unknown))}"
                              f" (its parameters: {', '.join(PARAMETERS)})")
@@ -487,7 +513,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         else:
             model_inputs.pop("context_mask")
         # the encoder under bf16 autocast when asked; the CRF's recursions and decoding turn it off (float32/64)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16), \
+                frozen_weights() if self.compiled else contextlib.nullcontext():
             outputs = self.model(**model_inputs)
         floats = {f: outputs[f].float() if outputs[f].is_floating_point() else outputs[f] for f in OUTPUT_FIELDS[head]}
         return {**{k: inputs[k] for k in EXTRAS}, **floats}

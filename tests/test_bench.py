@@ -142,7 +142,9 @@ def test_bench_pipeline(learned, transformers_4):
     # the training questions (the first 40), which the model answers
     output = run_bench("bench_pipeline.py", "--model", learned["span"], "--dev_file", TRAIN,
                        "--transformers4", transformers_4)
-    assert_report(output, "Pipeline against evaluation (span head)", "| evaluation |", "| pipeline |",
+    assert_report(output, "Pipeline against evaluation (span head)", "| evaluation |",
+                  "| evaluation from its questions |", "| pipeline |",
+                  "| pipeline windows/s / evaluation from its questions windows/s |",
                   "**Against transformers 4.51.3's pipeline", "| transformers 4.51.3's pipeline: questions/s | ")
     assert "| pipeline answers equal to eval_predictions.json | 40 of 40 |" in output
     # both pipelines answer alike where they answer (their no-answer rules differ)
@@ -167,10 +169,11 @@ def test_bench_int8(learned):
                   "first 8 questions, batch 32", "| int8 answers equal to float32's | ")
 
 
-@pytest.mark.parametrize("head", ["span", "crf"])
-def test_bench_reader(learned, head):
-    output = run_bench("bench_reader.py", "--model", learned[head], "--dev_file", DEV)
+@pytest.mark.parametrize("head, bf16", [("span", False), ("crf", False), ("span", True)])
+def test_bench_reader(learned, head, bf16):
+    output = run_bench("bench_reader.py", "--model", learned[head], "--dev_file", DEV, *(["--bf16"] if bf16 else []))
     assert_report(output, "A question over 10 passages: the reader against per-passage answers and Haystack's scoring",
                   "| (a) the pipeline per passage, best `score` |", "| (c) the reader (`score`) |",
                   "| reader / one call per passage |", "| bare forward |", "questions of dev-v2.0.json (8 asked)")
     assert ("| (b) Haystack's scoring |" in output) == (head == "span")  # Haystack reads start / end logits
+    assert ("windows), batch 32, bf16 autocast**" in output) == bf16

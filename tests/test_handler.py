@@ -120,3 +120,14 @@ def test_the_endpoints_bf16_switch_answers_every_request_as_the_pipeline_under_b
     from model_folder.qa_pipeline import cpu_has_bf16
 
     assert ("torch emulates them" in result.stderr) == (cpu_has_bf16() is False)
+
+
+@pytest.mark.parametrize("value, compiled", [("1", True), ("0", False)])
+def test_the_endpoints_compile_switch_builds_a_compiled_pipeline(learned, monkeypatch, value, compiled):
+    """Compiled lazily: building the handler costs no compilation (the pipeline's test answers with one)."""
+    from model_folder.handler import EndpointHandler
+
+    monkeypatch.setenv("SPANBERT_QA_TORCH_COMPILE", value)
+    qa = EndpointHandler(str(learned["span"])).pipeline
+    assert qa.compiled is compiled
+    assert (getattr(qa.model.base_model, "_compiled_call_impl", None) is not None) is compiled

@@ -140,6 +140,21 @@ def test_in_bf16_the_pipeline_answers_as_evaluation_in_bf16(pipes, learned, lear
 
 
 @pytest.mark.parametrize("head", HEADS)
+def test_a_compiled_encoder_answers_as_the_eager_one(pipes, learned, learned_questions, head):
+    """torch_compile=True compiles the encoder in place, its weights frozen into the compiled code: the same answers
+    with the same scores, up to float rounding. Compiling is a setting of the pipeline, refused per call."""
+    qa = pipeline("question-answering", model=str(learned[head]), trust_remote_code=True, torch_compile=True)
+    assert qa.model.base_model._compiled_call_impl is not None  # the encoder is compiled
+    call = {"handle_impossible_answer": True, "align_to_words": False, "null_score_diff_threshold": EVAL_THRESHOLD}
+    results, eager = qa(dicts(learned_questions), **call), pipes[head](dicts(learned_questions), **call)
+    assert sum(r["answer"] != "" for r in results) >= len(results) // 2
+    assert [r["answer"] for r in results] == [r["answer"] for r in eager]
+    assert [r["score"] for r in results] == pytest.approx([r["score"] for r in eager], rel=1e-3, abs=1e-6)
+    with pytest.raises(ValueError, match=r"torch_compile is given when the pipeline is built"):
+        qa(question="Who?", context="Nobody.", torch_compile=True)
+
+
+@pytest.mark.parametrize("head", HEADS)
 def test_any_threshold_decides_no_answer_as_evaluation_would(pipes, learned, learned_questions, head):
     """Evaluation answers "" when its null odds exceed the threshold, else its best span (the first n-best text)."""
     null_odds = read_json(learned[head], "eval_null_odds.json")
