@@ -17,10 +17,10 @@ empty answer allowed at the threshold evaluation applied) are checked against ev
 
 With `--transformers4 SITE` (a folder holding transformers 4, `pip install --target SITE "transformers==4.55.*"`,
 run beside this venv's torch), transformers 4's own `pipeline("question-answering")` is timed too, in a process of
-its own (in float32), alternately with the two above: on a copy of the span model folder without `custom_pipelines` (which
-transformers 4 refuses), fed the same generator with the same batch size, window, stride and answer length, no word
-alignment, the empty answer allowed (by its own rule: "" when the [CLS] probability beats the best span's). Its
-speed is reported in questions/s beside this pipeline's (its windows are cut by its own rules).
+its own (in float32), alternately with the others: on a copy of the span model folder without `custom_pipelines`
+(which transformers 4 refuses), fed the same generator with the same batch size, window, stride and answer length,
+no word alignment, the empty answer allowed (by its own rule: "" when the [CLS] probability beats the best span's).
+Its speed is reported in questions/s beside this pipeline's (its windows are cut by its own rules).
 
     python bench/bench_pipeline.py --model outputs/minilm-span --max_eval_samples 2000
     python bench/bench_pipeline.py --model outputs/minilm-span --transformers4 .cache/transformers-4.55

@@ -1060,6 +1060,7 @@ def test_a_multi_span_model_decodes_in_eval_mode_and_keeps_the_setting_when_save
 
 def test_a_path_log_probability_never_exceeds_zero():
     """log Z from float32 recursions can fall a hair below a sure path's float64 score: log P is cut at 0."""
-    paths, null = crf_decoding.path_log_probabilities(torch.tensor([[1.00004, -2.0, float("-inf")]], dtype=torch.float64),
-                                         torch.tensor([-3.0], dtype=torch.float64), torch.tensor([1.0]))
+    scores = torch.tensor([[1.00004, -2.0, float("-inf")]], dtype=torch.float64)
+    paths, null = crf_decoding.path_log_probabilities(scores, torch.tensor([-3.0], dtype=torch.float64),
+                                                      torch.tensor([1.0]))
     assert paths.tolist() == [[0.0, -3.0, float("-inf")]] and null.tolist() == [-4.0]
