@@ -27,9 +27,10 @@ import common  # noqa: E402  (sets the offline environment and the import path)
 
 
 def encoder_flops(config, lengths):
-    """Multiply-add FLOPs (x2) of the encoder's matrix products over windows of padded `lengths`."""
+    """Multiply-add FLOPs (x2) of the encoder's matrix products over windows of padded `lengths`: the projections
+    and feed-forward, and the attention's (`attention_flops`)."""
     d, f, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    return sum(n * (2 * length * (4 * d * d + 2 * d * f) + 4 * length * length * d) for length in lengths)
+    return sum(n * 2 * length * (4 * d * d + 2 * d * f) for length in lengths) + attention_flops(config, lengths)
 
 
 def matmul_flops_per_second(size, dtype, repeats):
